@@ -1,0 +1,284 @@
+//! Loading a Hugging Face checkpoint directory: `config.json`, one or many
+//! safetensors shards, `tokenizer.json`, `tokenizer_config.json` (chat
+//! template, special tokens) and `generation_config.json`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device};
+use serde::Deserialize;
+
+use crate::config::HfConfig;
+use crate::error::{ModelError, Result};
+use crate::generation_config::GenerationDefaults;
+use crate::tensor_source::TensorSource;
+use crate::tokenizer::{SpecialToken, Tokenizer};
+use crate::weight::Weight;
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, format: &'static str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::InvalidFile {
+        path: path.to_path_buf(),
+        format,
+        reason: e.to_string(),
+    })
+}
+
+/// Reads and resolves `config.json`.
+pub fn read_config(dir: &Path) -> Result<(HfConfig, crate::config::ModelConfig)> {
+    let path = dir.join("config.json");
+    let raw: HfConfig = read_json(&path, "config.json")?;
+    let resolved = raw.resolve().map_err(|reason| {
+        if reason.contains("model_type") {
+            ModelError::Unsupported {
+                path: path.clone(),
+                what: "architecture",
+                value: reason,
+            }
+        } else {
+            ModelError::InvalidFile {
+                path: path.clone(),
+                format: "config.json",
+                reason,
+            }
+        }
+    })?;
+    Ok((raw, resolved))
+}
+
+/// Reads `generation_config.json` if the directory has one.
+pub fn read_generation_config(dir: &Path) -> Result<GenerationDefaults> {
+    let path = dir.join("generation_config.json");
+    if path.exists() {
+        read_json(&path, "generation_config.json")
+    } else {
+        Ok(GenerationDefaults::default())
+    }
+}
+
+/// The safetensors shards of a checkpoint directory.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        #[derive(Deserialize)]
+        struct Index {
+            weight_map: std::collections::BTreeMap<String, String>,
+        }
+        let index_data: Index = read_json(&index, "safetensors index")?;
+        let files: std::collections::BTreeSet<&String> = index_data.weight_map.values().collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(ModelError::InvalidFile {
+            path: dir.to_path_buf(),
+            format: "checkpoint directory",
+            reason: "no *.safetensors weights found".into(),
+        });
+    }
+    Ok(found)
+}
+
+/// The weights of a safetensors checkpoint, widened to f32 on load.
+pub struct SafetensorsSource {
+    dir: PathBuf,
+    tensors: MmapedSafetensors,
+    names: HashSet<String>,
+    stored_dtype: Option<DType>,
+}
+
+impl SafetensorsSource {
+    /// Maps every shard of `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let paths = shard_paths(dir)?;
+        for p in &paths {
+            if !p.exists() {
+                return Err(ModelError::Io {
+                    path: p.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "shard listed in the index is missing",
+                    ),
+                });
+            }
+        }
+        // SAFETY: the shards are mapped read-only; like every inference
+        // server, pagoda requires that checkpoint files are not modified
+        // while it runs.
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&paths) }.map_err(|e| ModelError::InvalidFile {
+                path: dir.to_path_buf(),
+                format: "safetensors",
+                reason: e.to_string(),
+            })?;
+        let mut names = HashSet::new();
+        let mut stored_dtype = None;
+        for (name, view) in tensors.tensors() {
+            if name.ends_with(".weight") && stored_dtype.is_none() {
+                stored_dtype = DType::try_from(view.dtype()).ok();
+            }
+            names.insert(name);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tensors,
+            names,
+            stored_dtype,
+        })
+    }
+
+    /// The dtype the weights are stored in (of the first weight seen).
+    pub fn stored_dtype(&self) -> Option<DType> {
+        self.stored_dtype
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Weight>> {
+        if !self.names.contains(name) {
+            return Ok(None);
+        }
+        let tensor = self
+            .tensors
+            .load(name, &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| ModelError::Tensor {
+                path: self.dir.clone(),
+                name: name.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(Weight::Dense(tensor)))
+    }
+}
+
+/// A special token in `tokenizer_config.json`: a string or an `AddedToken` object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum TokenField {
+    Text(String),
+    Object { content: String },
+}
+
+impl TokenField {
+    fn text(&self) -> &str {
+        match self {
+            TokenField::Text(s) => s,
+            TokenField::Object { content } => content,
+        }
+    }
+}
+
+/// `chat_template` is a string or a list of named templates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum TemplateField {
+    One(String),
+    Named(Vec<NamedTemplate>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NamedTemplate {
+    name: String,
+    template: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct TokenizerConfig {
+    chat_template: Option<TemplateField>,
+    bos_token: Option<TokenField>,
+    eos_token: Option<TokenField>,
+}
+
+/// The tokenizer, the chat template's source and the special-token texts of a checkpoint directory.
+pub struct HfTokenizerParts {
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The default chat template's source, if any.
+    pub chat_template: Option<String>,
+}
+
+/// Loads `tokenizer.json` and `tokenizer_config.json` (and a standalone
+/// `chat_template.jinja` if present).
+pub fn read_tokenizer(
+    dir: &Path,
+    config: &HfConfig,
+    generation: &GenerationDefaults,
+) -> Result<HfTokenizerParts> {
+    let path = dir.join("tokenizer.json");
+    let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::InvalidFile {
+        path: path.clone(),
+        format: "tokenizer.json",
+        reason: e.to_string(),
+    })?;
+    let cfg_path = dir.join("tokenizer_config.json");
+    let tk_config: TokenizerConfig = if cfg_path.exists() {
+        read_json(&cfg_path, "tokenizer_config.json")?
+    } else {
+        TokenizerConfig::default()
+    };
+    let by_text = |field: &Option<TokenField>| -> Option<SpecialToken> {
+        let text = field.as_ref()?.text();
+        inner.token_to_id(text).map(|id| SpecialToken {
+            id,
+            text: text.to_string(),
+        })
+    };
+    let by_id = |ids: Option<Vec<u32>>| -> Option<SpecialToken> {
+        ids.and_then(|ids| ids.first().copied())
+            .and_then(|id| Tokenizer::special(&inner, id))
+    };
+    let bos = by_text(&tk_config.bos_token)
+        .or_else(|| by_id(config.bos_token_id.as_ref().map(|b| b.to_vec())));
+    let eos = by_text(&tk_config.eos_token)
+        .or_else(|| by_id(config.eos_token_id.as_ref().map(|e| e.to_vec())));
+    let mut stop_ids = generation.eos_ids();
+    if let Some(ids) = &config.eos_token_id {
+        for id in ids.to_vec() {
+            if !stop_ids.contains(&id) {
+                stop_ids.push(id);
+            }
+        }
+    }
+    let jinja = dir.join("chat_template.jinja");
+    let chat_template = match tk_config.chat_template {
+        Some(TemplateField::One(t)) => Some(t),
+        Some(TemplateField::Named(list)) => list
+            .iter()
+            .find(|t| t.name == "default")
+            .or(list.first())
+            .map(|t| t.template.clone()),
+        None if jinja.exists() => {
+            Some(
+                std::fs::read_to_string(&jinja).map_err(|source| ModelError::Io {
+                    path: jinja.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    Ok(HfTokenizerParts {
+        tokenizer: Tokenizer::new(inner, bos, eos, stop_ids),
+        chat_template,
+    })
+}

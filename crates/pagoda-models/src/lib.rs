@@ -1,0 +1,42 @@
+//! Model families on candle-core for pagoda: loaders for GGUF files and
+//! Hugging Face checkpoint directories, the llama/qwen2 decoder with a
+//! forward pass over a flattened batch and a paged KV cache, tokenizers
+//! rebuilt from GGUF metadata, and chat templates rendered with minijinja.
+//!
+//! The reference implementations are Hugging Face transformers (numerics,
+//! checked by the fixture tests) and llama.cpp (GGUF conventions and
+//! tokenization).
+
+pub mod attention;
+pub mod batch;
+pub mod chat_template;
+pub mod config;
+pub mod detokenizer;
+pub mod embedding;
+pub mod error;
+pub mod generation_config;
+pub mod gguf_config;
+pub mod gguf_file;
+pub mod gguf_meta;
+pub mod gguf_tokenizer;
+pub mod hf_dir;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod loader;
+pub mod model;
+pub mod norm;
+pub mod rope;
+pub mod tensor_source;
+pub mod tokenizer;
+pub mod weight;
+
+pub use batch::{Logits, LogitsWanted, SeqChunk};
+pub use chat_template::{ChatTemplate, RenderOptions};
+pub use config::{Architecture, ModelConfig};
+pub use detokenizer::IncrementalDecoder;
+pub use error::{ModelError, Result};
+pub use kv_cache::{BlockId, KvLayout, PagedKvCache};
+pub use loader::{load_model, LoadedModel, ModelFormat};
+pub use model::CausalLm;
+pub use tokenizer::Tokenizer;

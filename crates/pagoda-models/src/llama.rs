@@ -1,0 +1,333 @@
+//! The llama family of decoders: Llama 2/3, SmolLM2, DeepSeek-R1-Distill-Llama,
+//! and Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases).
+//!
+//! Paper: Touvron et al., <https://arxiv.org/abs/2302.13971>. Reference
+//! implementation: Hugging Face transformers `models/llama/modeling_llama.py`
+//! and `models/qwen2/modeling_qwen2.py`; field names follow their tensor names.
+//!
+//! The forward pass takes the new tokens of a whole batch flattened into one
+//! matrix: every projection is one matrix product for the batch; only
+//! attention runs per sequence, through its block table into the paged cache.
+
+use crate::attention::{paged_attention, SeqQueries};
+use crate::batch::{Logits, LogitsWanted, SeqChunk};
+use crate::config::ModelConfig;
+use crate::embedding::Embedding;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::{KvLayout, PagedKvCache};
+use crate::linear::Linear;
+use crate::model::CausalLm;
+use crate::norm::RmsNorm;
+use crate::rope::{Rope, RopeAngles};
+use crate::tensor_source::TensorSource;
+
+/// Multi-head self-attention with grouped-query heads.
+#[derive(Debug)]
+struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+}
+
+/// The SwiGLU feed-forward block.
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// One transformer block.
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: SelfAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A llama-style causal language model.
+#[derive(Debug)]
+pub struct Llama {
+    config: ModelConfig,
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+}
+
+fn linear(
+    src: &dyn TensorSource,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear> {
+    let weight = src.require_shape(&format!("{prefix}.weight"), &[out, inp])?;
+    let bias = if bias {
+        Some(src.require_vector(&format!("{prefix}.bias"), out)?)
+    } else {
+        None
+    };
+    Linear::new(weight, bias)
+}
+
+impl Llama {
+    /// Builds the model from `src`, checking every tensor's shape against `config`.
+    pub fn load(config: ModelConfig, src: &dyn TensorSource) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|reason| ModelError::InvalidFile {
+                path: src.path().to_path_buf(),
+                format: "model configuration",
+                reason,
+            })?;
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let embed_tokens =
+            Embedding::new(src.require_shape("model.embed_tokens.weight", &[c.vocab_size, h])?);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                let attn = format!("{p}.self_attn");
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::new(
+                        src.require_vector(&format!("{p}.input_layernorm.weight"), h)?,
+                        c.rms_norm_eps,
+                    ),
+                    self_attn: SelfAttention {
+                        q_proj: linear(
+                            src,
+                            &format!("{attn}.q_proj"),
+                            c.num_attention_heads * hd,
+                            h,
+                            c.qkv_bias,
+                        )?,
+                        k_proj: linear(src, &format!("{attn}.k_proj"), c.kv_dim(), h, c.qkv_bias)?,
+                        v_proj: linear(src, &format!("{attn}.v_proj"), c.kv_dim(), h, c.qkv_bias)?,
+                        o_proj: linear(
+                            src,
+                            &format!("{attn}.o_proj"),
+                            h,
+                            c.num_attention_heads * hd,
+                            false,
+                        )?,
+                    },
+                    post_attention_layernorm: RmsNorm::new(
+                        src.require_vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                        c.rms_norm_eps,
+                    ),
+                    mlp: Mlp {
+                        gate_proj: linear(
+                            src,
+                            &format!("{p}.mlp.gate_proj"),
+                            c.intermediate_size,
+                            h,
+                            false,
+                        )?,
+                        up_proj: linear(
+                            src,
+                            &format!("{p}.mlp.up_proj"),
+                            c.intermediate_size,
+                            h,
+                            false,
+                        )?,
+                        down_proj: linear(
+                            src,
+                            &format!("{p}.mlp.down_proj"),
+                            h,
+                            c.intermediate_size,
+                            false,
+                        )?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(src.require_vector("model.norm.weight", h)?, c.rms_norm_eps);
+        // A checkpoint without `lm_head.weight` ties the head to the embedding
+        // (GGUF files omit `output.weight` in that case).
+        let lm_head = match src.get("lm_head.weight")? {
+            Some(w) if !c.tie_word_embeddings => {
+                crate::tensor_source::check_shape(
+                    src.path(),
+                    "lm_head.weight",
+                    &w,
+                    &[c.vocab_size, h],
+                )?;
+                Linear::new(w, None)?
+            }
+            _ => Linear::new(embed_tokens.as_weight(), None)?,
+        };
+        let rope = Rope::new(&c.rope);
+        Ok(Self {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+
+    fn check_batch(&self, batch: &[SeqChunk<'_>], cache: &PagedKvCache) -> Result<()> {
+        if cache.layout() != self.kv_layout() {
+            return Err(ModelError::InvalidBatch(format!(
+                "the KV cache was built for {:?}, the model needs {:?}",
+                cache.layout(),
+                self.kv_layout()
+            )));
+        }
+        for chunk in batch {
+            if chunk.tokens.is_empty() {
+                return Err(ModelError::InvalidBatch("a chunk with no tokens".into()));
+            }
+            let end = chunk.start_pos + chunk.tokens.len();
+            if end > self.config.max_position_embeddings {
+                return Err(ModelError::InvalidBatch(format!(
+                    "position {} is past the context window of {}",
+                    end - 1,
+                    self.config.max_position_embeddings
+                )));
+            }
+            cache.check_table(chunk.block_table, end)?;
+        }
+        Ok(())
+    }
+}
+
+impl SelfAttention {
+    fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        layer: usize,
+        c: &ModelConfig,
+        angles: &RopeAngles,
+        batch: &[SeqChunk<'_>],
+        cache: &mut PagedKvCache,
+    ) -> Result<Vec<f32>> {
+        let mut q = self.q_proj.forward(x, rows)?;
+        let mut k = self.k_proj.forward(x, rows)?;
+        let v = self.v_proj.forward(x, rows)?;
+        angles.apply(&mut q, c.num_attention_heads, c.head_dim);
+        angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
+
+        let (q_row, kv_row) = (c.num_attention_heads * c.head_dim, c.kv_dim());
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            cache.write(
+                layer,
+                chunk.block_table,
+                chunk.start_pos,
+                &k[offset * kv_row..(offset + n) * kv_row],
+                &v[offset * kv_row..(offset + n) * kv_row],
+            );
+            offset += n;
+        }
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            seqs.push(SeqQueries {
+                q: &q[offset * q_row..(offset + n) * q_row],
+                start_pos: chunk.start_pos,
+                block_table: chunk.block_table,
+            });
+            offset += n;
+        }
+        let attn = paged_attention(
+            cache.layer(layer),
+            &seqs,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        self.o_proj.forward(&attn, rows)
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut gate = self.gate_proj.forward(x, rows)?;
+        let up = self.up_proj.forward(x, rows)?;
+        for (g, u) in gate.iter_mut().zip(&up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        self.down_proj.forward(&gate, rows)
+    }
+}
+
+fn add_in_place(acc: &mut [f32], delta: &[f32]) {
+    acc.iter_mut().zip(delta).for_each(|(a, d)| *a += d);
+}
+
+impl CausalLm for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn kv_layout(&self) -> KvLayout {
+        KvLayout {
+            num_layers: self.config.num_hidden_layers,
+            kv_heads: self.config.num_key_value_heads,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
+        self.check_batch(batch, cache)?;
+        let c = &self.config;
+        let tokens: Vec<u32> = batch
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        let positions: Vec<usize> = batch
+            .iter()
+            .flat_map(|s| s.start_pos..s.start_pos + s.tokens.len())
+            .collect();
+        let rows = tokens.len();
+        let angles = self.rope.angles(&positions);
+
+        let mut x = self.embed_tokens.forward(&tokens, c.vocab_size)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x);
+            let attn = layer
+                .self_attn
+                .forward(&h, rows, i, c, &angles, batch, cache)?;
+            add_in_place(&mut x, &attn);
+            let h = layer.post_attention_layernorm.forward(&x);
+            let mlp = layer.mlp.forward(&h, rows)?;
+            add_in_place(&mut x, &mlp);
+        }
+
+        // Only the rows that need logits go through the final norm and the head.
+        let hidden = c.hidden_size;
+        let mut selected = Vec::new();
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            let range = match chunk.logits {
+                LogitsWanted::None => offset..offset,
+                LogitsWanted::Last => offset + n - 1..offset + n,
+                LogitsWanted::All => offset..offset + n,
+            };
+            selected.extend_from_slice(&x[range.start * hidden..range.end * hidden]);
+            offset += n;
+        }
+        let selected_rows = selected.len() / hidden;
+        if selected_rows == 0 {
+            return Ok(Logits {
+                vocab_size: c.vocab_size,
+                data: Vec::new(),
+            });
+        }
+        let normed = self.norm.forward(&selected);
+        let data = self.lm_head.forward(&normed, selected_rows)?;
+        Ok(Logits {
+            vocab_size: c.vocab_size,
+            data,
+        })
+    }
+}

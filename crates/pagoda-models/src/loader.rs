@@ -1,0 +1,155 @@
+//! One entry point that loads whatever a path holds — a GGUF file or a
+//! Hugging Face checkpoint directory — into a model, its tokenizer and its
+//! chat template.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::chat_template::ChatTemplate;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::generation_config::GenerationDefaults;
+use crate::gguf_config::gguf_model_config;
+use crate::gguf_file::GgufFile;
+use crate::gguf_tokenizer::tokenizer_from_gguf;
+use crate::hf_dir::{read_config, read_generation_config, read_tokenizer, SafetensorsSource};
+use crate::llama::Llama;
+use crate::model::CausalLm;
+use crate::tokenizer::Tokenizer;
+
+/// The on-disk format a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A single GGUF file.
+    Gguf,
+    /// A Hugging Face directory with safetensors weights.
+    HfSafetensors,
+}
+
+/// Everything a server needs from a model path.
+pub struct LoadedModel {
+    /// The network.
+    pub model: Arc<dyn CausalLm>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template, if the checkpoint ships one.
+    pub chat_template: Option<ChatTemplate>,
+    /// Sampling defaults and extra stop ids.
+    pub generation: GenerationDefaults,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// In which format.
+    pub format: ModelFormat,
+    /// How the weights are stored (`Q4_1`, `BF16`...) and computed, for logs.
+    pub precision: String,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("config", self.model.config())
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+}
+
+fn is_gguf(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"GGUF"),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Loads the model at `path`: a `.gguf` file or a checkpoint directory.
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return load_hf_dir(path);
+    }
+    if is_gguf(path)? {
+        return load_gguf(path);
+    }
+    Err(ModelError::InvalidFile {
+        path: path.to_path_buf(),
+        format: "model",
+        reason: "neither a GGUF file (no GGUF magic) nor a checkpoint directory".into(),
+    })
+}
+
+fn template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let text =
+        |t: Option<&crate::tokenizer::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
+    source
+        .map(|s| ChatTemplate::new(&s, &text(tokenizer.bos()), &text(tokenizer.eos())))
+        .transpose()
+}
+
+/// Loads a GGUF file.
+pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
+    let file = GgufFile::open(path)?;
+    let config = gguf_model_config(&file)?;
+    let tokenizer = tokenizer_from_gguf(file.meta())?;
+    let chat_template = file.meta().optional("tokenizer.chat_template", |m, k| {
+        m.str(k).map(str::to_string)
+    })?;
+    let chat_template = template(chat_template, &tokenizer)?;
+    let model = Llama::load(config, &file)?;
+    let file_type = file
+        .meta()
+        .optional("general.file_type", |m, k| m.u32(k))?
+        .map(|t| format!(" (GGUF file type {t})"))
+        .unwrap_or_default();
+    let precision = format!("GGUF quantized weights{file_type}, f32 activations");
+    Ok(LoadedModel {
+        model: Arc::new(model),
+        tokenizer,
+        chat_template,
+        generation: GenerationDefaults::default(),
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        precision,
+    })
+}
+
+/// Loads a Hugging Face checkpoint directory.
+pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
+    let (raw, config) = read_config(dir)?;
+    let generation = read_generation_config(dir)?;
+    let parts = read_tokenizer(dir, &raw, &generation)?;
+    let chat_template = template(parts.chat_template, &parts.tokenizer)?;
+    let source = SafetensorsSource::open(dir)?;
+    let precision = match source.stored_dtype() {
+        Some(candle_core::DType::F32) | None => "f32 weights, computed in f32".to_string(),
+        Some(dt) => format!(
+            "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
+        ),
+    };
+    let model = Llama::load(config, &source)?;
+    Ok(LoadedModel {
+        model: Arc::new(model),
+        tokenizer: parts.tokenizer,
+        chat_template,
+        generation,
+        path: dir.to_path_buf(),
+        format: ModelFormat::HfSafetensors,
+        precision,
+    })
+}

@@ -1,0 +1,62 @@
+//! Command-line arguments of the `pagoda` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where `scripts/fetch-model.sh` puts the default model.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// pagoda: an OpenAI-compatible LLM inference server.
+#[derive(Debug, Parser)]
+#[command(name = "pagoda", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion for one prompt and stream it to the terminal.
+    Generate(GenerateArgs),
+}
+
+/// Arguments of `pagoda generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed for sampling (same seed, same output).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print the generated token ids after the text.
+    #[arg(long)]
+    pub print_ids: bool,
+}
