@@ -190,6 +190,8 @@ pub struct HfRopeScaling {
     pub high_freq_factor: Option<f32>,
     /// Llama 3 original context length.
     pub original_max_position_embeddings: Option<usize>,
+    /// RoPE base, inside `rope_parameters` (transformers 5 configs).
+    pub rope_theta: Option<f32>,
 }
 
 fn default_rope_theta() -> f32 {
@@ -232,8 +234,13 @@ pub struct HfConfig {
     /// RoPE base.
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f32,
-    /// RoPE scaling, if any.
+    /// RoPE scaling, if any (transformers 4 configs).
     pub rope_scaling: Option<HfRopeScaling>,
+    /// RoPE base and scaling together (transformers 5 configs).
+    pub rope_parameters: Option<HfRopeScaling>,
+    /// Qwen2's sliding-window attention switch (not implemented).
+    #[serde(default)]
+    pub use_sliding_window: bool,
     /// Context length.
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
@@ -281,10 +288,19 @@ impl HfConfig {
         let head_dim = self
             .head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads);
-        let scaling = match &self.rope_scaling {
+        if self.use_sliding_window {
+            return Err("use_sliding_window: sliding-window attention is not implemented".into());
+        }
+        let rope = self.rope_scaling.as_ref().or(self.rope_parameters.as_ref());
+        let scaling = match rope {
             None => RopeScaling::None,
             Some(s) => resolve_hf_scaling(s)?,
         };
+        let theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.rope_theta)
+            .unwrap_or(self.rope_theta);
         let config = ModelConfig {
             architecture,
             hidden_size: self.hidden_size,
@@ -297,7 +313,7 @@ impl HfConfig {
             rms_norm_eps: self.rms_norm_eps,
             max_position_embeddings: self.max_position_embeddings,
             rope: RopeConfig {
-                theta: self.rope_theta,
+                theta,
                 dim: head_dim,
                 layout: RopeLayout::Halves,
                 scaling,
@@ -355,6 +371,19 @@ mod tests {
         assert_eq!(c.kv_dim(), 1024);
         assert!(!c.qkv_bias);
         assert!(matches!(c.rope.scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+    }
+
+    #[test]
+    fn transformers5_rope_parameters_are_read() {
+        let c = parse(
+            r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":300,
+            "rope_parameters":{"rope_theta":5000.0,"rope_type":"linear","factor":2.0}}"#,
+        )
+        .resolve()
+        .expect("resolves");
+        assert_eq!(c.rope.theta, 5000.0);
+        assert_eq!(c.rope.scaling, RopeScaling::Linear { factor: 2.0 });
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! The llama and qwen2 forward passes against Hugging Face transformers, on
+//! the tiny random-weight checkpoints made by `scripts/make_fixtures.py`
+//! (f32, bf16, sharded f16; tied and untied heads; GQA; llama3 rope scaling;
+//! qwen2 biases).
+//!
+//! Tolerance: every logit within 1e-4 of transformers' f32 result (logits
+//! here are of order 1–10; the difference comes from summation order alone),
+//! and greedy tokens identical.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use common::{cache_for, fixtures, greedy, max_abs_diff};
+use pagoda_models::{load_model, BlockId, LogitsWanted, RenderOptions, SeqChunk};
+use serde_json::Value;
+
+const LOGIT_TOLERANCE: f32 = 1e-4;
+
+struct Reference {
+    prompts: Vec<Vec<u32>>,
+    greedy: Vec<Vec<u32>>,
+    logits: Vec<Vec<f32>>,
+    json: Value,
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn reference(dir: &Path) -> Reference {
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json")).expect("reference.json"),
+    )
+    .expect("json");
+    let prompts: Vec<Vec<u32>> = json["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(ids)
+        .collect();
+    let greedy = json["greedy"]
+        .as_array()
+        .expect("greedy")
+        .iter()
+        .map(ids)
+        .collect();
+    let tensors = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+        .expect("logits");
+    let logits = (0..prompts.len())
+        .map(|i| {
+            tensors[&format!("logits.{i}")]
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("f32 logits")
+        })
+        .collect();
+    Reference {
+        prompts,
+        greedy,
+        logits,
+        json,
+    }
+}
+
+fn check_fixture(name: &str) {
+    let dir = fixtures().join(name);
+    let loaded = load_model(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = loaded.model.as_ref();
+    let r = reference(&dir);
+    let vocab = model.config().vocab_size;
+
+    // Logits of every position, each prompt alone.
+    for (prompt, expected) in r.prompts.iter().zip(&r.logits) {
+        let blocks = prompt.len().div_ceil(4);
+        let mut cache = cache_for(model, blocks);
+        let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
+        let got = model
+            .forward(
+                &[SeqChunk {
+                    tokens: prompt,
+                    start_pos: 0,
+                    block_table: &table,
+                    logits: LogitsWanted::All,
+                }],
+                &mut cache,
+            )
+            .expect("forward");
+        assert_eq!(got.rows(), prompt.len());
+        let diff = max_abs_diff(&got.data, expected);
+        assert!(
+            diff < LOGIT_TOLERANCE,
+            "{name}: prompt of {} tokens: max |Δlogit| = {diff}",
+            prompt.len()
+        );
+    }
+
+    // All prompts in one batch, each in two chunks where possible: the same logits.
+    let total: usize = r.prompts.iter().map(|p| p.len()).sum();
+    let mut cache = cache_for(model, total.div_ceil(4) + r.prompts.len());
+    let mut tables = Vec::new();
+    let mut next_block = 0u32;
+    for p in &r.prompts {
+        let n = p.len().div_ceil(4) as u32;
+        tables.push(
+            (next_block..next_block + n)
+                .map(BlockId)
+                .collect::<Vec<_>>(),
+        );
+        next_block += n;
+    }
+    let splits: Vec<usize> = r.prompts.iter().map(|p| p.len() / 2).collect();
+    let first: Vec<SeqChunk> = r
+        .prompts
+        .iter()
+        .zip(&tables)
+        .zip(&splits)
+        .filter(|((_, _), &s)| s > 0)
+        .map(|((p, t), &s)| SeqChunk {
+            tokens: &p[..s],
+            start_pos: 0,
+            block_table: t,
+            logits: LogitsWanted::None,
+        })
+        .collect();
+    let none = model.forward(&first, &mut cache).expect("first chunks");
+    assert_eq!(none.rows(), 0, "chunks that want no logits get none");
+    let second: Vec<SeqChunk> = r
+        .prompts
+        .iter()
+        .zip(&tables)
+        .zip(&splits)
+        .map(|((p, t), &s)| SeqChunk {
+            tokens: &p[s..],
+            start_pos: s,
+            block_table: t,
+            logits: LogitsWanted::All,
+        })
+        .collect();
+    let got = model.forward(&second, &mut cache).expect("second chunks");
+    let mut row = 0;
+    for ((p, expected), &s) in r.prompts.iter().zip(&r.logits).zip(&splits) {
+        for pos in s..p.len() {
+            let diff = max_abs_diff(got.row(row), &expected[pos * vocab..(pos + 1) * vocab]);
+            assert!(
+                diff < LOGIT_TOLERANCE,
+                "{name}: batched chunked prefill, position {pos}: {diff}"
+            );
+            row += 1;
+        }
+    }
+
+    // Greedy continuations through the paged cache.
+    for (prompt, expected) in r.prompts.iter().zip(&r.greedy) {
+        let got = greedy(model, prompt, expected.len(), &[]);
+        assert_eq!(&got, expected, "{name}: greedy continuation of {prompt:?}");
+    }
+
+    // The tokenizer agrees with Hugging Face's on every corpus line.
+    for case in r.json["tokenizer"].as_array().expect("tokenizer cases") {
+        let text = case["text"].as_str().expect("text");
+        let got = loaded.tokenizer.encode(text, true).expect("encode");
+        assert_eq!(got, ids(&case["ids"]), "{name}: tokenization of {text:?}");
+        assert_eq!(loaded.tokenizer.decode(&got, false).expect("decode"), text);
+    }
+
+    // The chat template renders as transformers renders it.
+    let chat = &r.json["chat"];
+    let template = loaded
+        .chat_template
+        .as_ref()
+        .expect("the fixture ships a chat template");
+    let messages = chat["messages"].as_array().expect("messages");
+    let rendered = template
+        .render(
+            messages,
+            &RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            },
+        )
+        .expect("render");
+    assert_eq!(rendered, chat["rendered"].as_str().expect("rendered"));
+    assert_eq!(
+        loaded.tokenizer.encode(&rendered, false).expect("encode"),
+        ids(&chat["ids"])
+    );
+}
+
+#[test]
+fn tiny_llama_f32_matches_transformers() {
+    check_fixture("tiny-llama");
+}
+
+#[test]
+fn tiny_llama_bf16_matches_transformers() {
+    check_fixture("tiny-llama-bf16");
+}
+
+#[test]
+fn tiny_llama_sharded_f16_untied_matches_transformers() {
+    check_fixture("tiny-llama-f16-sharded");
+}
+
+#[test]
+fn tiny_qwen2_matches_transformers() {
+    check_fixture("tiny-qwen2");
+}
+
+#[test]
+fn checkpoint_metadata_is_read() {
+    let loaded = load_model(&fixtures().join("tiny-llama-f16-sharded")).expect("load");
+    let c = loaded.config();
+    assert_eq!(
+        (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+        (4, 2, 16)
+    );
+    assert!(!c.tie_word_embeddings);
+    assert!(loaded.precision.contains("F16"), "{}", loaded.precision);
+    assert_eq!(
+        loaded.tokenizer.eos().map(|t| t.text.as_str()),
+        Some("<|im_end|>")
+    );
+    assert_eq!(loaded.tokenizer.stop_ids(), &[2]);
+    assert_eq!(loaded.generation.temperature, Some(0.7));
+    let qwen = load_model(&fixtures().join("tiny-qwen2")).expect("load");
+    assert!(qwen.config().qkv_bias);
+    assert!(load_model(&fixtures().join("tiny-llama"))
+        .expect("load")
+        .precision
+        .starts_with("f32"));
+}
