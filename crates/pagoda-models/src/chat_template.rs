@@ -42,6 +42,126 @@ pub struct RenderOptions {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`, which is
+/// what Hugging Face's `tojson` filter calls (minijinja's own `tojson` is
+/// compact and HTML-escapes, so templates would render differently).
+fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> std::result::Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut json = serde_json::to_value(&value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    if sort_keys == Some(true) {
+        json.sort_all_objects();
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonJson::new(indent));
+    serde::Serialize::serialize(&json, &mut ser)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(Value::from_safe_string(text))
+}
+
+/// A serde_json formatter with Python's `json.dumps` separators:
+/// `", "` and `": "` on one line, or `","` and `": "` with an indent.
+struct PythonJson {
+    indent: Option<Vec<u8>>,
+    depth: usize,
+    has_value: bool,
+}
+
+impl PythonJson {
+    fn new(indent: Option<usize>) -> Self {
+        Self {
+            indent: indent.map(|n| vec![b' '; n]),
+            depth: 0,
+            has_value: false,
+        }
+    }
+
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        if let Some(indent) = &self.indent {
+            w.write_all(b"\n")?;
+            for _ in 0..self.depth {
+                w.write_all(indent)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(bracket)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        bracket: &[u8],
+    ) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            self.newline(w)?;
+        }
+        self.has_value = true;
+        w.write_all(bracket)
+    }
+
+    fn item<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            w.write_all(if self.indent.is_some() { b"," } else { b", " })?;
+        }
+        self.newline(w)
+    }
+}
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
 fn raise_exception(message: String) -> std::result::Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message))
 }
@@ -121,6 +241,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(|e| {
                 ModelError::ChatTemplate(format!("the template does not compile: {e:#}"))
@@ -194,6 +315,37 @@ mod tests {
             .render::<serde_json::Value>(&[], &RenderOptions::default())
             .unwrap_err();
         assert!(err.to_string().contains("roles must alternate"), "{err}");
+    }
+
+    fn render(source: &str, value: serde_json::Value) -> String {
+        let t = ChatTemplate::new(source, "", "").expect("compiles");
+        let mut options = RenderOptions::default();
+        options.extra.insert("v".into(), value);
+        t.render::<serde_json::Value>(&[], &options)
+            .expect("renders")
+    }
+
+    #[test]
+    fn tojson_writes_like_python_json_dumps() {
+        let v = serde_json::json!({"b": [1, 2.5, "x<y>&"], "a": {"k": null, "t": true}, "e": [], "é": "東京"});
+        assert_eq!(
+            render("{{ v | tojson }}", v.clone()),
+            r#"{"b": [1, 2.5, "x<y>&"], "a": {"k": null, "t": true}, "e": [], "é": "東京"}"#
+        );
+        assert_eq!(
+            render(
+                "{{ v | tojson(indent=2) }}",
+                serde_json::json!({"a": [1, {"b": 2}], "c": {}})
+            ),
+            "{\n  \"a\": [\n    1,\n    {\n      \"b\": 2\n    }\n  ],\n  \"c\": {}\n}"
+        );
+        assert_eq!(
+            render(
+                "{{ v | tojson(sort_keys=true) }}",
+                serde_json::json!({"b": 1, "a": 2})
+            ),
+            r#"{"a": 2, "b": 1}"#
+        );
     }
 
     #[test]

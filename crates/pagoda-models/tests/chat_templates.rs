@@ -1,0 +1,76 @@
+//! The real chat templates of SmolLM2, Llama 3.1, Qwen2 and
+//! DeepSeek-R1-Distill-Qwen (kept as test data in `tests/fixtures/templates`)
+//! render exactly as Hugging Face transformers renders them
+//! (`scripts/make_fixtures.py --templates` wrote the expectations).
+
+mod common;
+
+use common::fixtures;
+use pagoda_models::{ChatTemplate, RenderOptions};
+use serde_json::Value;
+
+fn read_json(name: &str) -> Value {
+    let path = fixtures().join("templates").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
+}
+
+fn check_template(name: &str) {
+    let dir = fixtures().join("templates");
+    let source = std::fs::read_to_string(dir.join(format!("{name}.jinja"))).expect("template");
+    let specials = &read_json("specials.json")[name];
+    let template = ChatTemplate::new(
+        &source,
+        specials["bos_token"].as_str().expect("bos"),
+        specials["eos_token"].as_str().expect("eos"),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let conversations = read_json("conversations.json");
+    let expected = read_json(&format!("{name}.expected.json"));
+    let mut checked = 0;
+    for case in expected.as_array().expect("cases") {
+        let conv_name = case["conversation"].as_str().expect("name");
+        let conv = conversations
+            .as_array()
+            .expect("conversations")
+            .iter()
+            .find(|c| c["name"] == conv_name)
+            .expect("conversation");
+        let options = RenderOptions {
+            add_generation_prompt: case["add_generation_prompt"].as_bool().expect("flag"),
+            ..Default::default()
+        };
+        let got = template.render(conv["messages"].as_array().expect("messages"), &options);
+        match (case.get("rendered"), got) {
+            (Some(want), Ok(got)) => {
+                assert_eq!(got, want.as_str().expect("text"), "{name} / {conv_name}")
+            }
+            (None, Err(_)) => {}
+            (want, got) => panic!("{name} / {conv_name}: expected {want:?}, got {got:?}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 8,
+        "{name}: every conversation with and without the generation prompt"
+    );
+}
+
+#[test]
+fn smollm2_template_renders_like_transformers() {
+    check_template("smollm2");
+}
+
+#[test]
+fn llama31_template_renders_like_transformers() {
+    check_template("llama3.1");
+}
+
+#[test]
+fn qwen2_template_renders_like_transformers() {
+    check_template("qwen2");
+}
+
+#[test]
+fn deepseek_r1_distill_template_renders_like_transformers() {
+    check_template("deepseek-r1-distill-qwen");
+}
