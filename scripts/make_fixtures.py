@@ -288,6 +288,81 @@ def make_smollm2(gguf_path):
     (FIXTURES / "smollm2_reference.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
 
 
+def read_gguf_metadata(path):
+    """Reads a GGUF header by hand: works on truncated files, which gguf.GGUFReader rejects.
+    Returns {key: (value_type, array_item_type or None, value)}."""
+    import struct
+
+    with open(path, "rb") as f:
+        assert f.read(4) == b"GGUF", "not a GGUF file"
+        _version, = struct.unpack("<I", f.read(4))
+        _n_tensors, n_kv = struct.unpack("<QQ", f.read(16))
+        scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+        def read_str():
+            n, = struct.unpack("<Q", f.read(8))
+            return f.read(n).decode("utf-8")
+
+        def read_value(t):
+            if t == 8:
+                return read_str()
+            if t == 9:
+                item_type, = struct.unpack("<I", f.read(4))
+                n, = struct.unpack("<Q", f.read(8))
+                return [read_value(item_type) for _ in range(n)]
+            c = scalar[t]
+            return struct.unpack("<" + c, f.read(struct.calcsize(c)))[0]
+
+        meta = {}
+        for _ in range(n_kv):
+            key = read_str()
+            t, = struct.unpack("<I", f.read(4))
+            if t == 9:
+                pos = f.tell()
+                item_type, = struct.unpack("<I", f.read(4))
+                f.seek(pos)
+            else:
+                item_type = None
+            meta[key] = (t, item_type, read_value(t))
+        return meta
+
+
+def make_r1_tokenizer_reference(part_path):
+    """llama.cpp's tokenization of a corpus with the real DeepSeek-R1-Distill-Qwen tokenizer.
+    llama.cpp refuses the truncated file even for its vocabulary, so its metadata is copied
+    into a header-only GGUF first."""
+    import tempfile
+    from gguf import GGUFValueType, GGUFWriter
+    from llama_cpp import Llama
+
+    meta = read_gguf_metadata(part_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r1-vocab.gguf")
+        writer = GGUFWriter(out, meta["general.architecture"][2])
+        for key, (t, item_type, value) in meta.items():
+            if key in ("general.architecture", "GGUF.version"):
+                continue
+            sub = GGUFValueType(item_type) if item_type is not None else None
+            writer.add_key_value(key, value, GGUFValueType(t), sub_type=sub)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        vocab = Llama(model_path=out, vocab_only=True, verbose=False)
+        corpus = SMOLLM2_TOKENIZER_CORPUS + [
+            "<｜User｜>What is 1+1?<｜Assistant｜><think>\nEasy.\n</think>\n\n2<｜end▁of▁sentence｜>",
+            "中文分词测试：今天天气很好。",
+        ]
+        cases = [{"text": t, "ids": vocab.tokenize(t.encode("utf-8"), add_bos=False, special=True)} for t in corpus]
+    result = {
+        "model": Path(part_path).name,
+        "generator": "scripts/make_fixtures.py --r1-part (llama.cpp via llama-cpp-python, vocab_only)",
+        "tokenization": cases,
+    }
+    (FIXTURES / "r1_tokenizer_reference.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    print("r1 tokenizer reference:", len(cases), "cases")
+
+
 def render_templates():
     """Renders the real chat templates in tests/fixtures/templates with transformers' renderer."""
     from transformers.utils.chat_template_utils import render_jinja_template
@@ -318,10 +393,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smollm2", metavar="GGUF", help="write the reference of the real default model")
     ap.add_argument("--templates", action="store_true", help="render the real chat templates")
+    ap.add_argument("--r1-part", metavar="GGUF", help="write llama.cpp's tokenization with the R1 tokenizer")
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.smollm2:
         make_smollm2(args.smollm2)
+    elif args.r1_part:
+        make_r1_tokenizer_reference(args.r1_part)
     elif args.templates:
         render_templates()
     else:

@@ -7,12 +7,15 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::qmatmul::QuantMatrix;
 use crate::weight::Weight;
 
 /// The token embedding table.
 #[derive(Debug, Clone)]
 pub enum Embedding {
-    /// GGUF blocks, dequantized row by row on lookup.
+    /// GGUF blocks in a format pagoda's kernels read, dequantized row by row on lookup.
+    Blocks(Arc<QuantMatrix>),
+    /// Other GGUF tensors, dequantized row by row on lookup by candle.
     Quantized(Arc<QTensor>),
     /// A dense `[vocab, hidden]` f32 table.
     Dense(Tensor),
@@ -22,6 +25,7 @@ impl Embedding {
     /// Wraps a `[vocab, hidden]` weight.
     pub fn new(weight: Weight) -> Self {
         match weight {
+            Weight::Blocks(m) => Embedding::Blocks(m),
             Weight::Quantized(q) => Embedding::Quantized(q),
             Weight::Dense(t) => Embedding::Dense(t),
         }
@@ -34,10 +38,20 @@ impl Embedding {
                 "token id {bad} is outside the vocabulary of {vocab_size}"
             )));
         }
-        let ids = Tensor::from_slice(ids, ids.len(), &Device::Cpu)?;
         let rows = match self {
-            Embedding::Quantized(q) => q.embedding(&ids)?,
-            Embedding::Dense(t) => t.index_select(&ids, 0)?,
+            Embedding::Blocks(m) => {
+                let mut out = vec![0.0; ids.len() * m.cols()];
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
+                    m.dequantize_row(id as usize, row);
+                }
+                return Ok(out);
+            }
+            Embedding::Quantized(q) => {
+                q.embedding(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?)?
+            }
+            Embedding::Dense(t) => {
+                t.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?
+            }
         };
         Ok(rows.flatten_all()?.to_vec1::<f32>()?)
     }
@@ -45,6 +59,7 @@ impl Embedding {
     /// The table as a weight, for an output head tied to it.
     pub fn as_weight(&self) -> Weight {
         match self {
+            Embedding::Blocks(m) => Weight::Blocks(m.clone()),
             Embedding::Quantized(q) => Weight::Quantized(q.clone()),
             Embedding::Dense(t) => Weight::Dense(t.clone()),
         }

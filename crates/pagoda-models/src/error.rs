@@ -68,8 +68,16 @@ pub enum ModelError {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
     /// An error from candle while computing.
-    #[error("tensor computation failed: {0}")]
+    #[error("tensor computation failed: {}", candle_reason(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// candle's message without the backtrace it attaches when `RUST_BACKTRACE` is set.
+pub fn candle_reason(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_reason(inner),
+        other => other.to_string(),
+    }
 }
 
 /// The result type of this crate.

@@ -13,8 +13,9 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-use crate::error::{ModelError, Result};
+use crate::error::{candle_reason, ModelError, Result};
 use crate::gguf_meta::GgufMeta;
+use crate::qmatmul::{BlockFormat, QuantMatrix};
 use crate::tensor_source::TensorSource;
 use crate::weight::Weight;
 
@@ -40,6 +41,7 @@ pub struct GgufFile {
     path: PathBuf,
     content: Content,
     reader: Mutex<BufReader<File>>,
+    file_len: u64,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -63,6 +65,14 @@ impl GgufFile {
     /// every tensor's data lies inside the file (a truncated file fails here,
     /// not half-way through loading).
     pub fn open(path: &Path) -> Result<Self> {
+        let file = Self::open_header(path)?;
+        file.check_tensor_extents()?;
+        Ok(file)
+    }
+
+    /// Opens `path` and parses its header and metadata only; tensor data is
+    /// not checked (enough for the tokenizer and chat template).
+    pub fn open_header(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
@@ -76,19 +86,32 @@ impl GgufFile {
             .len();
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| {
-            let msg = e.to_string();
+            let msg = candle_reason(&e);
             if msg.contains("unknown dtype") {
                 ModelError::Unsupported {
                     path: path.to_path_buf(),
                     what: "GGUF tensor type",
                     value: msg,
                 }
-            } else if msg.contains("failed to fill whole buffer") || msg.contains("exceeds") {
+            } else if ["failed to fill whole buffer", "exceeds", "remaining"]
+                .iter()
+                .any(|p| msg.contains(p))
+            {
                 invalid(path, format!("the header is truncated or corrupt ({msg})"))
             } else {
                 invalid(path, msg)
             }
         })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader: Mutex::new(reader),
+            file_len,
+        })
+    }
+
+    fn check_tensor_extents(&self) -> Result<()> {
+        let (path, content, file_len) = (&self.path, &self.content, self.file_len);
         for (name, info) in &content.tensor_infos {
             if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
                 return Err(ModelError::Unsupported {
@@ -116,11 +139,7 @@ impl GgufFile {
                 ));
             }
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            content,
-            reader: Mutex::new(reader),
-        })
+        Ok(())
     }
 
     /// The file's path.
@@ -155,8 +174,19 @@ impl GgufFile {
             .map_err(|e| ModelError::Tensor {
                 path: self.path.clone(),
                 name: gguf_name.to_string(),
-                reason: e.to_string(),
+                reason: candle_reason(&e),
             })?;
+        let dims = q.shape().dims().to_vec();
+        if let (Some(format), [rows, cols]) = (BlockFormat::from_ggml(q.dtype()), &dims[..]) {
+            let bytes = q.data()?.into_owned();
+            let matrix =
+                QuantMatrix::new(format, *rows, *cols, bytes).map_err(|e| ModelError::Tensor {
+                    path: self.path.clone(),
+                    name: gguf_name.to_string(),
+                    reason: candle_reason(&e),
+                })?;
+            return Ok(Some(Weight::Blocks(Arc::new(matrix))));
+        }
         Ok(Some(Weight::Quantized(Arc::new(q))))
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{DType, Device};
 use serde::Deserialize;
 
 use crate::config::HfConfig;
-use crate::error::{ModelError, Result};
+use crate::error::{candle_reason, ModelError, Result};
 use crate::generation_config::GenerationDefaults;
 use crate::tensor_source::TensorSource;
 use crate::tokenizer::{SpecialToken, Tokenizer};
@@ -125,7 +125,7 @@ impl SafetensorsSource {
             unsafe { MmapedSafetensors::multi(&paths) }.map_err(|e| ModelError::InvalidFile {
                 path: dir.to_path_buf(),
                 format: "safetensors",
-                reason: e.to_string(),
+                reason: candle_reason(&e),
             })?;
         let mut names = HashSet::new();
         let mut stored_dtype = None;
@@ -165,7 +165,7 @@ impl TensorSource for SafetensorsSource {
             .map_err(|e| ModelError::Tensor {
                 path: self.dir.clone(),
                 name: name.to_string(),
-                reason: e.to_string(),
+                reason: candle_reason(&e),
             })?;
         Ok(Some(Weight::Dense(tensor)))
     }

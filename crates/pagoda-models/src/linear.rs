@@ -1,16 +1,28 @@
 //! A linear layer `y = x Wᵀ + b` over flattened token rows, whatever the
 //! weight's storage (GGUF blocks or dense f32).
 
+use std::sync::Arc;
+
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::qmatmul::QuantMatrix;
 use crate::weight::Weight;
+
+/// Which kernel computes the product.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// pagoda's f32-activation block kernels (Q4_0, Q4_1, Q8_0).
+    Blocks(Arc<QuantMatrix>),
+    /// candle: dense f32 matmul, or its quantized kernels for other GGUF types.
+    Candle(QMatMul),
+}
 
 /// A linear projection with an optional bias.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    kernel: Kernel,
     bias: Option<Vec<f32>>,
     in_features: usize,
     out_features: usize,
@@ -33,12 +45,13 @@ impl Linear {
                 )));
             }
         }
-        let weight = match weight {
-            Weight::Quantized(q) => QMatMul::from_arc(q)?,
-            Weight::Dense(t) => QMatMul::Tensor(t),
+        let kernel = match weight {
+            Weight::Blocks(m) => Kernel::Blocks(m),
+            Weight::Quantized(q) => Kernel::Candle(QMatMul::from_arc(q)?),
+            Weight::Dense(t) => Kernel::Candle(QMatMul::Tensor(t)),
         };
         Ok(Self {
-            weight,
+            kernel,
             bias,
             in_features,
             out_features,
@@ -58,12 +71,13 @@ impl Linear {
     /// Projects `rows` rows of `in_features` values into `rows` rows of `out_features`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         debug_assert_eq!(x.len(), rows * self.in_features);
-        let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
-        let mut y = self
-            .weight
-            .forward(&input)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let mut y = match &self.kernel {
+            Kernel::Blocks(m) => m.matmul(x, rows),
+            Kernel::Candle(w) => {
+                let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
+                w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?
+            }
+        };
         if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(self.out_features) {
                 row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);

@@ -102,6 +102,25 @@ fn template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<Chat
         .transpose()
 }
 
+/// Loads only the tokenizer and chat template of a model path (a GGUF file's
+/// header, or a checkpoint directory's tokenizer files): no weights are read.
+pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if path.is_dir() {
+        let (raw, _) = read_config(path)?;
+        let generation = read_generation_config(path)?;
+        let parts = read_tokenizer(path, &raw, &generation)?;
+        let chat_template = template(parts.chat_template, &parts.tokenizer)?;
+        return Ok((parts.tokenizer, chat_template));
+    }
+    let file = GgufFile::open_header(path)?;
+    let tokenizer = tokenizer_from_gguf(file.meta())?;
+    let source = file.meta().optional("tokenizer.chat_template", |m, k| {
+        m.str(k).map(str::to_string)
+    })?;
+    let chat_template = template(source, &tokenizer)?;
+    Ok((tokenizer, chat_template))
+}
+
 /// Loads a GGUF file.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;

@@ -6,11 +6,14 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::qmatmul::QuantMatrix;
 
 /// One weight tensor of a checkpoint.
 #[derive(Debug, Clone)]
 pub enum Weight {
-    /// GGUF blocks (any of candle's quantized types, or F16/F32 stored in GGUF).
+    /// A GGUF matrix in a block format pagoda's own f32-activation kernels implement.
+    Blocks(Arc<QuantMatrix>),
+    /// Other GGUF tensors (other quantized types, F16/F32, vectors), run on candle's kernels.
     Quantized(Arc<QTensor>),
     /// A dense tensor, always f32 for computation on the CPU.
     Dense(Tensor),
@@ -20,6 +23,7 @@ impl Weight {
     /// The tensor's dimensions, outermost first (rows, then columns for a matrix).
     pub fn dims(&self) -> Vec<usize> {
         match self {
+            Weight::Blocks(m) => vec![m.rows(), m.cols()],
             Weight::Quantized(q) => q.shape().dims().to_vec(),
             Weight::Dense(t) => t.dims().to_vec(),
         }
@@ -28,6 +32,7 @@ impl Weight {
     /// A short name of the stored type for logs (`Q4_1`, `f32`...).
     pub fn type_name(&self) -> String {
         match self {
+            Weight::Blocks(m) => format!("{:?}", m.format()),
             Weight::Quantized(q) => format!("{:?}", q.dtype()),
             Weight::Dense(t) => format!("{:?}", t.dtype()),
         }
@@ -36,6 +41,13 @@ impl Weight {
     /// The whole tensor as f32 values, row-major.
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let dense = match self {
+            Weight::Blocks(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                return Ok(out);
+            }
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
             Weight::Dense(t) => t.clone(),
         };
@@ -48,6 +60,7 @@ impl Weight {
     /// Whether this is stored in a block-quantized GGUF type (not F16/F32).
     pub fn is_block_quantized(&self) -> bool {
         match self {
+            Weight::Blocks(_) => true,
             Weight::Quantized(q) => {
                 !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
             }

@@ -73,3 +73,97 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Shape of the synthetic GGUF models written by [`write_tiny_gguf`]:
+/// 256 columns so that every k-quant (256-value super-blocks) applies.
+pub const TINY_HIDDEN: usize = 256;
+/// Vocabulary of the synthetic GGUF models.
+pub const TINY_VOCAB: usize = 64;
+
+/// Writes a one-layer llama-architecture GGUF whose matrices are stored as
+/// `dtype`; `arch` is the `general.architecture` value written.
+pub fn write_tiny_gguf(
+    path: &std::path::Path,
+    dtype: candle_core::quantized::GgmlDType,
+    arch: &str,
+) {
+    use candle_core::quantized::{gguf_file, QTensor};
+    use candle_core::{Device, Tensor};
+    use gguf_file::Value;
+
+    let (h, ffn, heads, kv_heads) = (TINY_HIDDEN, 512, 4, 2);
+    let hd = h / heads;
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut seed = 1;
+    let mut add = |name: &str, dims: &[usize], dtype, scale: f32| {
+        let n: usize = dims.iter().product();
+        seed += 1;
+        let v: Vec<f32> = values(n, seed).iter().map(|x| x * scale).collect();
+        let t = Tensor::from_vec(v, dims, &Device::Cpu).expect("tensor");
+        tensors.push((
+            name.to_string(),
+            QTensor::quantize(&t, dtype).expect("quantize"),
+        ));
+    };
+    let f32_type = candle_core::quantized::GgmlDType::F32;
+    add("token_embd.weight", &[TINY_VOCAB, h], dtype, 1.0);
+    add("blk.0.attn_norm.weight", &[h], f32_type, 1.0);
+    add("blk.0.attn_q.weight", &[h, h], dtype, 0.1);
+    add("blk.0.attn_k.weight", &[kv_heads * hd, h], dtype, 0.1);
+    add("blk.0.attn_v.weight", &[kv_heads * hd, h], dtype, 0.1);
+    add("blk.0.attn_output.weight", &[h, h], dtype, 0.1);
+    add("blk.0.ffn_norm.weight", &[h], f32_type, 1.0);
+    add("blk.0.ffn_gate.weight", &[ffn, h], dtype, 0.1);
+    add("blk.0.ffn_up.weight", &[ffn, h], dtype, 0.1);
+    add("blk.0.ffn_down.weight", &[h, ffn], dtype, 0.1);
+    add("output_norm.weight", &[h], f32_type, 1.0);
+
+    let tokens: Vec<Value> = (0..TINY_VOCAB)
+        .map(|i| Value::String(((b'0' + i as u8) as char).to_string()))
+        .collect();
+    let metadata: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        (format!("{arch}.block_count"), Value::U32(1)),
+        (format!("{arch}.context_length"), Value::U32(64)),
+        (format!("{arch}.embedding_length"), Value::U32(h as u32)),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(ffn as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(heads as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(kv_heads as u32),
+        ),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+        (format!("{arch}.rope.freq_base"), Value::F32(10_000.0)),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+        ("tokenizer.ggml.merges".into(), Value::Array(vec![])),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(1)),
+    ];
+    let meta_refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let mut file = std::fs::File::create(path).expect("create");
+    gguf_file::write(&mut file, &meta_refs, &tensor_refs).expect("write gguf");
+}

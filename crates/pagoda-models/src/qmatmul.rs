@@ -1,0 +1,440 @@
+//! pagoda's own matrix-times-vector kernels for GGUF block-quantized weights
+//! (Q4_0, Q4_1, Q8_0) with **f32 activations**: each weight block is
+//! dequantized on the fly and multiplied with the activations in f32, so the
+//! result matches a dense f32 reference (Hugging Face transformers on the
+//! dequantized GGUF) up to summation order. (candle's and llama.cpp's CPU
+//! paths first quantize the activations to 8 bits, which moves logits by up
+//! to ~0.1 and flips near-tied greedy choices.)
+//!
+//! Every output element is computed by the same sequence of operations
+//! whatever the number of rows in the batch or the thread that runs it, so
+//! results are batch-invariant and bit-identical between the SIMD build and
+//! the portable one: sums are kept in eight independent lanes (which the
+//! compiler vectorises without reordering any addition) and folded in a
+//! fixed order at the end. Block layouts follow ggml's `ggml-common.h`.
+
+use std::sync::OnceLock;
+
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per block for the three formats.
+const QK: usize = 32;
+/// Lanes of the partial sums.
+const LANES: usize = 8;
+
+/// The block formats these kernels implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockFormat {
+    /// `d: f16, qs: [u8; 16]`: value = d · (nibble − 8).
+    Q4_0,
+    /// `d: f16, m: f16, qs: [u8; 16]`: value = d · nibble + m.
+    Q4_1,
+    /// `d: f16, qs: [i8; 32]`: value = d · q.
+    Q8_0,
+}
+
+impl BlockFormat {
+    /// Bytes per block of 32 values.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+            BlockFormat::Q8_0 => 34,
+        }
+    }
+
+    /// The format of a candle GGUF type, if these kernels implement it.
+    pub fn from_ggml(dtype: candle_core::quantized::GgmlDType) -> Option<Self> {
+        use candle_core::quantized::GgmlDType;
+        match dtype {
+            GgmlDType::Q4_0 => Some(BlockFormat::Q4_0),
+            GgmlDType::Q4_1 => Some(BlockFormat::Q4_1),
+            GgmlDType::Q8_0 => Some(BlockFormat::Q8_0),
+            _ => None,
+        }
+    }
+}
+
+/// A `[rows, cols]` matrix in GGUF blocks, row-major (each row is `cols / 32` blocks).
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// Why raw bytes do not form a matrix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LayoutError(String);
+
+fn read_f16(bytes: &[u8]) -> f32 {
+    half(f16_table(), bytes[0], bytes[1])
+}
+
+impl QuantMatrix {
+    /// Wraps raw block bytes of a `[rows, cols]` matrix.
+    pub fn new(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, LayoutError> {
+        if !cols.is_multiple_of(QK) {
+            return Err(LayoutError(format!(
+                "{cols} columns is not a multiple of the block size {QK}"
+            )));
+        }
+        let expected = rows * cols / QK * format.block_bytes();
+        if data.len() != expected {
+            return Err(LayoutError(format!(
+                "{} bytes for a {rows}x{cols} {format:?} matrix, expected {expected}",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Number of rows (outputs of a linear layer).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs of a linear layer).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The block format.
+    pub fn format(&self) -> BlockFormat {
+        self.format
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / QK * self.format.block_bytes()
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values): an embedding lookup.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bb = self.format.block_bytes();
+        for (block, out) in self.row(r).chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+            dequantize_block(self.format, block, out);
+        }
+    }
+
+    /// `y = x · selfᵀ` for `m` rows of `x` (each `cols` long); returns `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), m * self.cols);
+        let blocks = self.cols / QK;
+        // Per-block sums of the activations (Q4_0's offset and Q4_1's minimum
+        // multiply them), computed once per call.
+        let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
+        let n = self.rows;
+        let threads = rayon::current_num_threads().max(1);
+        let rows_per_task = n.div_ceil(threads * 4).clamp(8, 256);
+        let mut out_t = vec![0.0f32; n * m];
+        out_t
+            .par_chunks_mut(rows_per_task * m)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first = task * rows_per_task;
+                for (i, out_row) in chunk.chunks_exact_mut(m).enumerate() {
+                    let w = self.row(first + i);
+                    for (j, o) in out_row.iter_mut().enumerate() {
+                        let xr = &x[j * self.cols..(j + 1) * self.cols];
+                        let xs = &xsums[j * blocks..(j + 1) * blocks];
+                        *o = dot_row(self.format, w, xr, xs);
+                    }
+                }
+            });
+        // [rows, m] -> [m, rows]
+        let mut out = vec![0.0f32; m * n];
+        for (r, col) in out_t.chunks_exact(m).enumerate() {
+            for (j, &v) in col.iter().enumerate() {
+                out[j * n + r] = v;
+            }
+        }
+        out
+    }
+}
+
+fn sum_block(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for c in x.chunks_exact(LANES) {
+        for k in 0..LANES {
+            lanes[k] += c[k];
+        }
+    }
+    fold(lanes)
+}
+
+fn fold(lanes: [f32; LANES]) -> f32 {
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+}
+
+fn dequantize_block(format: BlockFormat, b: &[u8], out: &mut [f32]) {
+    let d = read_f16(b);
+    match format {
+        BlockFormat::Q4_0 => {
+            for j in 0..16 {
+                out[j] = d * ((b[2 + j] & 0x0F) as f32 - 8.0);
+                out[j + 16] = d * ((b[2 + j] >> 4) as f32 - 8.0);
+            }
+        }
+        BlockFormat::Q4_1 => {
+            let m = read_f16(&b[2..]);
+            for j in 0..16 {
+                out[j] = d * (b[4 + j] & 0x0F) as f32 + m;
+                out[j + 16] = d * (b[4 + j] >> 4) as f32 + m;
+            }
+        }
+        BlockFormat::Q8_0 => {
+            for j in 0..QK {
+                out[j] = d * (b[2 + j] as i8) as f32;
+            }
+        }
+    }
+}
+
+/// Exact f16 → f32 conversions of every bit pattern (256 KiB, built once).
+type F16Table = [f32; 1 << 16];
+
+fn f16_table() -> &'static F16Table {
+    static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 1 << 16]);
+        for (bits, v) in t.iter_mut().enumerate() {
+            *v = f16::from_bits(bits as u16).to_f32();
+        }
+        t
+    })
+}
+
+#[inline(always)]
+fn half(t: &F16Table, lo: u8, hi: u8) -> f32 {
+    t[u16::from_le_bytes([lo, hi]) as usize]
+}
+
+/// Q4_0 / Q4_1 lanes: element `j` of a block is the low nibble of `qs[j]`
+/// and element `j + 16` its high nibble; lane `k` sums elements
+/// `k, k+8, k+16, k+24` in that order.
+#[inline(always)]
+fn nibble_lanes(qs: &[u8; 16], x: &[f32; QK]) -> [f32; LANES] {
+    let mut p = [0.0f32; LANES];
+    for k in 0..LANES {
+        let (a, b) = (qs[k], qs[k + 8]);
+        p[k] = x[k] * (a & 0x0F) as f32
+            + x[k + 8] * (b & 0x0F) as f32
+            + x[k + 16] * (a >> 4) as f32
+            + x[k + 24] * (b >> 4) as f32;
+    }
+    p
+}
+
+#[inline(always)]
+fn dot_q4_0(t: &F16Table, w: &[[u8; 18]], x: &[[f32; QK]], xsums: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut offset = 0.0f32;
+    for ((b, xb), &xs) in w.iter().zip(x).zip(xsums) {
+        let [d0, d1, qs @ ..] = b;
+        let d = half(t, *d0, *d1);
+        offset += -8.0 * d * xs;
+        let p = nibble_lanes(qs, xb);
+        for k in 0..LANES {
+            acc[k] += d * p[k];
+        }
+    }
+    fold(acc) + offset
+}
+
+#[inline(always)]
+fn dot_q4_1(t: &F16Table, w: &[[u8; 20]], x: &[[f32; QK]], xsums: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut offset = 0.0f32;
+    for ((b, xb), &xs) in w.iter().zip(x).zip(xsums) {
+        let [d0, d1, m0, m1, qs @ ..] = b;
+        let d = half(t, *d0, *d1);
+        offset += half(t, *m0, *m1) * xs;
+        let p = nibble_lanes(qs, xb);
+        for k in 0..LANES {
+            acc[k] += d * p[k];
+        }
+    }
+    fold(acc) + offset
+}
+
+#[inline(always)]
+fn dot_q8_0(t: &F16Table, w: &[[u8; 34]], x: &[[f32; QK]]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for (b, xb) in w.iter().zip(x) {
+        let [d0, d1, qs @ ..] = b;
+        let d = half(t, *d0, *d1);
+        let mut p = [0.0f32; LANES];
+        for k in 0..LANES {
+            p[k] = xb[k] * (qs[k] as i8) as f32
+                + xb[k + 8] * (qs[k + 8] as i8) as f32
+                + xb[k + 16] * (qs[k + 16] as i8) as f32
+                + xb[k + 24] * (qs[k + 24] as i8) as f32;
+        }
+        for k in 0..LANES {
+            acc[k] += d * p[k];
+        }
+    }
+    fold(acc)
+}
+
+/// Dot product of one quantized row with one activation row.
+#[inline(always)]
+fn dot_row_generic(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+    let t = f16_table();
+    let (x, _) = x.as_chunks::<QK>();
+    match format {
+        BlockFormat::Q4_0 => dot_q4_0(t, w.as_chunks::<18>().0, x, xsums),
+        BlockFormat::Q4_1 => dot_q4_1(t, w.as_chunks::<20>().0, x, xsums),
+        BlockFormat::Q8_0 => dot_q8_0(t, w.as_chunks::<34>().0, x),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_row_avx2(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+    dot_row_generic(format, w, x, xsums)
+}
+
+/// Dispatches to the widest vector build the CPU supports; all builds give
+/// bit-identical results (same operations in the same order).
+fn dot_row(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { dot_row_avx2(format, w, x, xsums) };
+        }
+    }
+    dot_row_generic(format, w, x, xsums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Quantizes with candle (ggml's reference quantizers) and returns our
+    /// matrix plus candle's own dequantization.
+    fn quantized(
+        format: BlockFormat,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+    ) -> (QuantMatrix, Vec<f32>) {
+        let w =
+            Tensor::from_vec(values(rows * cols, 7), (rows, cols), &Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&w, dtype).expect("quantize");
+        let deq = q
+            .dequantize(&Device::Cpu)
+            .expect("dequantize")
+            .flatten_all()
+            .expect("flat")
+            .to_vec1()
+            .expect("vec");
+        let m = QuantMatrix::new(format, rows, cols, q.data().expect("bytes").into_owned())
+            .expect("layout");
+        (m, deq)
+    }
+
+    const CASES: [(BlockFormat, GgmlDType); 3] = [
+        (BlockFormat::Q4_0, GgmlDType::Q4_0),
+        (BlockFormat::Q4_1, GgmlDType::Q4_1),
+        (BlockFormat::Q8_0, GgmlDType::Q8_0),
+    ];
+
+    #[test]
+    fn dequantization_matches_candle() {
+        for (format, dtype) in CASES {
+            let (m, deq) = quantized(format, dtype, 3, 64);
+            let mut row = vec![0.0; 64];
+            for r in 0..3 {
+                m.dequantize_row(r, &mut row);
+                assert_eq!(row, deq[r * 64..(r + 1) * 64], "{format:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_f64_reference_on_dequantized_weights() {
+        let (rows, cols, batch) = (37, 96, 5);
+        for (format, dtype) in CASES {
+            let (m, deq) = quantized(format, dtype, rows, cols);
+            let x = values(batch * cols, 3);
+            let y = m.matmul(&x, batch);
+            for j in 0..batch {
+                for r in 0..rows {
+                    let want: f64 = (0..cols)
+                        .map(|c| x[j * cols + c] as f64 * deq[r * cols + c] as f64)
+                        .sum();
+                    let got = y[j * rows + r] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{format:?} [{j},{r}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_portable_builds_agree_bit_for_bit_and_rows_are_batch_invariant() {
+        let (rows, cols) = (19, 128);
+        for (format, dtype) in CASES {
+            let (m, _) = quantized(format, dtype, rows, cols);
+            let x = values(4 * cols, 11);
+            let batched = m.matmul(&x, 4);
+            for j in 0..4 {
+                let xr = &x[j * cols..(j + 1) * cols];
+                let alone = m.matmul(xr, 1);
+                assert_eq!(
+                    alone,
+                    batched[j * rows..(j + 1) * rows],
+                    "{format:?}: batch row {j}"
+                );
+                let xs: Vec<f32> = xr.chunks_exact(QK).map(sum_block).collect();
+                for r in 0..rows {
+                    let portable = dot_row_generic(format, m.row(r), xr, &xs);
+                    assert_eq!(portable.to_bits(), alone[r].to_bits(), "{format:?} row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_layouts_are_rejected() {
+        assert!(QuantMatrix::new(BlockFormat::Q8_0, 2, 30, vec![0; 68]).is_err());
+        assert!(QuantMatrix::new(BlockFormat::Q8_0, 2, 32, vec![0; 67]).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! The real default model, SmolLM2-135M-Instruct (GGUF Q4_1), against its
+//! references: greedy continuations of plain and chat prompts equal those of
+//! Hugging Face transformers loading the same GGUF, and the tokenizer rebuilt
+//! from GGUF metadata encodes a varied corpus exactly as llama.cpp does. Also
+//! the real DeepSeek-R1-Distill-Qwen tokenizer, from the header of a
+//! truncated GGUF (`scripts/fetch-model.sh r1-part`).
+//!
+//! The reference ids were recorded by `scripts/make_fixtures.py --smollm2`
+//! and `--r1-part` into `tests/fixtures/*.json`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{default_model, fixtures, greedy};
+use pagoda_models::{load_model, load_tokenizer, RenderOptions, Tokenizer};
+use serde_json::Value;
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).expect("reference"))
+        .expect("json")
+}
+
+fn require(path: &Path) {
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-model.sh first",
+        path.display()
+    );
+}
+
+fn check_tokenization(tokenizer: &Tokenizer, cases: &Value, add_special_tokens: bool) {
+    for case in cases.as_array().expect("cases") {
+        let text = case["text"].as_str().expect("text");
+        let got = tokenizer.encode(text, add_special_tokens).expect("encode");
+        assert_eq!(got, ids(&case["ids"]), "tokenization of {text:?}");
+        assert_eq!(
+            tokenizer.decode(&got, false).expect("decode"),
+            text,
+            "round trip of {text:?}"
+        );
+    }
+}
+
+#[test]
+fn smollm2_tokenizer_matches_llama_cpp() {
+    let path = default_model();
+    require(&path);
+    let (tokenizer, _) = load_tokenizer(&path).expect("tokenizer");
+    check_tokenization(
+        &tokenizer,
+        &reference("smollm2_reference.json")["tokenization"],
+        true,
+    );
+    assert_eq!(
+        tokenizer.eos().map(|t| (t.id, t.text.as_str())),
+        Some((2, "<|im_end|>"))
+    );
+    assert_eq!(tokenizer.bos().map(|t| t.id), Some(1));
+}
+
+#[test]
+fn smollm2_greedy_matches_transformers() {
+    let path = default_model();
+    require(&path);
+    let loaded = load_model(&path).expect("load");
+    let r = reference("smollm2_reference.json");
+    let template = loaded
+        .chat_template
+        .as_ref()
+        .expect("SmolLM2 ships a chat template");
+    for case in r["cases"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let text = case["text"].as_str().expect("text");
+        let prompt = if case["chat"].as_bool().expect("chat") {
+            let messages = [serde_json::json!({"role": "user", "content": text})];
+            let rendered = template
+                .render(
+                    &messages,
+                    &RenderOptions {
+                        add_generation_prompt: true,
+                        ..Default::default()
+                    },
+                )
+                .expect("render");
+            assert_eq!(
+                rendered,
+                case["prompt_text"].as_str().expect("prompt text"),
+                "{name}"
+            );
+            loaded.tokenizer.encode(&rendered, false).expect("encode")
+        } else {
+            loaded.tokenizer.encode(text, true).expect("encode")
+        };
+        assert_eq!(prompt, ids(&case["prompt_ids"]), "{name}: prompt ids");
+        let expected = ids(&case["greedy_ids"]);
+        let got = greedy(
+            loaded.model.as_ref(),
+            &prompt,
+            expected.len(),
+            loaded.tokenizer.stop_ids(),
+        );
+        assert_eq!(got, expected, "{name}: greedy continuation");
+    }
+}
+
+#[test]
+fn r1_distill_tokenizer_and_template_from_a_truncated_gguf() {
+    let path = default_model().with_file_name("DeepSeek-R1-Distill-Qwen-7B.Q4_K_M.part0000.gguf");
+    require(&path);
+    let (tokenizer, template) = load_tokenizer(&path).expect("the header is complete");
+    check_tokenization(
+        &tokenizer,
+        &reference("r1_tokenizer_reference.json")["tokenization"],
+        false,
+    );
+    assert_eq!(tokenizer.bos().map(|t| t.id), Some(151_646));
+    assert_eq!(tokenizer.eos().map(|t| t.id), Some(151_643));
+    // add_bos_token is set in this GGUF: a plain encode starts with BOS.
+    assert_eq!(tokenizer.encode("hi", true).expect("encode")[0], 151_646);
+    let template = template.expect("R1 ships a chat template");
+    assert_eq!(template.source().chars().count(), 2081);
+
+    let err = load_model(&path)
+        .expect_err("the weights are incomplete")
+        .to_string();
+    assert!(
+        err.contains("truncated") && err.contains("part0000.gguf"),
+        "{err}"
+    );
+}
