@@ -183,7 +183,7 @@ impl GgufFile {
                 QuantMatrix::new(format, *rows, *cols, bytes).map_err(|e| ModelError::Tensor {
                     path: self.path.clone(),
                     name: gguf_name.to_string(),
-                    reason: candle_reason(&e),
+                    reason: e.to_string(),
                 })?;
             return Ok(Some(Weight::Blocks(Arc::new(matrix))));
         }
