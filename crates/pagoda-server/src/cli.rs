@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a completion for one prompt and stream it to the terminal.
+    #[command(allow_negative_numbers = true)]
     Generate(GenerateArgs),
 }
 
