@@ -5,6 +5,8 @@
 //! directory (the test command, `scripts/test.sh`, builds it first), or the
 //! one `PAGODA_BIN` names.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,6 +1,8 @@
 //! pagoda's engine: sequences, sampling and the loops that drive a
 //! [`pagoda_models::CausalLm`]. It knows nothing of HTTP or JSON.
 
+#![warn(missing_docs)]
+
 pub mod generate;
 pub mod sampler;
 

@@ -7,6 +7,8 @@
 //! checked by the fixture tests) and llama.cpp (GGUF conventions and
 //! tokenization).
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod batch;
 pub mod chat_template;

@@ -197,17 +197,24 @@ impl Llama {
     }
 }
 
+/// What every layer of one forward pass shares.
+struct Step<'a> {
+    config: &'a ModelConfig,
+    angles: &'a RopeAngles,
+    batch: &'a [SeqChunk<'a>],
+    /// Total new tokens in the batch.
+    rows: usize,
+}
+
 impl SelfAttention {
     fn forward(
         &self,
         x: &[f32],
-        rows: usize,
         layer: usize,
-        c: &ModelConfig,
-        angles: &RopeAngles,
-        batch: &[SeqChunk<'_>],
+        step: &Step<'_>,
         cache: &mut PagedKvCache,
     ) -> Result<Vec<f32>> {
+        let (c, angles, batch, rows) = (step.config, step.angles, step.batch, step.rows);
         let mut q = self.q_proj.forward(x, rows)?;
         let mut k = self.k_proj.forward(x, rows)?;
         let v = self.v_proj.forward(x, rows)?;
@@ -289,13 +296,17 @@ impl CausalLm for Llama {
             .collect();
         let rows = tokens.len();
         let angles = self.rope.angles(&positions);
+        let step = Step {
+            config: c,
+            angles: &angles,
+            batch,
+            rows,
+        };
 
         let mut x = self.embed_tokens.forward(&tokens, c.vocab_size)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x);
-            let attn = layer
-                .self_attn
-                .forward(&h, rows, i, c, &angles, batch, cache)?;
+            let attn = layer.self_attn.forward(&h, i, &step, cache)?;
             add_in_place(&mut x, &attn);
             let h = layer.post_attention_layernorm.forward(&x);
             let mlp = layer.mlp.forward(&h, rows)?;

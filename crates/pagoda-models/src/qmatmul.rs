@@ -424,9 +424,9 @@ mod tests {
                     "{format:?}: batch row {j}"
                 );
                 let xs: Vec<f32> = xr.chunks_exact(QK).map(sum_block).collect();
-                for r in 0..rows {
+                for (r, value) in alone.iter().enumerate() {
                     let portable = dot_row_generic(format, m.row(r), xr, &xs);
-                    assert_eq!(portable.to_bits(), alone[r].to_bits(), "{format:?} row {r}");
+                    assert_eq!(portable.to_bits(), value.to_bits(), "{format:?} row {r}");
                 }
             }
         }
