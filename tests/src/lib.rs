@@ -38,7 +38,11 @@ pub fn pagoda_bin() -> PathBuf {
 /// The default model, fetched by `scripts/fetch-model.sh`.
 pub fn default_model() -> PathBuf {
     let model = workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.exists(), "{} is missing: run scripts/fetch-model.sh", model.display());
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/fetch-model.sh",
+        model.display()
+    );
     model
 }
 

@@ -19,10 +19,19 @@ fn chat_greedy_answers_the_capital_question() {
     ]);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "stderr: {stderr}");
-    assert!(stdout.starts_with("The capital of France is Paris."), "stdout: {stdout:?}");
+    assert!(
+        stdout.starts_with("The capital of France is Paris."),
+        "stdout: {stdout:?}"
+    );
     // The same ids transformers produces for this prompt (tests/fixtures/smollm2_reference.json).
-    assert!(stdout.contains("ids: [504, 3575, 282, 4649, 314, 7042, 30, 2]"), "stdout: {stdout:?}");
-    assert!(stderr.contains("tok/s decode") && stderr.contains("finish: Stop"), "stderr: {stderr}");
+    assert!(
+        stdout.contains("ids: [504, 3575, 282, 4649, 314, 7042, 30, 2]"),
+        "stdout: {stdout:?}"
+    );
+    assert!(
+        stderr.contains("tok/s decode") && stderr.contains("finish: Stop"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -48,23 +57,44 @@ fn seeded_sampling_is_reproducible_and_max_tokens_is_honoured() {
         ]);
         let (stdout, stderr) = texts(&out);
         assert!(out.status.success(), "stderr: {stderr}");
-        assert!(stderr.contains("12 generated") && stderr.contains("finish: Length"), "stderr: {stderr}");
+        assert!(
+            stderr.contains("12 generated") && stderr.contains("finish: Length"),
+            "stderr: {stderr}"
+        );
         stdout
     };
     let a = run("7");
     assert_eq!(a, run("7"), "same seed, same completion");
     let others: Vec<String> = ["8", "9", "10"].iter().map(|s| run(s)).collect();
-    assert!(others.iter().any(|o| o != &a), "different seeds should give different samples");
+    assert!(
+        others.iter().any(|o| o != &a),
+        "different seeds should give different samples"
+    );
 }
 
 #[test]
 fn bad_input_fails_with_a_clear_message_and_no_panic() {
     for (args, expected) in [
-        (vec!["generate", "--model", "/nonexistent.gguf", "--prompt", "hi"], "/nonexistent.gguf"),
-        (vec!["generate", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
-        (vec!["generate", "--prompt", "hi", "--top-p", "0"], "--top-p"),
-        (vec!["generate", "--prompt", "hi", "--max-tokens", "9000"], "context window"),
-        (vec!["generate", "--prompt", "", "--max-tokens", "4"], "empty"),
+        (
+            vec!["generate", "--model", "/nonexistent.gguf", "--prompt", "hi"],
+            "/nonexistent.gguf",
+        ),
+        (
+            vec!["generate", "--prompt", "hi", "--temperature", "-1"],
+            "--temperature",
+        ),
+        (
+            vec!["generate", "--prompt", "hi", "--top-p", "0"],
+            "--top-p",
+        ),
+        (
+            vec!["generate", "--prompt", "hi", "--max-tokens", "9000"],
+            "context window",
+        ),
+        (
+            vec!["generate", "--prompt", "", "--max-tokens", "4"],
+            "empty",
+        ),
     ] {
         let model = default_model();
         let mut full = args.clone();
@@ -74,7 +104,10 @@ fn bad_input_fails_with_a_clear_message_and_no_panic() {
         let out = run_pagoda(&full);
         let (_, stderr) = texts(&out);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(stderr.contains(expected), "{args:?}: stderr {stderr:?} should mention {expected:?}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: stderr {stderr:?} should mention {expected:?}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
