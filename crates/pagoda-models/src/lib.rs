@@ -29,6 +29,7 @@ pub mod loader;
 pub mod model;
 pub mod norm;
 pub mod qmatmul;
+mod qmatmul_avx2;
 pub mod rope;
 pub mod tensor_source;
 pub mod tokenizer;

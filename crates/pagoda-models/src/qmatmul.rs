@@ -8,10 +8,10 @@
 //!
 //! Every output element is computed by the same sequence of operations
 //! whatever the number of rows in the batch or the thread that runs it, so
-//! results are batch-invariant and bit-identical between the SIMD build and
-//! the portable one: sums are kept in eight independent lanes (which the
-//! compiler vectorises without reordering any addition) and folded in a
-//! fixed order at the end. Block layouts follow ggml's `ggml-common.h`.
+//! results are batch-invariant. The portable build (also the reference the
+//! SIMD build is tested against) keeps sums in eight independent lanes folded
+//! in a fixed order; the AVX2 build is in [`crate::qmatmul_avx2`]. Block
+//! layouts follow ggml's `ggml-common.h`.
 
 use std::sync::OnceLock;
 
@@ -137,7 +137,6 @@ impl QuantMatrix {
     /// `y = x · selfᵀ` for `m` rows of `x` (each `cols` long); returns `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.cols);
-        let blocks = self.cols / QK;
         // Per-block sums of the activations (Q4_0's offset and Q4_1's minimum
         // multiply them), computed once per call.
         let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
@@ -151,12 +150,14 @@ impl QuantMatrix {
             .for_each(|(task, chunk)| {
                 let first = task * rows_per_task;
                 for (i, out_row) in chunk.chunks_exact_mut(m).enumerate() {
-                    let w = self.row(first + i);
-                    for (j, o) in out_row.iter_mut().enumerate() {
-                        let xr = &x[j * self.cols..(j + 1) * self.cols];
-                        let xs = &xsums[j * blocks..(j + 1) * blocks];
-                        *o = dot_row(self.format, w, xr, xs);
-                    }
+                    dot_rows(
+                        self.format,
+                        self.row(first + i),
+                        x,
+                        &xsums,
+                        self.cols,
+                        out_row,
+                    );
                 }
             });
         // [rows, m] -> [m, rows]
@@ -308,23 +309,22 @@ fn dot_row_generic(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_row_avx2(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
-    dot_row_generic(format, w, x, xsums)
-}
-
-/// Dispatches to the widest vector build the CPU supports; all builds give
-/// bit-identical results (same operations in the same order).
-fn dot_row(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+/// `out[j] = w · x_j` for one weight row and `out.len()` activation rows, on
+/// the widest build the CPU supports.
+fn dot_rows(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32], cols: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { dot_row_avx2(format, w, x, xsums) };
+        if crate::qmatmul_avx2::available() {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { crate::qmatmul_avx2::dot_rows(format, f16_table(), w, x, cols, out) };
+            return;
         }
     }
-    dot_row_generic(format, w, x, xsums)
+    let blocks = cols / QK;
+    for (j, o) in out.iter_mut().enumerate() {
+        let xr = &x[j * cols..(j + 1) * cols];
+        *o = dot_row_generic(format, w, xr, &xsums[j * blocks..(j + 1) * blocks]);
+    }
 }
 
 #[cfg(test)]
@@ -409,13 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn simd_and_portable_builds_agree_bit_for_bit_and_rows_are_batch_invariant() {
+    fn simd_build_matches_the_portable_reference_and_rows_are_batch_invariant() {
         let (rows, cols) = (19, 128);
         for (format, dtype) in CASES {
             let (m, _) = quantized(format, dtype, rows, cols);
-            let x = values(4 * cols, 11);
-            let batched = m.matmul(&x, 4);
-            for j in 0..4 {
+            // 11 rows: a full tile of eight and a partial one.
+            let x = values(11 * cols, 11);
+            let batched = m.matmul(&x, 11);
+            for j in 0..11 {
                 let xr = &x[j * cols..(j + 1) * cols];
                 let alone = m.matmul(xr, 1);
                 assert_eq!(
@@ -426,7 +427,11 @@ mod tests {
                 let xs: Vec<f32> = xr.chunks_exact(QK).map(sum_block).collect();
                 for (r, value) in alone.iter().enumerate() {
                     let portable = dot_row_generic(format, m.row(r), xr, &xs);
-                    assert_eq!(portable.to_bits(), value.to_bits(), "{format:?} row {r}");
+                    let tol = 1e-5 * (1.0 + portable.abs());
+                    assert!(
+                        (portable - value).abs() <= tol,
+                        "{format:?} row {r}: {portable} vs {value}"
+                    );
                 }
             }
         }
