@@ -12,17 +12,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{default_model, fixtures, greedy};
+use common::{default_model, fixtures, greedy, ids};
 use pagoda_models::{load_model, load_tokenizer, RenderOptions, Tokenizer};
 use serde_json::Value;
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
-}
 
 fn reference(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).expect("reference"))

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 
 use candle_core::Device;
-use common::{cache_for, fixtures, greedy, max_abs_diff};
+use common::{cache_for, fixtures, greedy, ids, max_abs_diff};
 use pagoda_models::{load_model, BlockId, LogitsWanted, RenderOptions, SeqChunk};
 use serde_json::Value;
 
@@ -23,14 +23,6 @@ struct Reference {
     greedy: Vec<Vec<u32>>,
     logits: Vec<Vec<f32>>,
     json: Value,
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
 }
 
 fn reference(dir: &Path) -> Reference {

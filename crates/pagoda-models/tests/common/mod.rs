@@ -167,3 +167,12 @@ pub fn write_tiny_gguf(
     let mut file = std::fs::File::create(path).expect("create");
     gguf_file::write(&mut file, &meta_refs, &tensor_refs).expect("write gguf");
 }
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
