@@ -1,0 +1,402 @@
+//! Continuous batching: which sequences run in the next step and how many
+//! of their tokens, under a per-step token budget and a cap on running
+//! sequences (after vLLM v1's scheduler).
+//!
+//! There are no prefill and decode phases: each sequence's computed tokens
+//! catch up with its tokens. Running sequences go first, oldest first; when
+//! the pool runs out of blocks the newest running sequence is preempted (its
+//! blocks freed, to be recomputed later) and nothing new is admitted that
+//! step. Waiting sequences are admitted strictly first-come first-served:
+//! the first one that does not fit stops admission, so none can starve.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::block_manager::BlockManager;
+use crate::ids::SeqId;
+
+/// Limits of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Most tokens computed in one step (prefill chunks and decode tokens together).
+    pub max_tokens_per_step: usize,
+    /// Most sequences waiting for admission; beyond it, submission fails at once.
+    pub max_waiting: usize,
+}
+
+/// Why a sequence was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// The waiting queue is full.
+    #[error("the waiting queue is full ({0} sequences)")]
+    QueueFull(usize),
+    /// The sequence could never fit the KV pool, even alone.
+    #[error("{needed} positions needed but the KV pool holds {capacity}")]
+    TooLong {
+        /// Positions the sequence may reach.
+        needed: usize,
+        /// Positions in the whole pool.
+        capacity: usize,
+    },
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledChunk {
+    /// The sequence.
+    pub seq: SeqId,
+    /// First position to compute.
+    pub start: usize,
+    /// Number of tokens to compute.
+    pub len: usize,
+    /// Whether the chunk reaches the sequence's last token (a new token is sampled).
+    pub wants_logits: bool,
+}
+
+/// The decision for one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Chunks to compute, in batch order.
+    pub chunks: Vec<ScheduledChunk>,
+    /// Sequences preempted in this step (their KV is gone; they wait again).
+    pub preempted: Vec<SeqId>,
+}
+
+/// A sequence's tokens and progress.
+#[derive(Debug, Clone)]
+struct Sequence {
+    tokens: Vec<u32>,
+    num_computed: usize,
+}
+
+/// The continuous-batching scheduler.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    capacity: usize,
+    seqs: HashMap<SeqId, Sequence>,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
+}
+
+impl Scheduler {
+    /// A scheduler for a pool of `capacity` positions.
+    pub fn new(config: SchedulerConfig, capacity: usize) -> Self {
+        Self {
+            config,
+            capacity,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    /// The limits.
+    pub fn config(&self) -> SchedulerConfig {
+        self.config
+    }
+
+    /// Queues a new sequence with its prompt; `max_len` is the most
+    /// positions it may reach (prompt plus generated tokens).
+    pub fn add(&mut self, seq: SeqId, prompt: Vec<u32>, max_len: usize) -> Result<(), AdmitError> {
+        if max_len > self.capacity {
+            return Err(AdmitError::TooLong {
+                needed: max_len,
+                capacity: self.capacity,
+            });
+        }
+        if self.waiting.len() >= self.config.max_waiting {
+            return Err(AdmitError::QueueFull(self.config.max_waiting));
+        }
+        self.seqs.insert(
+            seq,
+            Sequence {
+                tokens: prompt,
+                num_computed: 0,
+            },
+        );
+        self.waiting.push_back(seq);
+        Ok(())
+    }
+
+    /// The tokens of `seq` (prompt, then generated).
+    pub fn tokens(&self, seq: SeqId) -> &[u32] {
+        self.seqs
+            .get(&seq)
+            .map(|s| s.tokens.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Sequences waiting for admission.
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences running.
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Whether `seq` is known (waiting or running).
+    pub fn contains(&self, seq: SeqId) -> bool {
+        self.seqs.contains_key(&seq)
+    }
+
+    fn preempt(&mut self, seq: SeqId, blocks: &mut BlockManager) {
+        blocks.free(seq);
+        if let Some(s) = self.seqs.get_mut(&seq) {
+            s.num_computed = 0;
+        }
+        self.waiting.push_front(seq);
+    }
+
+    /// Decides the next step, taking KV blocks for every scheduled chunk.
+    pub fn schedule(&mut self, blocks: &mut BlockManager) -> StepPlan {
+        let mut plan = StepPlan::default();
+        let mut budget = self.config.max_tokens_per_step;
+
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let seq = self.running[i];
+            let (start, remaining) = match self.seqs.get(&seq) {
+                Some(s) => (s.num_computed, s.tokens.len() - s.num_computed),
+                None => {
+                    self.running.remove(i);
+                    continue;
+                }
+            };
+            let len = remaining.min(budget);
+            let mut scheduled = false;
+            loop {
+                if blocks.allocate(seq, start + len) {
+                    scheduled = true;
+                    break;
+                }
+                let Some(victim) = self.running.pop() else {
+                    break;
+                };
+                self.preempt(victim, blocks);
+                plan.preempted.push(victim);
+                if victim == seq {
+                    break;
+                }
+            }
+            if !scheduled {
+                break;
+            }
+            plan.chunks.push(ScheduledChunk {
+                seq,
+                start,
+                len,
+                wants_logits: len == remaining,
+            });
+            budget -= len;
+            i += 1;
+        }
+
+        if plan.preempted.is_empty() {
+            while budget > 0 && self.running.len() < self.config.max_num_seqs {
+                let Some(&seq) = self.waiting.front() else {
+                    break;
+                };
+                let Some(s) = self.seqs.get_mut(&seq) else {
+                    self.waiting.pop_front();
+                    continue;
+                };
+                if s.num_computed == 0 {
+                    s.num_computed = blocks.attach_cached_prefix(seq, &s.tokens);
+                }
+                let (start, remaining) = (s.num_computed, s.tokens.len() - s.num_computed);
+                let len = remaining.min(budget);
+                if !blocks.allocate(seq, start + len) {
+                    // Keep no blocks while waiting: a cached prefix must not pin the pool.
+                    blocks.free(seq);
+                    s.num_computed = 0;
+                    break;
+                }
+                self.waiting.pop_front();
+                self.running.push(seq);
+                plan.chunks.push(ScheduledChunk {
+                    seq,
+                    start,
+                    len,
+                    wants_logits: len == remaining,
+                });
+                budget -= len;
+            }
+        }
+        plan
+    }
+
+    /// Records that `chunk` was computed and registers its full blocks in the prefix cache.
+    pub fn complete(&mut self, chunk: &ScheduledChunk, blocks: &mut BlockManager) {
+        if let Some(s) = self.seqs.get_mut(&chunk.seq) {
+            s.num_computed = s.num_computed.max(chunk.start + chunk.len);
+            blocks.commit(chunk.seq, &s.tokens, s.num_computed);
+        }
+    }
+
+    /// Appends a sampled token to `seq`.
+    pub fn append(&mut self, seq: SeqId, token: u32) {
+        if let Some(s) = self.seqs.get_mut(&seq) {
+            s.tokens.push(token);
+        }
+    }
+
+    /// Removes `seq` (finished or aborted) and frees its blocks.
+    pub fn remove(&mut self, seq: SeqId, blocks: &mut BlockManager) {
+        blocks.free(seq);
+        self.seqs.remove(&seq);
+        self.running.retain(|&s| s != seq);
+        self.waiting.retain(|&s| s != seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_num_seqs: usize, budget: usize) -> SchedulerConfig {
+        SchedulerConfig {
+            max_num_seqs,
+            max_tokens_per_step: budget,
+            max_waiting: 8,
+        }
+    }
+
+    #[test]
+    fn long_prompts_are_chunked_and_decodes_share_the_step() {
+        let mut bm = BlockManager::new(64, 4, true);
+        let mut s = Scheduler::new(config(4, 10), 256);
+        s.add(SeqId(1), (0..25).collect(), 40).expect("queued");
+        s.add(SeqId(2), (100..103).collect(), 40).expect("queued");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks,
+            vec![ScheduledChunk {
+                seq: SeqId(1),
+                start: 0,
+                len: 10,
+                wants_logits: false
+            }]
+        );
+        s.complete(&plan.chunks[0], &mut bm);
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks[0],
+            ScheduledChunk {
+                seq: SeqId(1),
+                start: 10,
+                len: 10,
+                wants_logits: false
+            }
+        );
+        s.complete(&plan.chunks[0], &mut bm);
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks,
+            vec![
+                ScheduledChunk {
+                    seq: SeqId(1),
+                    start: 20,
+                    len: 5,
+                    wants_logits: true
+                },
+                ScheduledChunk {
+                    seq: SeqId(2),
+                    start: 0,
+                    len: 3,
+                    wants_logits: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_and_an_impossible_sequence_are_refused() {
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                max_num_seqs: 1,
+                max_tokens_per_step: 8,
+                max_waiting: 1,
+            },
+            16,
+        );
+        assert_eq!(
+            s.add(SeqId(1), vec![1], 17),
+            Err(AdmitError::TooLong {
+                needed: 17,
+                capacity: 16
+            })
+        );
+        s.add(SeqId(1), vec![1], 8).expect("queued");
+        assert_eq!(s.add(SeqId(2), vec![1], 8), Err(AdmitError::QueueFull(1)));
+    }
+
+    #[test]
+    fn the_newest_sequence_is_preempted_when_blocks_run_out() {
+        // 3 blocks of 2: two sequences of 2 tokens fit, but not their growth.
+        let mut bm = BlockManager::new(3, 2, false);
+        let mut s = Scheduler::new(config(4, 16), 6);
+        s.add(SeqId(1), vec![1, 2], 6).expect("queued");
+        s.add(SeqId(2), vec![3, 4], 6).expect("queued");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.chunks.len(), 2);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+            s.append(c.seq, 9);
+        }
+        // Both now need a second block; one is free.
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![SeqId(1)]
+        );
+        // Seq 2, the newest, gave way: its blocks are freed and it waits again.
+        assert_eq!(plan.preempted, vec![SeqId(2)]);
+        assert_eq!((s.num_running(), s.num_waiting()), (1, 1));
+        assert!(bm.table(SeqId(2)).is_empty());
+        s.complete(&plan.chunks[0], &mut bm);
+        s.remove(SeqId(1), &mut bm);
+        // It comes back and recomputes everything it had, generated token included.
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks,
+            vec![ScheduledChunk {
+                seq: SeqId(2),
+                start: 0,
+                len: 3,
+                wants_logits: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_cached_prefix_is_attached_on_admission() {
+        let mut bm = BlockManager::new(16, 4, true);
+        let mut s = Scheduler::new(config(4, 64), 64);
+        let prompt: Vec<u32> = (0..10).collect();
+        s.add(SeqId(1), prompt.clone(), 12).expect("queued");
+        let plan = s.schedule(&mut bm);
+        s.complete(&plan.chunks[0], &mut bm);
+        s.remove(SeqId(1), &mut bm);
+        s.add(SeqId(2), prompt, 12).expect("queued");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(
+            plan.chunks,
+            vec![ScheduledChunk {
+                seq: SeqId(2),
+                start: 8,
+                len: 2,
+                wants_logits: true
+            }]
+        );
+        assert_eq!(bm.cache_stats().hits, 2);
+    }
+}
