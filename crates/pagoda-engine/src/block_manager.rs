@@ -17,6 +17,18 @@ struct SeqBlocks {
     hashes: Vec<BlockHash>,
 }
 
+/// The outcome of [`BlockManager::fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    /// The child holds the parent's blocks; copy `copy.0` into `copy.1` if set.
+    Shared {
+        /// A partially filled block to copy: (source, destination).
+        copy: Option<(BlockId, BlockId)>,
+    },
+    /// No block was free for the copy (or the parent holds none); nothing was taken.
+    NoFreeBlock,
+}
+
 /// Block tables of every sequence that holds KV blocks.
 #[derive(Debug)]
 pub struct BlockManager {
@@ -121,6 +133,35 @@ impl BlockManager {
                 .register(table.blocks[i], parent, &tokens[i * bs..(i + 1) * bs]);
             table.hashes.push(hash);
         }
+    }
+
+    /// Gives `child` the KV of `parent`'s first `positions` positions: the
+    /// full blocks are shared, a partially filled last block gets a fresh
+    /// block of its own, whose contents the caller must copy.
+    pub fn fork(&mut self, parent: SeqId, child: SeqId, positions: usize) -> Fork {
+        let bs = self.block_size;
+        let Some(table) = self.tables.get(&parent) else {
+            return Fork::NoFreeBlock;
+        };
+        let full = positions / bs;
+        let partial = positions % bs != 0;
+        let mut copy = None;
+        let mut blocks: Vec<BlockId> = table.blocks[..full].to_vec();
+        if partial {
+            let src = table.blocks[full];
+            let Some(new) = self.pool.allocate(1) else {
+                return Fork::NoFreeBlock;
+            };
+            let dst = new[0];
+            blocks.push(dst);
+            copy = Some((src, dst));
+        }
+        let hashes = table.hashes.iter().take(full).copied().collect();
+        for &b in &blocks[..full] {
+            self.pool.share(b);
+        }
+        self.tables.insert(child, SeqBlocks { blocks, hashes });
+        Fork::Shared { copy }
     }
 
     /// Returns every block of `seq` to the pool.

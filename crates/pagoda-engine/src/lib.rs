@@ -1,16 +1,21 @@
 //! pagoda's engine: sequences, KV block management, scheduling, sampling
-//! and the loops that drive a [`pagoda_models::CausalLm`]. It knows nothing
-//! of HTTP or JSON.
+//! and the loop that drives a [`pagoda_models::CausalLm`] on its own thread.
+//! It knows nothing of HTTP or JSON.
 
 #![warn(missing_docs)]
 
 pub mod block_manager;
 pub mod block_pool;
-pub mod generate;
+pub mod engine;
+pub mod handle;
 pub mod ids;
+pub mod request;
 pub mod sampler;
 pub mod scheduler;
 
-pub use generate::{generate, FinishReason, GenerateError, GenerateRequest, Generation};
+pub use engine::{EngineConfig, EngineCore, EngineStats, EventSink};
+pub use handle::{EngineHandle, RequestStream};
 pub use ids::{RequestId, SeqId};
+pub use request::{EngineEvent, FinishReason, Request, StopCondition, SubmitError};
 pub use sampler::{Sampler, SamplingParams};
+pub use scheduler::SchedulerConfig;

@@ -1,6 +1,13 @@
-//! Choosing the next token from a row of logits: greedy, or sampled with
-//! temperature, top-k and top-p from a per-sequence seeded generator (so the
-//! same seed gives the same tokens whatever else runs).
+//! Choosing the next token of one sequence from its row of logits.
+//!
+//! Order of processing (as vLLM does it): logit bias, suppression of stop
+//! tokens before `min_tokens`, repetition / presence / frequency penalties,
+//! then log-probabilities are taken (of this adjusted distribution), then
+//! temperature, top-k, top-p and min-p restrict the distribution that is
+//! sampled from the sequence's own seeded generator — so the same seed gives
+//! the same tokens whatever else runs in the batch.
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,8 +21,20 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches `top_p` (1: all).
     pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0: off).
+    pub min_p: f32,
+    /// Hugging Face's repetition penalty over prompt and output tokens (1: off).
+    pub repetition_penalty: f32,
+    /// Subtracted once from every token already generated (0: off).
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence of every token already generated (0: off).
+    pub frequency_penalty: f32,
+    /// Added to the logits of the given tokens.
+    pub logit_bias: Vec<(u32, f32)>,
     /// Seed of the sequence's random generator; `None` draws one.
     pub seed: Option<u64>,
+    /// Return the chosen token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -25,13 +44,19 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    /// Deterministic argmax decoding.
+    /// Deterministic argmax decoding with nothing else applied.
     pub fn greedy() -> Self {
         Self {
             temperature: 0.0,
             top_k: 0,
             top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: None,
+            logprobs: None,
         }
     }
 
@@ -39,6 +64,35 @@ impl SamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0 || self.top_k == 1
     }
+}
+
+/// The chosen token, with its log-probability when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    /// The token id.
+    pub token: u32,
+    /// Its log-probability, and the most likely alternatives (`logprobs` of them).
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// Log-probabilities at one position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// The chosen token's log-probability.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What the sampler needs to know of the sequence so far.
+#[derive(Debug, Clone, Copy)]
+pub struct History<'a> {
+    /// Prompt tokens.
+    pub prompt: &'a [u32],
+    /// Tokens generated so far.
+    pub output: &'a [u32],
+    /// Tokens that may not be chosen yet (stop tokens before `min_tokens`).
+    pub suppressed: &'a [u32],
 }
 
 /// A sequence's sampler: its parameters and its own random generator.
@@ -59,6 +113,13 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+fn log_softmax_of(logits: &[f32], token: u32) -> (f32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|v| (v - max).exp()).sum();
+    let log_z = max + sum.ln();
+    (logits[token as usize] - log_z, log_z)
+}
+
 impl Sampler {
     /// A sampler seeded from `params.seed`, or from the OS when unset.
     pub fn new(params: SamplingParams) -> Self {
@@ -74,12 +135,78 @@ impl Sampler {
         &self.params
     }
 
-    /// Picks the next token from `logits`.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if self.params.is_greedy() {
-            return argmax(logits);
+    /// Applies bias, suppression and penalties to `logits` in place.
+    fn adjust(&self, logits: &mut [f32], history: History<'_>) {
+        let p = &self.params;
+        for &(token, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l += bias;
+            }
         }
-        let inv_t = 1.0 / self.params.temperature;
+        for &token in history.suppressed {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if p.repetition_penalty != 1.0 {
+            let mut seen = std::collections::HashSet::new();
+            for &t in history.prompt.iter().chain(history.output) {
+                if seen.insert(t) {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = if *l > 0.0 {
+                            *l / p.repetition_penalty
+                        } else {
+                            *l * p.repetition_penalty
+                        };
+                    }
+                }
+            }
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for &t in history.output {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (t, c) in counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= p.presence_penalty + p.frequency_penalty * c as f32;
+                }
+            }
+        }
+    }
+
+    /// Picks the next token from `logits` (modified in place).
+    pub fn sample(&mut self, logits: &mut [f32], history: History<'_>) -> Sampled {
+        self.adjust(logits, history);
+        let token = if self.params.is_greedy() {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        };
+        let logprobs = self.params.logprobs.map(|k| {
+            let (logprob, log_z) = log_softmax_of(logits, token);
+            let mut top: Vec<(u32, f32)> = Vec::with_capacity(k);
+            if k > 0 {
+                let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+                let by_desc = |a: &u32, b: &u32| {
+                    logits[*b as usize]
+                        .total_cmp(&logits[*a as usize])
+                        .then(a.cmp(b))
+                };
+                let k = k.min(idx.len());
+                idx.select_nth_unstable_by(k - 1, by_desc);
+                idx.truncate(k);
+                idx.sort_unstable_by(by_desc);
+                top.extend(idx.into_iter().map(|t| (t, logits[t as usize] - log_z)));
+            }
+            TokenLogprobs { logprob, top }
+        });
+        Sampled { token, logprobs }
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        let inv_t = 1.0 / p.temperature;
         let mut candidates: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -91,31 +218,34 @@ impl Sampler {
         }
         let by_logit_desc =
             |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = self.params.top_k;
-        if k > 0 && k < candidates.len() {
-            candidates.select_nth_unstable_by(k - 1, by_logit_desc);
-            candidates.truncate(k);
+        if p.top_k > 0 && p.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
+            candidates.truncate(p.top_k);
         }
         candidates.sort_unstable_by(by_logit_desc);
         let max = candidates[0].1;
         let mut probs: Vec<f32> = candidates.iter().map(|&(_, v)| (v - max).exp()).collect();
         let sum: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
+        probs.iter_mut().for_each(|q| *q /= sum);
         let mut keep = probs.len();
-        if self.params.top_p < 1.0 {
+        if p.top_p < 1.0 {
             let mut acc = 0.0;
-            for (i, p) in probs.iter().enumerate() {
-                acc += p;
-                if acc >= self.params.top_p {
+            for (i, q) in probs.iter().enumerate() {
+                acc += q;
+                if acc >= p.top_p {
                     keep = i + 1;
                     break;
                 }
             }
         }
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p;
+            keep = keep.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
+        }
         let total: f32 = probs[..keep].iter().sum();
         let mut draw = self.rng.random::<f32>() * total;
-        for (i, p) in probs[..keep].iter().enumerate() {
-            draw -= p;
+        for (i, q) in probs[..keep].iter().enumerate() {
+            draw -= q;
             if draw <= 0.0 {
                 return candidates[i].0;
             }
@@ -128,52 +258,149 @@ impl Sampler {
 mod tests {
     use super::*;
 
+    const NONE: History<'static> = History {
+        prompt: &[],
+        output: &[],
+        suppressed: &[],
+    };
+
+    fn sampled(params: SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
+        let mut s = Sampler::new(params);
+        (0..n)
+            .map(|_| s.sample(&mut logits.to_vec(), NONE).token)
+            .collect()
+    }
+
+    fn random(temperature: f32, seed: u64) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            seed: Some(seed),
+            ..SamplingParams::greedy()
+        }
+    }
+
     #[test]
     fn greedy_takes_the_first_maximum() {
-        let mut s = Sampler::new(SamplingParams::greedy());
-        assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0]), 1);
+        assert_eq!(
+            sampled(SamplingParams::greedy(), &[0.1, 3.0, 3.0, -1.0], 1),
+            vec![1]
+        );
     }
 
     #[test]
     fn same_seed_same_tokens() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 7) % 13) as f32 * 0.3).collect();
-        let params = SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: Some(42),
-        };
-        let a: Vec<u32> = {
-            let mut s = Sampler::new(params.clone());
-            (0..20).map(|_| s.sample(&logits)).collect()
-        };
-        let b: Vec<u32> = {
-            let mut s = Sampler::new(params);
-            (0..20).map(|_| s.sample(&logits)).collect()
-        };
-        assert_eq!(a, b);
+        let a = sampled(random(1.0, 42), &logits, 20);
+        assert_eq!(a, sampled(random(1.0, 42), &logits, 20));
         assert!(
             a.iter().any(|&t| t != a[0]),
             "sampling at temperature 1 should vary"
         );
+        assert_ne!(a, sampled(random(1.0, 43), &logits, 20));
     }
 
     #[test]
-    fn top_k_and_top_p_restrict_the_support() {
+    fn top_k_top_p_and_min_p_restrict_the_support() {
         let logits = [5.0, 4.0, 0.0, -2.0, -3.0];
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
+        let top_k = SamplingParams {
             top_k: 2,
-            top_p: 1.0,
-            seed: Some(1),
-        });
-        assert!((0..200).all(|_| s.sample(&logits) < 2));
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
+            ..random(1.0, 1)
+        };
+        assert!(sampled(top_k, &logits, 200).iter().all(|&t| t < 2));
+        let top_p = SamplingParams {
             top_p: 0.5,
-            seed: Some(1),
+            ..random(1.0, 1)
+        };
+        assert!(sampled(top_p, &logits, 200).iter().all(|&t| t == 0));
+        // p(1)/p(0) = e^-1 ≈ 0.37: min_p 0.3 keeps two tokens, 0.5 keeps one.
+        let min_p = SamplingParams {
+            min_p: 0.3,
+            ..random(1.0, 1)
+        };
+        let got = sampled(min_p, &logits, 300);
+        assert!(got.iter().all(|&t| t < 2) && got.contains(&1));
+        let min_p = SamplingParams {
+            min_p: 0.5,
+            ..random(1.0, 1)
+        };
+        assert!(sampled(min_p, &logits, 100).iter().all(|&t| t == 0));
+    }
+
+    #[test]
+    fn bias_suppression_and_penalties() {
+        let logits = [1.0, 2.0, 3.0];
+        let biased = SamplingParams {
+            logit_bias: vec![(0, 5.0)],
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(sampled(biased, &logits, 1), vec![0]);
+
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let h = History {
+            prompt: &[],
+            output: &[],
+            suppressed: &[2],
+        };
+        assert_eq!(s.sample(&mut logits.to_vec(), h).token, 1);
+
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 0.8,
+            ..SamplingParams::greedy()
         });
-        assert!((0..200).all(|_| s.sample(&logits) == 0));
+        let h = History {
+            prompt: &[],
+            output: &[2, 2],
+            suppressed: &[],
+        };
+        assert_eq!(
+            s.sample(&mut logits.to_vec(), h).token,
+            1,
+            "3 - 2·0.8 = 1.4 < 2"
+        );
+
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 1.5,
+            ..SamplingParams::greedy()
+        });
+        let h = History {
+            prompt: &[],
+            output: &[2, 2],
+            suppressed: &[],
+        };
+        assert_eq!(
+            s.sample(&mut logits.to_vec(), h).token,
+            1,
+            "3 - 1.5 = 1.5 < 2"
+        );
+
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..SamplingParams::greedy()
+        });
+        let h = History {
+            prompt: &[2],
+            output: &[],
+            suppressed: &[],
+        };
+        assert_eq!(
+            s.sample(&mut logits.to_vec(), h).token,
+            1,
+            "3 / 2 = 1.5 < 2"
+        );
+    }
+
+    #[test]
+    fn logprobs_are_normalised_and_ranked() {
+        let logits = [0.0f32, 1.0, 2.0];
+        let mut s = Sampler::new(SamplingParams {
+            logprobs: Some(2),
+            ..SamplingParams::greedy()
+        });
+        let out = s.sample(&mut logits.to_vec(), NONE);
+        let lp = out.logprobs.expect("asked for");
+        let z: f32 = logits.iter().map(|v| v.exp()).sum::<f32>().ln();
+        assert!((lp.logprob - (2.0 - z)).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1]);
+        assert!((lp.top[1].1 - (1.0 - z)).abs() < 1e-6);
     }
 }

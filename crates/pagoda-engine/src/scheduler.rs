@@ -249,6 +249,44 @@ impl Scheduler {
         }
     }
 
+    /// Adds `child`, a fork of the running `parent` whose first `computed`
+    /// positions are already in `child`'s blocks, right after its parent.
+    /// A request's choices run together, so this may exceed `max_num_seqs`
+    /// for as long as they run.
+    pub fn fork(&mut self, parent: SeqId, child: SeqId, tokens: Vec<u32>, computed: usize) {
+        self.seqs.insert(
+            child,
+            Sequence {
+                tokens,
+                num_computed: computed,
+            },
+        );
+        let at = self
+            .running
+            .iter()
+            .position(|&s| s == parent)
+            .map_or(self.running.len(), |i| i + 1);
+        self.running.insert(at, child);
+    }
+
+    /// Queues `seq` at the front of the waiting queue (used for a fork that
+    /// found no free block: it recomputes its prompt, mostly from the prefix cache).
+    pub fn add_front(&mut self, seq: SeqId, tokens: Vec<u32>) {
+        self.seqs.insert(
+            seq,
+            Sequence {
+                tokens,
+                num_computed: 0,
+            },
+        );
+        self.waiting.push_front(seq);
+    }
+
+    /// Whether one more sequence can wait.
+    pub fn can_queue(&self) -> bool {
+        self.waiting.len() < self.config.max_waiting
+    }
+
     /// Removes `seq` (finished or aborted) and frees its blocks.
     pub fn remove(&mut self, seq: SeqId, blocks: &mut BlockManager) {
         blocks.free(seq);

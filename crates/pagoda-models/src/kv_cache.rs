@@ -166,6 +166,17 @@ impl PagedKvCache {
         }
     }
 
+    /// Copies every layer's K and V of block `src` into block `dst` (a
+    /// forked sequence's private copy of a shared, partially filled block).
+    pub fn copy_block(&mut self, src: BlockId, dst: BlockId) {
+        let n = self.block_size * self.layout.kv_heads * self.layout.head_dim;
+        let (s, d) = (src.index() * n, dst.index() * n);
+        for layer in &mut self.layers {
+            layer.k.copy_within(s..s + n, d);
+            layer.v.copy_within(s..s + n, d);
+        }
+    }
+
     /// Read access to one layer for attention.
     pub fn layer(&self, layer: usize) -> LayerView<'_> {
         LayerView {
@@ -232,6 +243,32 @@ mod tests {
         assert_eq!(v3h1[0], -3.0);
         let (k1h0, _) = view.block(BlockId(1), 0, 1);
         assert_eq!(k1h0, &[12.0, 13.0, 14.0]);
+    }
+
+    #[test]
+    fn copied_blocks_hold_the_same_values() {
+        let layout = KvLayout {
+            num_layers: 2,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let mut cache = PagedKvCache::new(layout, 2, 3).expect("cache");
+        for layer in 0..2 {
+            cache.write(
+                layer,
+                &[BlockId(0)],
+                0,
+                &[1.0, 2.0, 3.0, 4.0],
+                &[5.0, 6.0, 7.0, 8.0],
+            );
+        }
+        cache.copy_block(BlockId(0), BlockId(2));
+        for layer in 0..2 {
+            assert_eq!(
+                cache.layer(layer).block(BlockId(2), 0, 2),
+                cache.layer(layer).block(BlockId(0), 0, 2)
+            );
+        }
     }
 
     #[test]

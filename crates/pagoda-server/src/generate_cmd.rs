@@ -4,7 +4,10 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use pagoda_engine::{generate, GenerateRequest, SamplingParams};
+use pagoda_engine::{
+    EngineConfig, EngineCore, EngineEvent, FinishReason, Request, RequestId, SamplingParams,
+    SchedulerConfig, StopCondition,
+};
 use pagoda_models::{load_model, IncrementalDecoder, RenderOptions};
 
 use crate::cli::GenerateArgs;
@@ -56,56 +59,100 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         loaded.tokenizer.encode(&args.prompt, true)?
     };
 
-    let request = GenerateRequest {
+    let prompt_len = prompt_ids.len();
+    let request = Request {
         prompt: prompt_ids,
-        max_tokens: args.max_tokens,
         sampling: SamplingParams {
             temperature: args.temperature,
             top_k: args.top_k,
             top_p: args.top_p,
             seed: args.seed,
+            ..SamplingParams::greedy()
         },
-        stop_ids: if args.ignore_eos {
-            Vec::new()
-        } else {
-            loaded.tokenizer.stop_ids().to_vec()
+        stop: StopCondition {
+            max_tokens: args.max_tokens,
+            min_tokens: 0,
+            eos_token_ids: loaded.tokenizer.stop_ids().to_vec(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: args.ignore_eos,
         },
+        n: 1,
     };
+    let context = loaded.config().max_position_embeddings;
+    if prompt_len == 0 {
+        bail!("the prompt is empty: nothing to continue");
+    }
+    if prompt_len + args.max_tokens > context {
+        bail!(
+            "the prompt ({prompt_len} tokens) plus --max-tokens {} exceeds the context window of {context}",
+            args.max_tokens
+        );
+    }
+    // One sequence: a pool just large enough, driven step by step on this thread.
+    let block_size = 16;
+    let num_blocks = (prompt_len + args.max_tokens).div_ceil(block_size);
+    let mut engine = EngineCore::new(
+        loaded.model.clone(),
+        EngineConfig {
+            block_size,
+            num_blocks,
+            prefix_caching: false,
+            scheduler: SchedulerConfig {
+                max_num_seqs: 1,
+                max_tokens_per_step: prompt_len.max(1),
+                max_waiting: 1,
+            },
+        },
+    )?;
+    let (tx, events) = flume::unbounded();
+    engine.add_request(RequestId(1), request, Box::new(tx))?;
+
     let tokenizer = &loaded.tokenizer;
     let mut decoder = IncrementalDecoder::new(true);
     let mut stdout = std::io::stdout().lock();
-    let mut stream_error = None;
-    let generation = generate(&loaded.model, &request, |id| {
-        match decoder.push(tokenizer, id) {
-            Ok(text) => {
-                let _ = write!(stdout, "{text}");
-                let _ = stdout.flush();
+    let mut ids = Vec::new();
+    let mut finish = None;
+    let start = Instant::now();
+    let mut first_token_at = None;
+    while finish.is_none() {
+        engine.step();
+        for event in events.try_iter() {
+            match event {
+                EngineEvent::Token { token, .. } => {
+                    first_token_at.get_or_insert_with(|| start.elapsed());
+                    ids.push(token);
+                    write!(stdout, "{}", decoder.push(tokenizer, token)?)?;
+                    stdout.flush()?;
+                }
+                EngineEvent::Finished { reason, .. } => finish = Some(reason),
+                EngineEvent::Failed(e) => bail!("generation failed: {e}"),
             }
-            Err(e) => stream_error = Some(e),
         }
-    })?;
-    if let Some(e) = stream_error {
-        return Err(e.into());
+        if finish.is_none() && engine.is_idle() {
+            bail!("the engine stopped without finishing the request");
+        }
     }
+    let total = start.elapsed();
     let rest = decoder.flush(tokenizer)?;
     writeln!(stdout, "{rest}")?;
     if args.print_ids {
-        writeln!(stdout, "ids: {:?}", generation.tokens)?;
+        writeln!(stdout, "ids: {ids:?}")?;
     }
     drop(stdout);
 
-    let n = generation.tokens.len();
+    let n = ids.len();
+    let prefill = first_token_at.unwrap_or(total);
     let decode_tokens = n.saturating_sub(1);
-    let decode_secs = generation.decode_time.as_secs_f64();
-    let prefill_secs = generation.prefill_time.as_secs_f64();
+    let decode_secs = total.saturating_sub(prefill).as_secs_f64();
+    let prefill_secs = prefill.as_secs_f64();
     eprintln!(
         "[{} prompt tokens in {:.2}s ({:.1} tok/s); {} generated, {:.1} tok/s decode; finish: {:?}]",
-        request.prompt.len(),
+        prompt_len,
         prefill_secs,
-        request.prompt.len() as f64 / prefill_secs.max(1e-9),
+        prompt_len as f64 / prefill_secs.max(1e-9),
         n,
         if decode_tokens > 0 { decode_tokens as f64 / decode_secs.max(1e-9) } else { 0.0 },
-        generation.finish_reason,
+        finish.unwrap_or(FinishReason::Length),
     );
     Ok(())
 }

@@ -1,0 +1,447 @@
+//! The engine core: one synchronous `step` schedules, runs one forward pass
+//! over every scheduled sequence, samples, and sends each request its
+//! events. It owns the KV pool and the block tables; the model keeps no
+//! state. [`crate::handle`] runs it on its own thread.
+//!
+//! A request with `n > 1` computes its prompt once: when the first choice's
+//! prompt is done, the other choices fork from it (sharing its full KV
+//! blocks, copying the partial last one) and sample their first token from
+//! the same logits with their own seeds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
+
+use crate::block_manager::{BlockManager, Fork};
+use crate::ids::{RequestId, SeqId};
+use crate::request::{EngineEvent, FinishReason, Request, SubmitError};
+use crate::sampler::{History, Sampler};
+use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig};
+
+/// Where a request's events go.
+pub trait EventSink: Send {
+    /// Delivers `event`; false when nobody listens any more.
+    fn send(&self, event: EngineEvent) -> bool;
+    /// Whether the listener is gone (the request should be aborted).
+    fn is_closed(&self) -> bool;
+}
+
+impl EventSink for flume::Sender<EngineEvent> {
+    fn send(&self, event: EngineEvent) -> bool {
+        flume::Sender::send(self, event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.is_disconnected()
+    }
+}
+
+/// Sizes of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Positions per KV block.
+    pub block_size: usize,
+    /// Blocks in the KV pool.
+    pub num_blocks: usize,
+    /// Keep freed full blocks for reuse by later requests.
+    pub prefix_caching: bool,
+    /// Scheduling limits.
+    pub scheduler: SchedulerConfig,
+}
+
+/// Counters and gauges of the engine, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Sequences waiting.
+    pub waiting: usize,
+    /// Sequences running.
+    pub running: usize,
+    /// KV blocks held by sequences.
+    pub blocks_used: usize,
+    /// KV blocks in the pool.
+    pub blocks_total: usize,
+    /// Prefix-cache block hits so far.
+    pub prefix_hits: u64,
+    /// Prefix-cache block misses so far.
+    pub prefix_misses: u64,
+    /// Prompt tokens computed so far (recomputation after preemption included).
+    pub computed_tokens: u64,
+    /// Tokens generated so far.
+    pub generated_tokens: u64,
+    /// Sequences preempted so far.
+    pub preemptions: u64,
+    /// Steps run so far.
+    pub steps: u64,
+}
+
+struct SeqState {
+    request: RequestId,
+    choice: usize,
+    sampler: Sampler,
+    prompt_len: usize,
+}
+
+struct RequestState {
+    request: Request,
+    sink: Box<dyn EventSink>,
+    seqs: Vec<SeqId>,
+    /// Choices still to fork from choice 0 once its prompt is computed.
+    unforked: bool,
+}
+
+/// The engine's state and its step.
+pub struct EngineCore {
+    model: Arc<dyn CausalLm>,
+    cache: PagedKvCache,
+    blocks: BlockManager,
+    scheduler: Scheduler,
+    seqs: HashMap<SeqId, SeqState>,
+    requests: HashMap<RequestId, RequestState>,
+    next_seq: u64,
+    stats: EngineStats,
+}
+
+impl std::fmt::Debug for EngineCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCore")
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl EngineCore {
+    /// Allocates the KV pool for `model` and an idle engine.
+    pub fn new(model: Arc<dyn CausalLm>, config: EngineConfig) -> pagoda_models::Result<Self> {
+        let cache = PagedKvCache::new(model.kv_layout(), config.block_size, config.num_blocks)?;
+        let capacity = config.block_size * config.num_blocks;
+        Ok(Self {
+            model,
+            cache,
+            blocks: BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching),
+            scheduler: Scheduler::new(config.scheduler, capacity),
+            seqs: HashMap::new(),
+            requests: HashMap::new(),
+            next_seq: 0,
+            stats: EngineStats {
+                blocks_total: config.num_blocks,
+                ..EngineStats::default()
+            },
+        })
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Whether nothing is waiting or running.
+    pub fn is_idle(&self) -> bool {
+        self.scheduler.is_idle()
+    }
+
+    /// Whether another request can be queued now.
+    pub fn can_accept(&self) -> bool {
+        self.scheduler.can_queue()
+    }
+
+    /// The block pool (for tests of the no-leak invariant).
+    pub fn block_manager(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    fn new_seq(&mut self) -> SeqId {
+        self.next_seq += 1;
+        SeqId(self.next_seq)
+    }
+
+    /// Queues `request`; its events go to `sink`.
+    pub fn add_request(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        sink: Box<dyn EventSink>,
+    ) -> Result<(), SubmitError> {
+        if request.prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt has no tokens".into()));
+        }
+        if request.n == 0 || request.stop.max_tokens == 0 {
+            return Err(SubmitError::Invalid(
+                "n and max_tokens must be at least 1".into(),
+            ));
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(bad) = request.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(SubmitError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let needed = request.prompt.len() + request.stop.max_tokens;
+        let context = self.model.config().max_position_embeddings;
+        if needed > context {
+            return Err(SubmitError::TooLong {
+                needed,
+                limit: context,
+                what: "context window",
+            });
+        }
+        let seq = self.new_seq();
+        self.scheduler
+            .add(seq, request.prompt.clone(), needed)
+            .map_err(|e| match e {
+                AdmitError::QueueFull(_) => SubmitError::QueueFull,
+                AdmitError::TooLong { needed, capacity } => SubmitError::TooLong {
+                    needed,
+                    limit: capacity,
+                    what: "KV pool",
+                },
+            })?;
+        let sampler = Sampler::new(request.sampling.clone());
+        self.seqs.insert(
+            seq,
+            SeqState {
+                request: id,
+                choice: 0,
+                sampler,
+                prompt_len: request.prompt.len(),
+            },
+        );
+        let unforked = request.n > 1;
+        self.requests.insert(
+            id,
+            RequestState {
+                request,
+                sink,
+                seqs: vec![seq],
+                unforked,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops `id` and frees its blocks.
+    pub fn abort(&mut self, id: RequestId) {
+        if let Some(state) = self.requests.remove(&id) {
+            for seq in state.seqs {
+                self.scheduler.remove(seq, &mut self.blocks);
+                self.seqs.remove(&seq);
+            }
+        }
+    }
+
+    fn abort_closed(&mut self) {
+        let closed: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.sink.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in closed {
+            self.abort(id);
+        }
+    }
+
+    /// Runs one step: abort abandoned requests, schedule, one forward pass,
+    /// sampling, events. Returns the number of tokens computed.
+    pub fn step(&mut self) -> usize {
+        self.abort_closed();
+        let plan = self.scheduler.schedule(&mut self.blocks);
+        self.stats.preemptions += plan.preempted.len() as u64;
+        if plan.chunks.is_empty() {
+            self.refresh_stats();
+            return 0;
+        }
+        let tables: Vec<Vec<pagoda_models::BlockId>> = plan
+            .chunks
+            .iter()
+            .map(|c| self.blocks.table(c.seq).to_vec())
+            .collect();
+        let batch: Vec<SeqChunk<'_>> = plan
+            .chunks
+            .iter()
+            .zip(&tables)
+            .map(|(c, table)| SeqChunk {
+                tokens: &self.scheduler.tokens(c.seq)[c.start..c.start + c.len],
+                start_pos: c.start,
+                block_table: table,
+                logits: if c.wants_logits {
+                    LogitsWanted::Last
+                } else {
+                    LogitsWanted::None
+                },
+            })
+            .collect();
+        let result = self.model.forward(&batch, &mut self.cache);
+        drop(batch);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                let failed: Vec<RequestId> = plan
+                    .chunks
+                    .iter()
+                    .filter_map(|c| self.seqs.get(&c.seq).map(|s| s.request))
+                    .collect();
+                for id in failed {
+                    if let Some(r) = self.requests.get(&id) {
+                        r.sink.send(EngineEvent::Failed(e.to_string()));
+                    }
+                    self.abort(id);
+                }
+                self.refresh_stats();
+                return 0;
+            }
+        };
+        let computed: usize = plan.chunks.iter().map(|c| c.len).sum();
+        self.stats.computed_tokens += computed as u64;
+        let mut row = 0;
+        for chunk in &plan.chunks {
+            self.scheduler.complete(chunk, &mut self.blocks);
+            if chunk.wants_logits {
+                let mut l = logits.row(row).to_vec();
+                row += 1;
+                self.on_logits(chunk.seq, &mut l);
+            }
+        }
+        self.stats.steps += 1;
+        self.refresh_stats();
+        computed
+    }
+
+    fn refresh_stats(&mut self) {
+        let pool = self.blocks.pool();
+        let cache = pool.stats();
+        self.stats.waiting = self.scheduler.num_waiting();
+        self.stats.running = self.scheduler.num_running();
+        self.stats.blocks_used = pool.num_used();
+        self.stats.prefix_hits = cache.hits;
+        self.stats.prefix_misses = cache.misses;
+    }
+
+    /// Samples the next token of `seq` from its logits and sends it.
+    fn on_logits(&mut self, seq: SeqId, logits: &mut [f32]) {
+        let Some(request_id) = self.seqs.get(&seq).map(|s| s.request) else {
+            return;
+        };
+        let fork_now = self
+            .requests
+            .get(&request_id)
+            .is_some_and(|r| r.unforked && r.seqs.first() == Some(&seq));
+        let pristine = fork_now.then(|| logits.to_vec());
+        self.sample_and_emit(seq, logits);
+        if let Some(pristine) = pristine {
+            self.fork_choices(request_id, seq, &pristine);
+        }
+    }
+
+    fn sample_and_emit(&mut self, seq: SeqId, logits: &mut [f32]) {
+        let Some(state) = self.seqs.get_mut(&seq) else {
+            return;
+        };
+        let Some(request) = self.requests.get(&state.request) else {
+            return;
+        };
+        let tokens = self.scheduler.tokens(seq);
+        let (prompt, output) = tokens.split_at(state.prompt_len.min(tokens.len()));
+        let stop_ids = request.request.stop.stop_ids();
+        let suppressed: &[u32] = if output.len() < request.request.stop.min_tokens {
+            &stop_ids
+        } else {
+            &[]
+        };
+        let sampled = state.sampler.sample(
+            logits,
+            History {
+                prompt,
+                output,
+                suppressed,
+            },
+        );
+        let generated = output.len() + 1;
+        let finish = if stop_ids.contains(&sampled.token) {
+            Some(FinishReason::Stop)
+        } else if generated >= request.request.stop.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let (choice, request_id, prompt_len) = (state.choice, state.request, state.prompt_len);
+        self.stats.generated_tokens += 1;
+        let mut alive = request.sink.send(EngineEvent::Token {
+            choice,
+            token: sampled.token,
+            logprobs: sampled.logprobs,
+        });
+        match finish {
+            Some(reason) => {
+                alive &= request.sink.send(EngineEvent::Finished {
+                    choice,
+                    reason,
+                    prompt_tokens: prompt_len,
+                    completion_tokens: generated,
+                });
+                self.scheduler.remove(seq, &mut self.blocks);
+                self.seqs.remove(&seq);
+                if let Some(r) = self.requests.get_mut(&request_id) {
+                    r.seqs.retain(|&s| s != seq);
+                    if r.seqs.is_empty() && !r.unforked {
+                        self.requests.remove(&request_id);
+                    }
+                }
+            }
+            None => self.scheduler.append(seq, sampled.token),
+        }
+        if !alive {
+            self.abort(request_id);
+        }
+    }
+
+    /// Creates choices 1..n of a request from choice 0 (`parent`), whose
+    /// prompt has just been computed; each samples its first token from `logits`.
+    fn fork_choices(&mut self, request_id: RequestId, parent: SeqId, logits: &[f32]) {
+        let Some(r) = self.requests.get_mut(&request_id) else {
+            return;
+        };
+        r.unforked = false;
+        let (n, prompt, sampling) = (
+            r.request.n,
+            r.request.prompt.clone(),
+            r.request.sampling.clone(),
+        );
+        for choice in 1..n {
+            let child = self.new_seq();
+            let mut params = sampling.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(choice as u64));
+            let sampler = Sampler::new(params);
+            self.seqs.insert(
+                child,
+                SeqState {
+                    request: request_id,
+                    choice,
+                    sampler,
+                    prompt_len: prompt.len(),
+                },
+            );
+            if let Some(r) = self.requests.get_mut(&request_id) {
+                r.seqs.push(child);
+            }
+            match self.blocks.fork(parent, child, prompt.len()) {
+                Fork::Shared { copy } => {
+                    if let Some((src, dst)) = copy {
+                        self.cache.copy_block(src, dst);
+                    }
+                    self.scheduler
+                        .fork(parent, child, prompt.clone(), prompt.len());
+                    self.sample_and_emit(child, &mut logits.to_vec());
+                }
+                // No block for the copy: the choice waits and recomputes its
+                // prompt (from the prefix cache where it can).
+                Fork::NoFreeBlock => self.scheduler.add_front(child, prompt.clone()),
+            }
+        }
+        if let Some(r) = self.requests.get(&request_id) {
+            if r.seqs.is_empty() {
+                self.requests.remove(&request_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The engine on its own OS thread: the async side submits requests through
+//! a bounded channel (full: refused at once) and reads each request's events
+//! from its own channel. Dropping a [`RequestStream`] aborts the request on
+//! the engine's next step.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::engine::{EngineCore, EngineStats};
+use crate::ids::RequestId;
+use crate::request::{EngineEvent, Request, SubmitError};
+
+enum Command {
+    Submit {
+        id: RequestId,
+        request: Request,
+        events: flume::Sender<EngineEvent>,
+    },
+}
+
+/// The events of one submitted request.
+#[derive(Debug)]
+pub struct RequestStream {
+    /// The request's id.
+    pub id: RequestId,
+    /// Its events, in order per choice; closed after the last choice finishes.
+    pub events: flume::Receiver<EngineEvent>,
+}
+
+/// A running engine thread.
+pub struct EngineHandle {
+    commands: Option<flume::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<EngineStats>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// Starts `core` on a new thread; at most `queue` submissions wait in the channel.
+    pub fn spawn(core: EngineCore, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = flume::bounded::<Command>(queue.max(1));
+        let stats = Arc::new(Mutex::new(core.stats()));
+        let shared = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("pagoda-engine".into())
+            .spawn(move || run(core, rx, shared))?;
+        Ok(Self {
+            commands: Some(tx),
+            thread: Some(thread),
+            stats,
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Submits `request`; fails at once when the queue is full.
+    pub fn submit(&self, request: Request) -> Result<RequestStream, SubmitError> {
+        let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let (events_tx, events) = flume::unbounded();
+        let commands = self.commands.as_ref().ok_or(SubmitError::Closed)?;
+        commands
+            .try_send(Command::Submit {
+                id,
+                request,
+                events: events_tx,
+            })
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => SubmitError::QueueFull,
+                flume::TrySendError::Disconnected(_) => SubmitError::Closed,
+            })?;
+        Ok(RequestStream { id, events })
+    }
+
+    /// The engine's counters after its last step.
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop once in-flight work is done.
+        self.commands.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept(core: &mut EngineCore, command: Command) {
+    match command {
+        Command::Submit {
+            id,
+            request,
+            events,
+        } => {
+            let sink = events.clone();
+            if let Err(e) = core.add_request(id, request, Box::new(sink)) {
+                let _ = events.send(EngineEvent::Failed(e.to_string()));
+            }
+        }
+    }
+}
+
+fn run(mut core: EngineCore, commands: flume::Receiver<Command>, stats: Arc<Mutex<EngineStats>>) {
+    loop {
+        if core.is_idle() {
+            match commands.recv() {
+                Ok(c) => accept(&mut core, c),
+                Err(_) => return,
+            }
+        }
+        while core.can_accept() {
+            match commands.try_recv() {
+                Ok(c) => accept(&mut core, c),
+                Err(_) => break,
+            }
+        }
+        core.step();
+        if let Ok(mut s) = stats.lock() {
+            *s = core.stats();
+        }
+    }
+}
