@@ -144,7 +144,7 @@ impl BlockManager {
             return Fork::NoFreeBlock;
         };
         let full = positions / bs;
-        let partial = positions % bs != 0;
+        let partial = !positions.is_multiple_of(bs);
         let mut copy = None;
         let mut blocks: Vec<BlockId> = table.blocks[..full].to_vec();
         if partial {
