@@ -149,16 +149,10 @@ impl QuantMatrix {
             .enumerate()
             .for_each(|(task, chunk)| {
                 let first = task * rows_per_task;
-                for (i, out_row) in chunk.chunks_exact_mut(m).enumerate() {
-                    dot_rows(
-                        self.format,
-                        self.row(first + i),
-                        x,
-                        &xsums,
-                        self.cols,
-                        out_row,
-                    );
-                }
+                let rows = chunk.len() / m;
+                let bytes = self.row_bytes();
+                let w = &self.data[first * bytes..(first + rows) * bytes];
+                matmul_rows(self.format, w, x, &xsums, self.cols, m, chunk);
             });
         // [rows, m] -> [m, rows]
         let mut out = vec![0.0f32; m * n];
@@ -309,21 +303,40 @@ fn dot_row_generic(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f
     }
 }
 
-/// `out[j] = w · x_j` for one weight row and `out.len()` activation rows, on
-/// the widest build the CPU supports.
-fn dot_rows(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32], cols: usize, out: &mut [f32]) {
+/// `out[r * m + j] = w_r · x_j` for a run of whole weight rows `w`, on the
+/// widest build the CPU supports.
+fn matmul_rows(
+    format: BlockFormat,
+    w: &[u8],
+    x: &[f32],
+    xsums: &[f32],
+    cols: usize,
+    m: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::qmatmul_avx2::available() {
+            let mut scratch = Vec::new();
+            let x = crate::qmatmul_avx2::Activations {
+                data: x,
+                rows: m,
+                cols,
+            };
             // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            unsafe { crate::qmatmul_avx2::dot_rows(format, f16_table(), w, x, cols, out) };
+            unsafe {
+                crate::qmatmul_avx2::matmul_rows(format, f16_table(), w, x, out, &mut scratch)
+            };
             return;
         }
     }
     let blocks = cols / QK;
-    for (j, o) in out.iter_mut().enumerate() {
-        let xr = &x[j * cols..(j + 1) * cols];
-        *o = dot_row_generic(format, w, xr, &xsums[j * blocks..(j + 1) * blocks]);
+    let row_bytes = blocks * format.block_bytes();
+    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+        for (j, o) in o.iter_mut().enumerate() {
+            let xr = &x[j * cols..(j + 1) * cols];
+            *o = dot_row_generic(format, wr, xr, &xsums[j * blocks..(j + 1) * blocks]);
+        }
     }
 }
 

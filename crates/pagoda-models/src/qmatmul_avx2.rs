@@ -19,30 +19,151 @@ pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-/// Computes `out[j] = Σ w · x_j` for one quantized weight row `w` and the
-/// `out.len()` activation rows in `x` (`cols` values each).
+/// `rows` activation rows of `cols` values each, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Activations<'a> {
+    /// The values.
+    pub data: &'a [f32],
+    /// Number of rows.
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+}
+
+/// Activation rows per tile of the batched path: 8 rows of a few thousand
+/// values stay in L1 while the weight rows stream past them.
+const X_TILE: usize = 8;
+
+/// Computes `out[r * m + j] = w_r · x_j` for the weight rows in `w` (whole
+/// rows, `cols` values each) and the `m` activation rows in `x`.
+///
+/// With one or two activation rows each block is dequantized in registers
+/// and used at once. With more, the task's weight rows are dequantized once
+/// into `scratch` and multiplied tile by tile of activation rows. Both paths
+/// perform the same operations per output element, so results are
+/// bit-identical whatever `m` is (batch invariance).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_rows(
+pub unsafe fn matmul_rows(
     format: BlockFormat,
     table: &[f32; 1 << 16],
     w: &[u8],
-    x: &[f32],
-    cols: usize,
+    x: Activations<'_>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let Activations {
+        data: x,
+        rows: m,
+        cols,
+    } = x;
+    let row_bytes = cols / 32 * format.block_bytes();
+    assert!(cols.is_multiple_of(32) && w.len().is_multiple_of(row_bytes) && x.len() == m * cols);
+    let rows = w.len() / row_bytes;
+    assert_eq!(out.len(), rows * m);
+    if m <= 2 {
+        for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
+            match format {
+                BlockFormat::Q4_0 => fused_rows::<18>(format, table, wr, x, cols, o),
+                BlockFormat::Q4_1 => fused_rows::<20>(format, table, wr, x, cols, o),
+                BlockFormat::Q8_0 => fused_rows::<34>(format, table, wr, x, cols, o),
+            }
+        }
+        return;
+    }
+    scratch.resize(rows * cols, 0.0);
+    for (wr, dst) in w
+        .chunks_exact(row_bytes)
+        .zip(scratch.chunks_exact_mut(cols))
+    {
+        match format {
+            BlockFormat::Q4_0 => dequantize_row::<18>(format, table, wr, dst),
+            BlockFormat::Q4_1 => dequantize_row::<20>(format, table, wr, dst),
+            BlockFormat::Q8_0 => dequantize_row::<34>(format, table, wr, dst),
+        }
+    }
+    for j0 in (0..m).step_by(X_TILE) {
+        let j1 = (j0 + X_TILE).min(m);
+        let xt = &x[j0 * cols..j1 * cols];
+        for (r, wr) in scratch.chunks_exact(cols).enumerate() {
+            dense_rows(wr, xt, cols, &mut out[r * m + j0..r * m + j1]);
+        }
+    }
+}
+
+/// The whole weight row dequantized into `out`, with exactly the operations
+/// of the fused path, so that both paths give bit-identical results.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn dequantize_row<const BB: usize>(
+    format: BlockFormat,
+    table: &[f32; 1 << 16],
+    w: &[u8],
     out: &mut [f32],
 ) {
+    let (blocks, _) = w.as_chunks::<BB>();
+    for (block, dst) in blocks.iter().zip(out.chunks_exact_mut(32)) {
+        let wv = dequantize(format, table, block);
+        // SAFETY: `dst` holds exactly 32 values.
+        unsafe {
+            _mm256_storeu_ps(dst.as_mut_ptr(), wv[0]);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(8), wv[1]);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(16), wv[2]);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(24), wv[3]);
+        }
+    }
+}
+
+/// Dot products of one dequantized weight row with every activation row,
+/// two rows at a time: the same accumulators and order as the fused path.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn dense_rows(w: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
+    let m = out.len();
     let blocks = cols / 32;
-    assert!(
-        cols.is_multiple_of(32)
-            && w.len() == blocks * format.block_bytes()
-            && x.len() == out.len() * cols
-    );
-    match format {
-        BlockFormat::Q4_0 => rows::<18>(format, table, w, x, cols, out),
-        BlockFormat::Q4_1 => rows::<20>(format, table, w, x, cols, out),
-        BlockFormat::Q8_0 => rows::<34>(format, table, w, x, cols, out),
+    let wp = w.as_ptr();
+    let mut j = 0;
+    while j + 2 <= m {
+        let (xa, xb) = (x[j * cols..].as_ptr(), x[(j + 1) * cols..].as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut b = [_mm256_setzero_ps(); 4];
+        for i in 0..blocks {
+            // SAFETY: `w` and rows j, j+1 of `x` hold `cols` = 32 · blocks values.
+            unsafe {
+                let wb = wp.add(i * 32);
+                let wv = [
+                    _mm256_loadu_ps(wb),
+                    _mm256_loadu_ps(wb.add(8)),
+                    _mm256_loadu_ps(wb.add(16)),
+                    _mm256_loadu_ps(wb.add(24)),
+                ];
+                block_fma(&wv, xa.add(i * 32), &mut a);
+                block_fma(&wv, xb.add(i * 32), &mut b);
+            }
+        }
+        out[j] = fold4(a);
+        out[j + 1] = fold4(b);
+        j += 2;
+    }
+    if j < m {
+        let xa = x[j * cols..].as_ptr();
+        let mut a = [_mm256_setzero_ps(); 4];
+        for i in 0..blocks {
+            // SAFETY: `w` and row j of `x` hold `cols` = 32 · blocks values.
+            unsafe {
+                let wb = wp.add(i * 32);
+                let wv = [
+                    _mm256_loadu_ps(wb),
+                    _mm256_loadu_ps(wb.add(8)),
+                    _mm256_loadu_ps(wb.add(16)),
+                    _mm256_loadu_ps(wb.add(24)),
+                ];
+                block_fma(&wv, xa.add(i * 32), &mut a);
+            }
+        }
+        out[j] = fold4(a);
     }
 }
 
@@ -76,7 +197,7 @@ fn fold4(a: [__m256; 4]) -> f32 {
 /// output element.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn rows<const BB: usize>(
+fn fused_rows<const BB: usize>(
     format: BlockFormat,
     table: &[f32; 1 << 16],
     w: &[u8],

@@ -22,6 +22,31 @@ pub enum Command {
     /// Generate a completion for one prompt and stream it to the terminal.
     #[command(allow_negative_numbers = true)]
     Generate(GenerateArgs),
+    /// Measure engine throughput and latency at several concurrency levels.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `pagoda bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Concurrent requests per cell, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<usize>,
+    /// Prompt length in tokens (each prompt is unique, so no prefix-cache hits).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens generated per request (end-of-sequence is ignored).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Repetitions of each cell; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Token budget of one engine step.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens_per_step: usize,
 }
 
 /// Arguments of `pagoda generate`.

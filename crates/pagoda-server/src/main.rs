@@ -1,5 +1,6 @@
 //! The `pagoda` binary.
 
+mod bench_cmd;
 mod cli;
 mod generate_cmd;
 
@@ -16,5 +17,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         cli::Command::Generate(args) => generate_cmd::run(args),
+        cli::Command::Bench(args) => bench_cmd::run(args),
     }
 }
