@@ -15,6 +15,7 @@ use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 
 use crate::block_manager::{BlockManager, Fork};
 use crate::ids::{RequestId, SeqId};
+use crate::kv_budget::{KvBudget, KvBudgetError};
 use crate::request::{EngineEvent, FinishReason, Request, SubmitError};
 use crate::sampler::{History, Sampler};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig};
@@ -48,6 +49,17 @@ pub struct EngineConfig {
     pub prefix_caching: bool,
     /// Scheduling limits.
     pub scheduler: SchedulerConfig,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineInitError {
+    /// The KV budget buys no pool.
+    #[error(transparent)]
+    Budget(#[from] KvBudgetError),
+    /// The pool could not be allocated.
+    #[error(transparent)]
+    Model(#[from] pagoda_models::ModelError),
 }
 
 /// Counters and gauges of the engine, for logs and metrics.
@@ -128,6 +140,38 @@ impl EngineCore {
                 ..EngineStats::default()
             },
         })
+    }
+
+    /// Sizes the KV pool from `budget` (bytes, or a fraction of the memory
+    /// available now), allocates it once, and logs how many blocks and
+    /// tokens fit.
+    pub fn with_budget(
+        model: Arc<dyn CausalLm>,
+        budget: KvBudget,
+        block_size: usize,
+        prefix_caching: bool,
+        scheduler: SchedulerConfig,
+    ) -> Result<Self, EngineInitError> {
+        let layout = model.kv_layout();
+        let size = budget.pool_size(layout, block_size)?;
+        tracing::info!(
+            blocks = size.num_blocks,
+            block_size,
+            tokens = size.tokens(),
+            mib = size.bytes / (1024 * 1024),
+            bytes_per_token = layout.bytes_per_token(),
+            prefix_caching,
+            "KV pool allocated"
+        );
+        Ok(Self::new(
+            model,
+            EngineConfig {
+                block_size,
+                num_blocks: size.num_blocks,
+                prefix_caching,
+                scheduler,
+            },
+        )?)
     }
 
     /// Current counters.

@@ -9,13 +9,15 @@ pub mod block_pool;
 pub mod engine;
 pub mod handle;
 pub mod ids;
+pub mod kv_budget;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
 
-pub use engine::{EngineConfig, EngineCore, EngineStats, EventSink};
+pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};
 pub use handle::{EngineHandle, RequestStream};
 pub use ids::{RequestId, SeqId};
+pub use kv_budget::{KvBudget, KvPoolSize};
 pub use request::{EngineEvent, FinishReason, Request, StopCondition, SubmitError};
 pub use sampler::{Sampler, SamplingParams};
 pub use scheduler::SchedulerConfig;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, Request, RequestId,
-    SamplingParams, SchedulerConfig, StopCondition, SubmitError,
+    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, KvBudget, Request,
+    RequestId, SamplingParams, SchedulerConfig, StopCondition, SubmitError,
 };
 use pagoda_models::{load_model, CausalLm, Tokenizer};
 
@@ -353,6 +353,45 @@ fn aborted_and_abandoned_requests_free_their_blocks() {
         32,
         "only the prefix cache may hold (unused) blocks"
     );
+}
+
+#[test]
+fn the_pool_is_sized_once_from_a_budget() {
+    let scheduler = SchedulerConfig {
+        max_num_seqs: 4,
+        max_tokens_per_step: 64,
+        max_waiting: 4,
+    };
+    let per_token = model().model.kv_layout().bytes_per_token();
+    let engine = EngineCore::with_budget(
+        model().model.clone(),
+        KvBudget::Bytes(64 << 20),
+        16,
+        true,
+        scheduler,
+    )
+    .expect("64 MiB holds blocks");
+    assert_eq!(engine.stats().blocks_total, (64 << 20) / (per_token * 16));
+    let tiny = EngineCore::with_budget(
+        model().model.clone(),
+        KvBudget::Bytes(1000),
+        16,
+        true,
+        scheduler,
+    );
+    assert!(tiny
+        .expect_err("1000 bytes hold no block")
+        .to_string()
+        .contains("holds no block"));
+    let fraction = EngineCore::with_budget(
+        model().model.clone(),
+        KvBudget::FractionOfAvailable(0.01),
+        16,
+        true,
+        scheduler,
+    )
+    .expect("1% of free memory holds blocks");
+    assert!(fraction.stats().blocks_total > 0);
 }
 
 #[test]
