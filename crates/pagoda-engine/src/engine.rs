@@ -337,13 +337,15 @@ impl EngineCore {
         };
         let computed: usize = plan.chunks.iter().map(|c| c.len).sum();
         self.stats.computed_tokens += computed as u64;
-        let mut row = 0;
+        let vocab = logits.vocab_size;
+        let mut data = logits.data;
+        let mut rows = data.chunks_exact_mut(vocab);
         for chunk in &plan.chunks {
             self.scheduler.complete(chunk, &mut self.blocks);
             if chunk.wants_logits {
-                let mut l = logits.row(row).to_vec();
-                row += 1;
-                self.on_logits(chunk.seq, &mut l);
+                if let Some(row) = rows.next() {
+                    self.on_logits(chunk.seq, row);
+                }
             }
         }
         self.stats.steps += 1;

@@ -7,7 +7,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::qmatmul::QuantMatrix;
+use crate::qmatmul::{DenseMatrix, QuantMatrix};
 use crate::weight::Weight;
 
 /// The token embedding table.
@@ -17,18 +17,30 @@ pub enum Embedding {
     Blocks(Arc<QuantMatrix>),
     /// Other GGUF tensors, dequantized row by row on lookup by candle.
     Quantized(Arc<QTensor>),
-    /// A dense `[vocab, hidden]` f32 table.
+    /// A dense `[vocab, hidden]` f32 table laid out for pagoda's kernel
+    /// (shared with a tied output head).
+    DenseRows(Arc<DenseMatrix>),
+    /// A dense `[vocab, hidden]` f32 table of another width.
     Dense(Tensor),
 }
 
 impl Embedding {
     /// Wraps a `[vocab, hidden]` weight.
-    pub fn new(weight: Weight) -> Self {
-        match weight {
+    pub fn new(weight: Weight) -> Result<Self> {
+        Ok(match weight {
             Weight::Blocks(m) => Embedding::Blocks(m),
             Weight::Quantized(q) => Embedding::Quantized(q),
-            Weight::Dense(t) => Embedding::Dense(t),
-        }
+            Weight::DenseRows(m) => Embedding::DenseRows(m),
+            Weight::Dense(t) => match t.dims() {
+                &[rows, cols] if cols.is_multiple_of(32) => {
+                    let data = t.flatten_all()?.to_vec1::<f32>()?;
+                    let m = DenseMatrix::new(rows, cols, data)
+                        .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                    Embedding::DenseRows(Arc::new(m))
+                }
+                _ => Embedding::Dense(t),
+            },
+        })
     }
 
     /// The rows of `ids`, concatenated: `[ids.len(), hidden]`.
@@ -43,6 +55,13 @@ impl Embedding {
                 let mut out = vec![0.0; ids.len() * m.cols()];
                 for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
                     m.dequantize_row(id as usize, row);
+                }
+                return Ok(out);
+            }
+            Embedding::DenseRows(m) => {
+                let mut out = Vec::with_capacity(ids.len() * m.cols());
+                for &id in ids {
+                    out.extend_from_slice(m.row(id as usize));
                 }
                 return Ok(out);
             }
@@ -61,6 +80,7 @@ impl Embedding {
         match self {
             Embedding::Blocks(m) => Weight::Blocks(m.clone()),
             Embedding::Quantized(q) => Weight::Quantized(q.clone()),
+            Embedding::DenseRows(m) => Weight::DenseRows(m.clone()),
             Embedding::Dense(t) => Weight::Dense(t.clone()),
         }
     }

@@ -7,7 +7,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::qmatmul::QuantMatrix;
+use crate::qmatmul::{DenseMatrix, QuantMatrix};
 use crate::weight::Weight;
 
 /// Which kernel computes the product.
@@ -15,7 +15,10 @@ use crate::weight::Weight;
 enum Kernel {
     /// pagoda's f32-activation block kernels (Q4_0, Q4_1, Q8_0).
     Blocks(Arc<QuantMatrix>),
-    /// candle: dense f32 matmul, or its quantized kernels for other GGUF types.
+    /// pagoda's batch-invariant dense f32 kernel.
+    Dense(Arc<DenseMatrix>),
+    /// candle: dense matrices whose width is not a multiple of 32, and its
+    /// quantized kernels for the other GGUF types.
     Candle(QMatMul),
 }
 
@@ -48,7 +51,14 @@ impl Linear {
         let kernel = match weight {
             Weight::Blocks(m) => Kernel::Blocks(m),
             Weight::Quantized(q) => Kernel::Candle(QMatMul::from_arc(q)?),
+            Weight::Dense(t) if in_features.is_multiple_of(32) => {
+                let data = t.flatten_all()?.to_vec1::<f32>()?;
+                let m = DenseMatrix::new(out_features, in_features, data)
+                    .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                Kernel::Dense(Arc::new(m))
+            }
             Weight::Dense(t) => Kernel::Candle(QMatMul::Tensor(t)),
+            Weight::DenseRows(m) => Kernel::Dense(m),
         };
         Ok(Self {
             kernel,
@@ -73,6 +83,7 @@ impl Linear {
         debug_assert_eq!(x.len(), rows * self.in_features);
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
+            Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
                 w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?

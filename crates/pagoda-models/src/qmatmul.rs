@@ -137,32 +137,87 @@ impl QuantMatrix {
     /// `y = x · selfᵀ` for `m` rows of `x` (each `cols` long); returns `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.cols);
-        // Per-block sums of the activations (Q4_0's offset and Q4_1's minimum
-        // multiply them), computed once per call.
+        // Per-block sums of the activations (the portable Q4_0/Q4_1 kernels
+        // multiply them by the offsets), computed once per call.
         let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
-        let n = self.rows;
-        let threads = rayon::current_num_threads().max(1);
-        let rows_per_task = n.div_ceil(threads * 4).clamp(8, 256);
-        let mut out_t = vec![0.0f32; n * m];
-        out_t
-            .par_chunks_mut(rows_per_task * m)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                let first = task * rows_per_task;
-                let rows = chunk.len() / m;
-                let bytes = self.row_bytes();
-                let w = &self.data[first * bytes..(first + rows) * bytes];
-                matmul_rows(self.format, w, x, &xsums, self.cols, m, chunk);
-            });
-        // [rows, m] -> [m, rows]
-        let mut out = vec![0.0f32; m * n];
-        for (r, col) in out_t.chunks_exact(m).enumerate() {
-            for (j, &v) in col.iter().enumerate() {
-                out[j * n + r] = v;
-            }
-        }
-        out
+        let bytes = self.row_bytes();
+        parallel_rows(self.rows, m, |first, rows, out| {
+            let w = &self.data[first * bytes..(first + rows) * bytes];
+            matmul_rows(self.format, w, x, &xsums, self.cols, m, out);
+        })
     }
+}
+
+/// A dense `[rows, cols]` f32 matrix (`cols` a multiple of 32) multiplied
+/// with the same per-element operations as the block kernels, so that dense
+/// checkpoints are batch-invariant too.
+#[derive(Debug, Clone)]
+pub struct DenseMatrix {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl DenseMatrix {
+    /// Wraps `data`, `rows * cols` values row-major.
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Result<Self, LayoutError> {
+        if !cols.is_multiple_of(QK) || data.len() != rows * cols {
+            return Err(LayoutError(format!(
+                "{} values for a {rows}x{cols} matrix whose columns must be a multiple of {QK}",
+                data.len()
+            )));
+        }
+        Ok(Self { rows, cols, data })
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// All values, row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+
+    /// `y = x · selfᵀ` for `m` rows of `x`; returns `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), m * self.cols);
+        let cols = self.cols;
+        parallel_rows(self.rows, m, |first, rows, out| {
+            let w = &self.data[first * cols..(first + rows) * cols];
+            dense_matmul_rows(w, x, cols, m, out);
+        })
+    }
+}
+
+/// Runs `task(first_row, rows, out)` over chunks of `n` weight rows in
+/// parallel, each writing `out[r * m + j]`, and returns the result as `[m, n]`.
+fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_task = n.div_ceil(threads * 4).clamp(8, 256);
+    let mut out_t = vec![0.0f32; n * m];
+    out_t
+        .par_chunks_mut(rows_per_task * m)
+        .enumerate()
+        .for_each(|(i, chunk)| task(i * rows_per_task, chunk.len() / m, chunk));
+    let mut out = vec![0.0f32; m * n];
+    for (r, col) in out_t.chunks_exact(m).enumerate() {
+        for (j, &v) in col.iter().enumerate() {
+            out[j * n + r] = v;
+        }
+    }
+    out
 }
 
 fn sum_block(x: &[f32]) -> f32 {
@@ -300,6 +355,47 @@ fn dot_row_generic(format: BlockFormat, w: &[u8], x: &[f32], xsums: &[f32]) -> f
         BlockFormat::Q4_0 => dot_q4_0(t, w.as_chunks::<18>().0, x, xsums),
         BlockFormat::Q4_1 => dot_q4_1(t, w.as_chunks::<20>().0, x, xsums),
         BlockFormat::Q8_0 => dot_q8_0(t, w.as_chunks::<34>().0, x),
+    }
+}
+
+/// The portable build of [`DenseMatrix`]'s product: four accumulators of
+/// eight lanes per output, folded in the AVX2 build's order.
+fn dense_dot_generic(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [[0.0f32; LANES]; 4];
+    for (wb, xb) in w.chunks_exact(QK).zip(x.chunks_exact(QK)) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            for l in 0..LANES {
+                a[l] += wb[k * LANES + l] * xb[k * LANES + l];
+            }
+        }
+    }
+    let mut v = [0.0f32; LANES];
+    for l in 0..LANES {
+        v[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    }
+    let s = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let s = [s[0] + s[2], s[1] + s[3]];
+    s[0] + s[1]
+}
+
+fn dense_matmul_rows(w: &[f32], x: &[f32], cols: usize, m: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::qmatmul_avx2::available() {
+            let x = crate::qmatmul_avx2::Activations {
+                data: x,
+                rows: m,
+                cols,
+            };
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            unsafe { crate::qmatmul_avx2::dense_matmul_rows(w, x, out) };
+            return;
+        }
+    }
+    for (wr, o) in w.chunks_exact(cols).zip(out.chunks_exact_mut(m)) {
+        for (j, o) in o.iter_mut().enumerate() {
+            *o = dense_dot_generic(wr, &x[j * cols..(j + 1) * cols]);
+        }
     }
 }
 
@@ -448,6 +544,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dense_matmul_matches_the_reference_and_is_batch_invariant() {
+        let (rows, cols) = (21, 64);
+        let w = values(rows * cols, 5);
+        let d = DenseMatrix::new(rows, cols, w.clone()).expect("layout");
+        let x = values(11 * cols, 9);
+        let batched = d.matmul(&x, 11);
+        for j in 0..11 {
+            let xr = &x[j * cols..(j + 1) * cols];
+            let alone = d.matmul(xr, 1);
+            assert_eq!(alone, batched[j * rows..(j + 1) * rows], "batch row {j}");
+            for (r, v) in alone.iter().enumerate() {
+                let want: f64 = (0..cols)
+                    .map(|c| xr[c] as f64 * w[r * cols + c] as f64)
+                    .sum();
+                assert!(
+                    (*v as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                    "[{j},{r}]"
+                );
+                let portable = dense_dot_generic(&w[r * cols..(r + 1) * cols], xr);
+                assert!((portable - v).abs() <= 1e-5 * (1.0 + v.abs()));
+            }
+        }
+        assert!(DenseMatrix::new(2, 30, vec![0.0; 60]).is_err());
     }
 
     #[test]

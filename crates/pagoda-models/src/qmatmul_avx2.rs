@@ -93,6 +93,30 @@ pub unsafe fn matmul_rows(
     }
 }
 
+/// Computes `out[r * m + j] = w_r · x_j` for dense f32 weight rows `w`
+/// (`cols` values each), with the same per-element operations as the block
+/// kernels (four accumulators per 32-value block, a fixed fold).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`available`]).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dense_matmul_rows(w: &[f32], x: Activations<'_>, out: &mut [f32]) {
+    let Activations {
+        data: x,
+        rows: m,
+        cols,
+    } = x;
+    assert!(cols.is_multiple_of(32) && w.len().is_multiple_of(cols) && x.len() == m * cols);
+    assert_eq!(out.len(), w.len() / cols * m);
+    for j0 in (0..m).step_by(X_TILE) {
+        let j1 = (j0 + X_TILE).min(m);
+        let xt = &x[j0 * cols..j1 * cols];
+        for (r, wr) in w.chunks_exact(cols).enumerate() {
+            dense_rows(wr, xt, cols, &mut out[r * m + j0..r * m + j1]);
+        }
+    }
+}
+
 /// The whole weight row dequantized into `out`, with exactly the operations
 /// of the fused path, so that both paths give bit-identical results.
 #[inline]

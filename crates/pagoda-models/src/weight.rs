@@ -6,7 +6,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::qmatmul::QuantMatrix;
+use crate::qmatmul::{DenseMatrix, QuantMatrix};
 
 /// One weight tensor of a checkpoint.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub enum Weight {
     Quantized(Arc<QTensor>),
     /// A dense tensor, always f32 for computation on the CPU.
     Dense(Tensor),
+    /// A dense matrix already laid out for pagoda's f32 kernel (shared, e.g.
+    /// by a tied embedding and output head).
+    DenseRows(Arc<DenseMatrix>),
 }
 
 impl Weight {
@@ -26,6 +29,7 @@ impl Weight {
             Weight::Blocks(m) => vec![m.rows(), m.cols()],
             Weight::Quantized(q) => q.shape().dims().to_vec(),
             Weight::Dense(t) => t.dims().to_vec(),
+            Weight::DenseRows(m) => vec![m.rows(), m.cols()],
         }
     }
 
@@ -35,6 +39,7 @@ impl Weight {
             Weight::Blocks(m) => format!("{:?}", m.format()),
             Weight::Quantized(q) => format!("{:?}", q.dtype()),
             Weight::Dense(t) => format!("{:?}", t.dtype()),
+            Weight::DenseRows(_) => "F32".to_string(),
         }
     }
 
@@ -48,6 +53,7 @@ impl Weight {
                 }
                 return Ok(out);
             }
+            Weight::DenseRows(m) => return Ok(m.data().to_vec()),
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
             Weight::Dense(t) => t.clone(),
         };
@@ -64,7 +70,7 @@ impl Weight {
             Weight::Quantized(q) => {
                 !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
             }
-            Weight::Dense(_) => false,
+            Weight::Dense(_) | Weight::DenseRows(_) => false,
         }
     }
 }
