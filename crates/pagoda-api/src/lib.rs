@@ -1,7 +1,16 @@
-//! OpenAI wire types (requests, responses, stream chunks, the error
-//! envelope) and their validation into engine-neutral parameters.
-//!
-//! This crate has no tensors and no I/O. Its types arrive with the HTTP API
-//! (`pagoda serve`); until then it is an empty member of the workspace.
+//! OpenAI wire types (requests, the error envelope) and their validation
+//! into engine-neutral parameters. No tensors, no I/O: the server parses a
+//! body with [`validate::parse_chat`] or [`validate::parse_completion`] and
+//! only the validated types go further.
 
 #![warn(missing_docs)]
+
+pub mod error;
+pub mod validate;
+pub mod wire;
+
+pub use error::{ApiError, ErrorEnvelope, ErrorKind};
+pub use validate::{
+    parse_chat, parse_completion, GenerationOptions, Prompt, Role, ValidChat, ValidCompletion,
+    ValidMessage,
+};

@@ -1,0 +1,131 @@
+//! OpenAI's error envelope and the kinds of error the API returns.
+
+use serde::Serialize;
+
+/// The class of an error, which fixes its HTTP status and OpenAI `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A field is missing, malformed or out of range (400).
+    InvalidRequest,
+    /// Missing or wrong API key (401).
+    Authentication,
+    /// Unknown route or model (404).
+    NotFound,
+    /// The body is larger than allowed (413).
+    PayloadTooLarge,
+    /// The server is full; retry later (429).
+    RateLimited,
+    /// Something failed inside the server (500); the message never carries internals.
+    Internal,
+    /// The server is not ready or is shutting down (503).
+    Unavailable,
+}
+
+impl ErrorKind {
+    /// The HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Authentication => 401,
+            ErrorKind::NotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Internal => 500,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    /// OpenAI's `error.type` label.
+    pub fn type_label(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::NotFound => "not_found_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Internal => "server_error",
+            ErrorKind::Unavailable => "service_unavailable_error",
+        }
+    }
+}
+
+/// An error as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// Its class.
+    pub kind: ErrorKind,
+    /// A sentence for the user, naming the field and the limit where it applies.
+    pub message: String,
+    /// The offending request field (`temperature`, `messages[1].role`...).
+    pub param: Option<String>,
+    /// A machine-readable code (`context_length_exceeded`...).
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 about `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::InvalidRequest,
+            message: message.into(),
+            param: Some(param.into()),
+            code: None,
+        }
+    }
+
+    /// Sets the machine-readable code.
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    /// The `{"error": {...}}` body.
+    pub fn envelope(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
+                message: self.message.clone(),
+                kind: self.kind.type_label().to_string(),
+                param: self.param.clone(),
+                code: self.code.clone(),
+            },
+        }
+    }
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// The inside of [`ErrorEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub message: String,
+    /// OpenAI's error type label.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The offending field, or null.
+    pub param: Option<String>,
+    /// A machine-readable code, or null.
+    pub code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_has_openais_shape() {
+        let e = ApiError::invalid("temperature", "temperature must be between 0 and 2");
+        let json = serde_json::to_value(e.envelope()).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {"message": "temperature must be between 0 and 2",
+                "type": "invalid_request_error", "param": "temperature", "code": null}})
+        );
+        assert_eq!(e.kind.status(), 400);
+    }
+}
