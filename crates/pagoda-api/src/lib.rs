@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod response;
 pub mod validate;
 pub mod wire;
 

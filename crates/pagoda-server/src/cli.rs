@@ -24,6 +24,40 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure engine throughput and latency at several concurrency levels.
     Bench(BenchArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `pagoda serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// The name clients pass as `model` (default: the file name without extension).
+    #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "PAGODA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, env = "PAGODA_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Memory of the KV pool, in MiB.
+    #[arg(long, env = "PAGODA_KV_CACHE_MIB", default_value_t = 512)]
+    pub kv_cache_mib: u64,
+    /// Positions per KV block.
+    #[arg(long, env = "PAGODA_BLOCK_SIZE", default_value_t = 16)]
+    pub block_size: usize,
+    /// Most sequences running at once.
+    #[arg(long, env = "PAGODA_MAX_NUM_SEQS", default_value_t = 16)]
+    pub max_num_seqs: usize,
+    /// Token budget of one engine step.
+    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 256)]
+    pub max_tokens_per_step: usize,
+    /// Most requests waiting; beyond it, 429.
+    #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64)]
+    pub max_waiting: usize,
 }
 
 /// Arguments of `pagoda bench`.

@@ -1,8 +1,17 @@
 //! The `pagoda` binary.
 
+mod api_error;
 mod bench_cmd;
+mod chat;
 mod cli;
 mod generate_cmd;
+mod generation;
+mod health;
+mod models;
+mod routes;
+mod serve_cmd;
+mod state;
+mod stop_strings;
 
 use clap::Parser;
 
@@ -18,5 +27,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Generate(args) => generate_cmd::run(args),
         cli::Command::Bench(args) => bench_cmd::run(args),
+        cli::Command::Serve(args) => serve_cmd::run(args),
     }
 }

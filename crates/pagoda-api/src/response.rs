@@ -1,0 +1,209 @@
+//! Response bodies and stream chunks, in OpenAI's exact shape.
+
+use serde::Serialize;
+
+/// Token counts of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated (all choices).
+    pub completion_tokens: usize,
+    /// Their sum.
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    /// Usage from the two counts.
+    pub fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// One alternative token and its log-probability (chat).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Log-probability of one generated token (chat).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely alternatives.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// `choices[].logprobs` of a chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<TokenLogprob>,
+}
+
+/// The assistant's message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// The generated text.
+    pub content: String,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice {
+    /// Its index.
+    pub index: usize,
+    /// The message.
+    pub message: AssistantMessage,
+    /// Log-probabilities, when asked for.
+    pub logprobs: Option<ChatLogprobs>,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// The body answering `POST /v1/chat/completions`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletion {
+    /// `chatcmpl-...`.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model's name.
+    pub model: String,
+    /// Identifies the backend configuration.
+    pub system_fingerprint: String,
+    /// The choices.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// The changed part of a streamed chat message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChatDelta {
+    /// `assistant`, in the first chunk of a choice only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// New text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice in a chat stream chunk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunkChoice {
+    /// The choice's index.
+    pub index: usize,
+    /// What changed.
+    pub delta: ChatDelta,
+    /// Log-probabilities of the tokens in this delta, when asked for.
+    pub logprobs: Option<ChatLogprobs>,
+    /// Set in the choice's last chunk.
+    pub finish_reason: Option<String>,
+}
+
+/// A `chat.completion.chunk` of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunk {
+    /// The same id in every chunk of a stream.
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model's name.
+    pub model: String,
+    /// Identifies the backend configuration.
+    pub system_fingerprint: String,
+    /// Choices that changed (empty in the usage chunk).
+    pub choices: Vec<ChatChunkChoice>,
+    /// Only in the final usage chunk, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// `choices[].logprobs` of a text completion (the legacy format).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    /// Token texts.
+    pub tokens: Vec<String>,
+    /// Their log-probabilities.
+    pub token_logprobs: Vec<f32>,
+    /// Per position, the alternatives and their log-probabilities.
+    pub top_logprobs: Vec<std::collections::BTreeMap<String, f32>>,
+    /// Character offset of each token in the text.
+    pub text_offset: Vec<usize>,
+}
+
+/// One choice of a text completion (and of its stream chunks).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionChoice {
+    /// Its index.
+    pub index: usize,
+    /// The text (or the new text, in a stream).
+    pub text: String,
+    /// Log-probabilities, when asked for.
+    pub logprobs: Option<CompletionLogprobs>,
+    /// `stop` or `length` once finished.
+    pub finish_reason: Option<String>,
+}
+
+/// The body answering `POST /v1/completions`, and each chunk of its stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completion {
+    /// `cmpl-...`.
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model's name.
+    pub model: String,
+    /// Identifies the backend configuration.
+    pub system_fingerprint: String,
+    /// The choices.
+    pub choices: Vec<CompletionChoice>,
+    /// Token counts (absent from stream chunks but the usage chunk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelCard {
+    /// The served name.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix seconds when the server started.
+    pub created: u64,
+    /// Who owns it.
+    pub owned_by: String,
+}
+
+/// The body of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The served models.
+    pub data: Vec<ModelCard>,
+}

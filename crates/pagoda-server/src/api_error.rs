@@ -1,0 +1,66 @@
+//! The one place where an error becomes an HTTP response: the status and
+//! the OpenAI envelope, for JSON answers and (as a final event) for streams.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pagoda_api::{ApiError, ErrorKind};
+use pagoda_engine::SubmitError;
+
+/// An [`ApiError`] that axum can return.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self.0.envelope())).into_response();
+        if self.0.kind == ErrorKind::RateLimited {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Maps the engine's refusals to API errors.
+pub fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::QueueFull => ApiError {
+            kind: ErrorKind::RateLimited,
+            message: "the server is at capacity; retry shortly".into(),
+            param: None,
+            code: Some("rate_limit_exceeded".into()),
+        },
+        SubmitError::Invalid(m) => ApiError::invalid("messages", m),
+        SubmitError::TooLong { needed, limit, what } => ApiError::invalid(
+            "messages",
+            format!("this request needs {needed} tokens (prompt plus max_tokens) but the {what} holds {limit}"),
+        )
+        .with_code("context_length_exceeded"),
+        SubmitError::Closed => ApiError {
+            kind: ErrorKind::Unavailable,
+            message: "the server is shutting down".into(),
+            param: None,
+            code: None,
+        },
+    }
+}
+
+/// A 500 whose message never carries internals (they go to the log).
+pub fn internal(what: &str, detail: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%detail, "{what}");
+    ApiError {
+        kind: ErrorKind::Internal,
+        message: format!("internal error while {what}"),
+        param: None,
+        code: None,
+    }
+}
