@@ -212,6 +212,71 @@ fn chat_models_health_and_errors() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["type"], "not_found_error");
 
+    // Text completions: a string, token ids, several prompts, echo, logprobs, streaming.
+    let r = server
+        .request("POST", "/v1/completions", Some(r#"{"prompt":"The capital of France is","max_tokens":6,"temperature":0,"echo":true,"logprobs":2}"#))
+        .expect("completion");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().expect("text");
+    assert!(text.starts_with("The capital of France is"), "{text}");
+    assert_eq!(
+        v["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .map(Vec::len),
+        Some(6)
+    );
+    assert_eq!(
+        v["choices"][0]["logprobs"]["top_logprobs"][0]
+            .as_object()
+            .map(|o| o.len()),
+        Some(2)
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    let plain = server
+        .request(
+            "POST",
+            "/v1/completions",
+            Some(r#"{"prompt":"The capital of France is","max_tokens":6,"temperature":0}"#),
+        )
+        .expect("completion")
+        .json();
+    assert_eq!(
+        format!(
+            "The capital of France is{}",
+            plain["choices"][0]["text"].as_str().unwrap_or("")
+        ),
+        text
+    );
+    let ids = server
+        .request("POST", "/v1/completions", Some(r#"{"prompt":[[504, 3575, 282, 4649, 314], [1]],"max_tokens":3,"temperature":0,"n":2}"#))
+        .expect("completion")
+        .json();
+    let indices: Vec<u64> = ids["choices"]
+        .as_array()
+        .expect("choices")
+        .iter()
+        .filter_map(|c| c["index"].as_u64())
+        .collect();
+    assert_eq!(indices, vec![0, 1, 2, 3]);
+    let r = server
+        .request("POST", "/v1/completions", Some(r#"{"prompt":"The capital of France is","max_tokens":6,"temperature":0,"stream":true,"stream_options":{"include_usage":true}}"#))
+        .expect("stream");
+    let payloads = sse_payloads(&r.body);
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+    let streamed: String = payloads[..payloads.len() - 1]
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .filter_map(|c| c["choices"].get(0)?["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(streamed, plain["choices"][0]["text"].as_str().unwrap_or(""));
+    let bad = server
+        .request("POST", "/v1/completions", Some(r#"{"prompt":[99999999]}"#))
+        .expect("request");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["param"], "prompt");
+
     // The server is still healthy after all of that.
     assert_eq!(
         server

@@ -4,6 +4,7 @@ mod api_error;
 mod bench_cmd;
 mod chat;
 mod cli;
+mod completions;
 mod generate_cmd;
 mod generation;
 mod health;

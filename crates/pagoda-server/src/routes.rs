@@ -7,7 +7,7 @@ use pagoda_api::{ApiError, ErrorKind};
 
 use crate::api_error::HttpError;
 use crate::state::SharedState;
-use crate::{chat, health, models};
+use crate::{chat, completions, health, models};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -16,6 +16,7 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/health", get(health::health))
