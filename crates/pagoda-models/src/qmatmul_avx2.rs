@@ -140,54 +140,75 @@ fn dequantize_row<const BB: usize>(
     }
 }
 
-/// Dot products of one dequantized weight row with every activation row,
-/// two rows at a time: the same accumulators and order as the fused path.
+/// Dot products of one dequantized weight row with every activation row:
+/// the same accumulators and order as the fused path.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn dense_rows(w: &[f32], x: &[f32], cols: usize, out: &mut [f32]) {
-    let m = out.len();
-    let blocks = cols / 32;
+    let blocks = w.len() / 32;
     let wp = w.as_ptr();
+    // SAFETY: `w` holds `cols` = 32 · blocks values, so block `i` has 32 at `wp + 32i`.
+    pairwise(blocks, x, cols, out, |i| unsafe { load4(wp.add(i * 32)) });
+}
+
+/// Four vectors of eight values from 32 consecutive ones.
+///
+/// # Safety
+/// `p` must point to 32 readable f32 values.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load4(p: *const f32) -> [__m256; 4] {
+    // SAFETY: the caller guarantees 32 readable values.
+    unsafe {
+        [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ]
+    }
+}
+
+/// Runs `out[j] = Σ_i block(i) · x_j[32i..32i+32]` two activation rows at a
+/// time (each block's weights fetched once per pair) with four accumulators
+/// per row folded in a fixed order: every output element is the same
+/// sequence of operations whether it is computed in a pair or alone.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pairwise(
+    blocks: usize,
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    mut block: impl FnMut(usize) -> [__m256; 4],
+) {
+    let m = out.len();
     let mut j = 0;
-    while j + 2 <= m {
-        let (xa, xb) = (x[j * cols..].as_ptr(), x[(j + 1) * cols..].as_ptr());
+    while j < m {
+        let pair = j + 1 < m;
+        let xa = x[j * cols..].as_ptr();
+        let xb = if pair {
+            x[(j + 1) * cols..].as_ptr()
+        } else {
+            xa
+        };
         let mut a = [_mm256_setzero_ps(); 4];
         let mut b = [_mm256_setzero_ps(); 4];
         for i in 0..blocks {
-            // SAFETY: `w` and rows j, j+1 of `x` hold `cols` = 32 · blocks values.
+            let wv = block(i);
+            // SAFETY: rows j (and j+1) of `x` hold `cols` = 32 · blocks values.
             unsafe {
-                let wb = wp.add(i * 32);
-                let wv = [
-                    _mm256_loadu_ps(wb),
-                    _mm256_loadu_ps(wb.add(8)),
-                    _mm256_loadu_ps(wb.add(16)),
-                    _mm256_loadu_ps(wb.add(24)),
-                ];
                 block_fma(&wv, xa.add(i * 32), &mut a);
-                block_fma(&wv, xb.add(i * 32), &mut b);
+                if pair {
+                    block_fma(&wv, xb.add(i * 32), &mut b);
+                }
             }
         }
         out[j] = fold4(a);
-        out[j + 1] = fold4(b);
-        j += 2;
-    }
-    if j < m {
-        let xa = x[j * cols..].as_ptr();
-        let mut a = [_mm256_setzero_ps(); 4];
-        for i in 0..blocks {
-            // SAFETY: `w` and row j of `x` hold `cols` = 32 · blocks values.
-            unsafe {
-                let wb = wp.add(i * 32);
-                let wv = [
-                    _mm256_loadu_ps(wb),
-                    _mm256_loadu_ps(wb.add(8)),
-                    _mm256_loadu_ps(wb.add(16)),
-                    _mm256_loadu_ps(wb.add(24)),
-                ];
-                block_fma(&wv, xa.add(i * 32), &mut a);
-            }
+        if pair {
+            out[j + 1] = fold4(b);
         }
-        out[j] = fold4(a);
+        j += if pair { 2 } else { 1 };
     }
 }
 
@@ -216,9 +237,8 @@ fn fold4(a: [__m256; 4]) -> f32 {
     ))
 }
 
-/// Two activation rows per pass over the weight row (the dequantization is
-/// shared), then a last single row; both paths run the same operations per
-/// output element.
+/// One weight row against one or two activation rows, each block
+/// dequantized in registers once per pass.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn fused_rows<const BB: usize>(
@@ -230,34 +250,9 @@ fn fused_rows<const BB: usize>(
     out: &mut [f32],
 ) {
     let (blocks, _) = w.as_chunks::<BB>();
-    let m = out.len();
-    let mut j = 0;
-    while j + 2 <= m {
-        let (xa, xb) = (x[j * cols..].as_ptr(), x[(j + 1) * cols..].as_ptr());
-        let mut a = [_mm256_setzero_ps(); 4];
-        let mut b = [_mm256_setzero_ps(); 4];
-        for (i, block) in blocks.iter().enumerate() {
-            let wv = dequantize(format, table, block);
-            // SAFETY: rows j and j+1 of `x` each hold `cols` = 32 · blocks values.
-            unsafe {
-                block_fma(&wv, xa.add(i * 32), &mut a);
-                block_fma(&wv, xb.add(i * 32), &mut b);
-            }
-        }
-        out[j] = fold4(a);
-        out[j + 1] = fold4(b);
-        j += 2;
-    }
-    if j < m {
-        let xa = x[j * cols..].as_ptr();
-        let mut a = [_mm256_setzero_ps(); 4];
-        for (i, block) in blocks.iter().enumerate() {
-            let wv = dequantize(format, table, block);
-            // SAFETY: row j of `x` holds `cols` = 32 · blocks values.
-            unsafe { block_fma(&wv, xa.add(i * 32), &mut a) };
-        }
-        out[j] = fold4(a);
-    }
+    pairwise(blocks.len(), x, cols, out, |i| {
+        dequantize(format, table, &blocks[i])
+    });
 }
 
 /// Sums the eight lanes in a fixed order.
