@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Most requests waiting; beyond it, 429.
     #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64)]
     pub max_waiting: usize,
+    /// An API key clients must send as `Authorization: Bearer <key>` (repeatable;
+    /// env: comma-separated). None: no authentication.
+    #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
 }
 
 /// Arguments of `pagoda bench`.

@@ -1,6 +1,7 @@
 //! The `pagoda` binary.
 
 mod api_error;
+mod auth;
 mod bench_cmd;
 mod chat;
 mod cli;

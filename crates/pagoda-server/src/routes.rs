@@ -1,11 +1,13 @@
 //! The route table: an index of the API.
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use pagoda_api::{ApiError, ErrorKind};
 
 use crate::api_error::HttpError;
+use crate::auth::{self, ApiKeys};
 use crate::state::SharedState;
 use crate::{chat, completions, health, models};
 
@@ -13,7 +15,7 @@ use crate::{chat, completions, health, models};
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Every route of the server.
-pub fn router(state: SharedState) -> Router {
+pub fn router(state: SharedState, keys: ApiKeys) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
@@ -22,6 +24,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(health::health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(keys, auth::require_key))
+        .layer(middleware::from_fn(auth::request_id))
         .with_state(state)
 }
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use pagoda_engine::{EngineCore, EngineHandle, KvBudget, SchedulerConfig};
 use pagoda_models::load_model;
 
+use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
 use crate::routes::router;
 use crate::state::{unix_now, AppState};
@@ -61,7 +62,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, model = %state.model_name, "listening");
-        axum::serve(listener, router(state))
+        let keys = ApiKeys(
+            args.api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+        );
+        if !keys.0.is_empty() {
+            tracing::info!(keys = keys.0.len(), "API keys required on /v1");
+        }
+        axum::serve(listener, router(state, keys))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         anyhow::Ok(())
