@@ -164,7 +164,8 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    fn parse(raw: &[u8]) -> std::io::Result<Self> {
+    /// Parses a raw HTTP/1.1 response.
+    pub fn parse(raw: &[u8]) -> std::io::Result<Self> {
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
         let text = String::from_utf8_lossy(raw);
         let (head, rest) = text

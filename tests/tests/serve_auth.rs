@@ -1,11 +1,20 @@
 //! API keys guard the `/v1` routes (401 in OpenAI's envelope when missing or
-//! wrong), `/health` stays open, and every response carries a request id.
+//! wrong), `/health` stays open, every response carries a request id, CORS
+//! answers preflights for the configured origin only, and an oversized body
+//! gets a 413 in the envelope.
 
 use pagoda_tests::Server;
 
 #[test]
 fn api_keys_and_request_ids() {
-    let server = Server::start(&["--api-key", "first-key", "--api-key", "second-key"]);
+    let server = Server::start(&[
+        "--api-key",
+        "first-key",
+        "--api-key",
+        "second-key",
+        "--cors-origin",
+        "http://app.example",
+    ]);
 
     let health = server.request("GET", "/health", None).expect("health");
     assert_eq!(health.status, 200, "health needs no key");
@@ -56,4 +65,53 @@ fn api_keys_and_request_ids() {
         )
         .expect("chat");
     assert_eq!(chat.status, 200, "{}", chat.body);
+
+    // CORS: the configured origin's preflight succeeds without a key; others get no grant.
+    let preflight = |origin: &str| {
+        server
+            .request_with(
+                "OPTIONS",
+                "/v1/chat/completions",
+                None,
+                &[
+                    ("Origin", origin),
+                    ("Access-Control-Request-Method", "POST"),
+                    (
+                        "Access-Control-Request-Headers",
+                        "authorization,content-type",
+                    ),
+                ],
+            )
+            .expect("preflight")
+    };
+    let ok = preflight("http://app.example");
+    assert!(ok.status < 300, "{}", ok.status);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert!(preflight("http://evil.example")
+        .header("access-control-allow-origin")
+        .is_none());
+
+    // A body one byte over the 8 MiB limit: 413 in the envelope. (Exactly one
+    // byte over, so that the server has read everything when it answers and
+    // closes the connection cleanly.)
+    let frame = r#"{"messages":[{"role":"user","content":""}]}"#;
+    let filler = 8 * 1024 * 1024 + 1 - frame.len();
+    let huge = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(filler)
+    );
+    assert_eq!(huge.len(), 8 * 1024 * 1024 + 1);
+    let r = server
+        .request_with(
+            "POST",
+            "/v1/chat/completions",
+            Some(&huge),
+            &[("Authorization", "Bearer first-key")],
+        )
+        .expect("request");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["param"], "body");
 }

@@ -64,3 +64,25 @@ pub fn internal(what: &str, detail: impl std::fmt::Display) -> ApiError {
         code: None,
     }
 }
+
+/// Maps a body that could not be read (over the size limit, broken transfer) to the envelope.
+pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> HttpError {
+    let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    HttpError(ApiError {
+        kind: if too_large {
+            ErrorKind::PayloadTooLarge
+        } else {
+            ErrorKind::InvalidRequest
+        },
+        message: if too_large {
+            format!(
+                "the request body is larger than {} bytes",
+                crate::routes::MAX_BODY_BYTES
+            )
+        } else {
+            format!("the request body could not be read: {}", r.body_text())
+        },
+        param: Some("body".into()),
+        code: None,
+    })
+}

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,7 @@ use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::EngineEvent;
 use pagoda_models::RenderOptions;
 
-use crate::api_error::{internal, submit_error, HttpError};
+use crate::api_error::{body_rejection, internal, submit_error, HttpError};
 use crate::generation::{apply_event, engine_request, ChoiceOutput};
 use crate::models::check_model;
 use crate::state::{unix_now, AppState, SharedState};
@@ -69,8 +70,9 @@ fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatL
 /// Handles a chat completion, streamed or not.
 pub async fn chat_completions(
     State(state): State<SharedState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let body = body.map_err(body_rejection)?;
     let req = parse_chat(&body)?;
     check_model(&state, req.options.model.as_deref())?;
     let messages = template_messages(&req);

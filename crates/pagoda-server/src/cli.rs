@@ -62,6 +62,14 @@ pub struct ServeArgs {
     /// env: comma-separated). None: no authentication.
     #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
     pub api_keys: Vec<String>,
+    /// A browser origin allowed by CORS (repeatable; env: comma-separated; `*`: any).
+    /// None: no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "PAGODA_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 /// Arguments of `pagoda bench`.

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use pagoda_api::{parse_completion, ApiError, Prompt};
 use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::EngineEvent;
 
-use crate::api_error::{internal, submit_error, HttpError};
+use crate::api_error::{body_rejection, internal, submit_error, HttpError};
 use crate::generation::{apply_event, engine_request, ChoiceDelta, ChoiceOutput};
 use crate::models::check_model;
 use crate::state::{unix_now, AppState, SharedState};
@@ -57,8 +58,9 @@ struct Running {
 /// Handles a text completion, streamed or not.
 pub async fn completions(
     State(state): State<SharedState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let body = body.map_err(body_rejection)?;
     let req = parse_completion(&body)?;
     check_model(&state, req.options.model.as_deref())?;
     let st = state.clone();

@@ -1,10 +1,12 @@
 //! The route table: an index of the API.
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use pagoda_api::{ApiError, ErrorKind};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api_error::HttpError;
 use crate::auth::{self, ApiKeys};
@@ -14,9 +16,35 @@ use crate::{chat, completions, health, models};
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The CORS policy for `origins` (`*`: any); `None` when no origin is allowed.
+pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let parsed = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o)
+                    .map_err(|_| anyhow::anyhow!("--cors-origin: `{o}` is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(parsed)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([HeaderName::from_static("x-request-id")]),
+    ))
+}
+
 /// Every route of the server.
-pub fn router(state: SharedState, keys: ApiKeys) -> Router {
-    Router::new()
+pub fn router(state: SharedState, keys: ApiKeys, cors: Option<CorsLayer>) -> Router {
+    let app = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
@@ -26,7 +54,12 @@ pub fn router(state: SharedState, keys: ApiKeys) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(keys, auth::require_key))
         .layer(middleware::from_fn(auth::request_id))
-        .with_state(state)
+        .with_state(state);
+    // CORS outermost, so that preflight requests need no API key.
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> HttpError {

@@ -9,10 +9,12 @@ use pagoda_models::load_model;
 
 use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
-use crate::routes::router;
+use crate::routes::{cors, router};
 use crate::state::{unix_now, AppState};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Flags are checked before the model is loaded.
+    let cors = cors(&args.cors_origins)?;
     let loaded =
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let config = loaded.config().clone();
@@ -72,7 +74,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if !keys.0.is_empty() {
             tracing::info!(keys = keys.0.len(), "API keys required on /v1");
         }
-        axum::serve(listener, router(state, keys))
+        axum::serve(listener, router(state, keys, cors))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         anyhow::Ok(())
