@@ -174,11 +174,11 @@ fn range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, A
     }
 }
 
-fn positive(param: &str, v: Option<i64>, max: usize) -> Result<Option<usize>, ApiError> {
+fn int_in(param: &str, v: Option<i64>, lo: i64, max: usize) -> Result<Option<usize>, ApiError> {
     match v {
-        Some(x) if x < 1 || x as u64 > max as u64 => Err(ApiError::invalid(
+        Some(x) if x < lo || x as u64 > max as u64 => Err(ApiError::invalid(
             param,
-            format!("`{param}` must be between 1 and {max}, got {x}"),
+            format!("`{param}` must be between {lo} and {max}, got {x}"),
         )),
         other => Ok(other.map(|x| x as usize)),
     }
@@ -189,8 +189,8 @@ fn options(
     max_tokens: Option<i64>,
     max_tokens_param: &str,
 ) -> Result<GenerationOptions, ApiError> {
-    let n = positive("n", c.n, MAX_N)?.unwrap_or(1);
-    let max_tokens = positive(max_tokens_param, max_tokens, u32::MAX as usize)?;
+    let n = int_in("n", c.n, 1, MAX_N)?.unwrap_or(1);
+    let max_tokens = int_in(max_tokens_param, max_tokens, 1, u32::MAX as usize)?;
     let top_p = match c.top_p {
         Some(p) if !(p.is_finite() && p > 0.0 && p <= 1.0) => {
             return Err(ApiError::invalid(
@@ -388,7 +388,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ValidChat, ApiError> {
         (None, m) => (m, "max_tokens"),
     };
     let mut options = options(common, max_tokens, param)?;
-    let top = positive_or_zero("top_logprobs", req.top_logprobs, MAX_TOP_LOGPROBS)?;
+    let top = int_in("top_logprobs", req.top_logprobs, 0, MAX_TOP_LOGPROBS)?;
     options.logprobs = match (req.logprobs, top) {
         (false, Some(_)) => {
             return Err(ApiError::invalid(
@@ -400,16 +400,6 @@ pub fn parse_chat(body: &[u8]) -> Result<ValidChat, ApiError> {
         (false, None) => None,
     };
     Ok(ValidChat { messages, options })
-}
-
-fn positive_or_zero(param: &str, v: Option<i64>, max: usize) -> Result<Option<usize>, ApiError> {
-    match v {
-        Some(x) if x < 0 || x as u64 > max as u64 => Err(ApiError::invalid(
-            param,
-            format!("`{param}` must be between 0 and {max}, got {x}"),
-        )),
-        other => Ok(other.map(|x| x as usize)),
-    }
 }
 
 fn token_ids(param: &str, ids: Vec<i64>) -> Result<Vec<u32>, ApiError> {
@@ -450,7 +440,7 @@ pub fn parse_completion(body: &[u8]) -> Result<ValidCompletion, ApiError> {
     }
     let max_tokens = common.max_tokens;
     let mut options = options(common, max_tokens, "max_tokens")?;
-    options.logprobs = positive_or_zero("logprobs", req.logprobs, MAX_COMPLETION_LOGPROBS)?;
+    options.logprobs = int_in("logprobs", req.logprobs, 0, MAX_COMPLETION_LOGPROBS)?;
     Ok(ValidCompletion {
         prompts,
         echo: req.echo,

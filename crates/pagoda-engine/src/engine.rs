@@ -98,6 +98,8 @@ struct RequestState {
     request: Request,
     sink: Box<dyn EventSink>,
     seqs: Vec<SeqId>,
+    /// Every id that ends a choice, computed once.
+    stop_ids: Vec<u32>,
     /// Choices still to fork from choice 0 once its prompt is computed.
     unforked: bool,
 }
@@ -254,6 +256,7 @@ impl EngineCore {
         self.requests.insert(
             id,
             RequestState {
+                stop_ids: request.stop.stop_ids(),
                 request,
                 sink,
                 seqs: vec![seq],
@@ -388,9 +391,9 @@ impl EngineCore {
         };
         let tokens = self.scheduler.tokens(seq);
         let (prompt, output) = tokens.split_at(state.prompt_len.min(tokens.len()));
-        let stop_ids = request.request.stop.stop_ids();
+        let stop_ids = &request.stop_ids;
         let suppressed: &[u32] = if output.len() < request.request.stop.min_tokens {
-            &stop_ids
+            stop_ids
         } else {
             &[]
         };

@@ -172,7 +172,6 @@ struct ChatStream {
     include_usage: bool,
     started: bool,
     done: bool,
-    logprobs: bool,
 }
 
 impl ChatStream {
@@ -223,7 +222,7 @@ impl ChatStream {
         };
         match apply_event(&self.state, &mut self.choices, event) {
             Ok(Some((index, delta))) => {
-                let logprobs = (self.logprobs && !delta.logprobs.is_empty())
+                let logprobs = (!delta.logprobs.is_empty())
                     .then(|| chat_logprobs(&self.state, delta.logprobs));
                 if !delta.text.is_empty() || logprobs.is_some() {
                     let d = ChatDelta {
@@ -281,7 +280,6 @@ fn stream_chat(
     prompt_tokens: usize,
     include_usage: bool,
 ) -> Response {
-    let logprobs = true;
     let s = ChatStream {
         state,
         events,
@@ -292,7 +290,6 @@ fn stream_chat(
         include_usage,
         started: false,
         done: false,
-        logprobs,
     };
     let stream = futures_util::stream::unfold(s, |mut s| async move {
         if s.done {
