@@ -2,9 +2,11 @@
 # pagoda's whole test suite, as CI runs it (.ci/run calls this script).
 #
 # Fetches what the tests need (the default model; the header of the real
-# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests), checks formatting and
-# lints, builds the workspace (the `pagoda` binary that the end-to-end tests
-# run) and runs every Rust test.
+# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests; the pinned Python
+# clients in .venv), checks formatting and lints, builds the workspace (the
+# `pagoda` binary that the end-to-end tests run), runs every Rust test, then
+# the Python suite: the official `openai` SDK and a time-boxed schemathesis
+# run against the real server.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,6 +15,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "fetching test models"
 scripts/fetch-model.sh
 scripts/fetch-model.sh r1-part
+
+step "python clients (.venv)"
+python=$(scripts/python-env.sh | tail -n 1)
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -25,3 +30,7 @@ cargo build --workspace --all-targets --locked
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "python suite (openai SDK, schemathesis)"
+# pytest exits 5 when it collects nothing: that, too, is a failure.
+(cd tests/python && "../../$python" -m pytest -q -p no:cacheprovider)

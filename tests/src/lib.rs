@@ -64,22 +64,39 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
-/// A `pagoda serve` process on a free loopback port, killed on drop.
+/// A `pagoda serve` process on a free loopback port, killed on drop. Its
+/// log (stderr) goes to a temporary file, readable with [`Server::log`].
 pub struct Server {
     child: std::process::Child,
     /// The port it listens on.
     pub port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 impl Server {
     /// Starts the real binary with the default model and `extra` flags, and
     /// waits (at most 120 s) until `/health` answers 200.
     pub fn start(extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        let server = Server::spawn(extra, &[]);
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts the real binary with the default model, `extra` flags and
+    /// `env` variables, without waiting for it.
+    pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
         let model = default_model();
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let stderr = log.reopen().expect("the log file opens");
         let child = Command::new(pagoda_bin())
             .args([
                 "serve",
@@ -91,21 +108,90 @@ impl Server {
             ])
             .arg(&model)
             .args(extra)
-            .env("PAGODA_LOG", "warn")
+            .env("PAGODA_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("pagoda serve starts");
-        let server = Server { child, port };
+        Server { child, port, log }
+    }
+
+    /// Waits (at most 120 s) until `/health` answers 200.
+    pub fn wait_healthy(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while std::time::Instant::now() < deadline {
-            if let Ok(r) = server.request("GET", "/health", None) {
+            if let Ok(r) = self.request("GET", "/health", None) {
                 if r.status == 200 {
-                    return server;
+                    return;
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("pagoda serve did not become healthy within 120 s");
+        panic!(
+            "pagoda serve did not become healthy within 120 s; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits at most `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The value of the Prometheus sample `series` (name and labels, as
+    /// printed) on `/metrics`; `None` when it is absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let r = self.request("GET", "/metrics", None).ok()?;
+        r.body.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
+    /// Writes a request and returns the open connection without reading
+    /// the answer (for tests of clients that go away).
+    pub fn open(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<std::net::TcpStream> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(300)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        Ok(stream)
     }
 
     /// Sends one HTTP/1.1 request and reads the whole response.

@@ -1,9 +1,10 @@
 //! Response bodies and stream chunks, in OpenAI's exact shape.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Token counts of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Usage {
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
@@ -25,7 +26,7 @@ impl Usage {
 }
 
 /// One alternative token and its log-probability (chat).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TopLogprob {
     /// The token's text.
     pub token: String,
@@ -36,7 +37,7 @@ pub struct TopLogprob {
 }
 
 /// Log-probability of one generated token (chat).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TokenLogprob {
     /// The token's text.
     pub token: String,
@@ -49,14 +50,14 @@ pub struct TokenLogprob {
 }
 
 /// `choices[].logprobs` of a chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatLogprobs {
     /// One entry per generated token.
     pub content: Vec<TokenLogprob>,
 }
 
 /// The assistant's message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
@@ -65,7 +66,7 @@ pub struct AssistantMessage {
 }
 
 /// One choice of a chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatChoice {
     /// Its index.
     pub index: usize,
@@ -78,7 +79,7 @@ pub struct ChatChoice {
 }
 
 /// The body answering `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatCompletion {
     /// `chatcmpl-...`.
     pub id: String,
@@ -97,7 +98,7 @@ pub struct ChatCompletion {
 }
 
 /// The changed part of a streamed chat message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct ChatDelta {
     /// `assistant`, in the first chunk of a choice only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,7 +109,7 @@ pub struct ChatDelta {
 }
 
 /// One choice in a chat stream chunk.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatChunkChoice {
     /// The choice's index.
     pub index: usize,
@@ -121,7 +122,7 @@ pub struct ChatChunkChoice {
 }
 
 /// A `chat.completion.chunk` of a stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatChunk {
     /// The same id in every chunk of a stream.
     pub id: String,
@@ -141,7 +142,7 @@ pub struct ChatChunk {
 }
 
 /// `choices[].logprobs` of a text completion (the legacy format).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct CompletionLogprobs {
     /// Token texts.
     pub tokens: Vec<String>,
@@ -154,7 +155,7 @@ pub struct CompletionLogprobs {
 }
 
 /// One choice of a text completion (and of its stream chunks).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CompletionChoice {
     /// Its index.
     pub index: usize,
@@ -167,7 +168,7 @@ pub struct CompletionChoice {
 }
 
 /// The body answering `POST /v1/completions`, and each chunk of its stream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Completion {
     /// `cmpl-...`.
     pub id: String,
@@ -187,7 +188,7 @@ pub struct Completion {
 }
 
 /// One entry of `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelCard {
     /// The served name.
     pub id: String,
@@ -200,7 +201,7 @@ pub struct ModelCard {
 }
 
 /// The body of `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelList {
     /// Always `list`.
     pub object: &'static str,

@@ -9,9 +9,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 /// A string or a list of strings (`stop`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StringOrList {
     /// One string.
@@ -21,7 +22,7 @@ pub enum StringOrList {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a final chunk with token usage.
     #[serde(default)]
@@ -29,7 +30,7 @@ pub struct StreamOptions {
 }
 
 /// `response_format`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
@@ -37,17 +38,21 @@ pub struct ResponseFormat {
 }
 
 /// Fields shared by both endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct CommonFields {
     /// The model to use.
     pub model: Option<String>,
     /// Most tokens to generate.
+    #[schema(minimum = 1)]
     pub max_tokens: Option<i64>,
     /// Sampling temperature, 0 to 2.
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass, (0, 1].
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Number of choices.
+    #[schema(minimum = 1, maximum = 128)]
     pub n: Option<i64>,
     /// Stream the answer as server-sent events.
     #[serde(default)]
@@ -57,8 +62,10 @@ pub struct CommonFields {
     /// Up to four stop strings.
     pub stop: Option<StringOrList>,
     /// Presence penalty, -2 to 2.
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
     /// Frequency penalty, -2 to 2.
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
     /// Token id (as a string) to bias, -100 to 100.
     pub logit_bias: Option<BTreeMap<String, f64>>,
@@ -67,12 +74,16 @@ pub struct CommonFields {
     /// An end-user identifier (logged, not used).
     pub user: Option<String>,
     /// Extension: keep the k most likely tokens (-1 or 0: off).
+    #[schema(minimum = -1)]
     pub top_k: Option<i64>,
     /// Extension: drop tokens below this fraction of the top probability.
+    #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f64>,
     /// Extension: Hugging Face repetition penalty (> 0; 1: off).
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub repetition_penalty: Option<f64>,
     /// Extension: stop tokens are not chosen before this many tokens.
+    #[schema(minimum = 0)]
     pub min_tokens: Option<i64>,
     /// Extension: keep generating past end-of-sequence tokens.
     #[serde(default)]
@@ -82,7 +93,7 @@ pub struct CommonFields {
 }
 
 /// One part of an array `content`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct ContentPart {
     /// `text` (others are refused).
     #[serde(rename = "type")]
@@ -92,7 +103,7 @@ pub struct ContentPart {
 }
 
 /// A message's `content`: a string, an array of parts, or null.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -102,9 +113,10 @@ pub enum MessageContent {
 }
 
 /// One message of a chat.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct ChatMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
+    #[schema(schema_with = role_schema)]
     pub role: String,
     /// The content (may be null for an assistant turn with tool calls).
     pub content: Option<MessageContent>,
@@ -117,21 +129,24 @@ pub struct ChatMessage {
 }
 
 /// The body of `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// The conversation.
+    #[schema(required = true, nullable = false, min_items = 1)]
     pub messages: Option<Vec<ChatMessage>>,
     /// Newer name of `max_tokens`.
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<i64>,
     /// Return log-probabilities of the chosen tokens.
     #[serde(default)]
     pub logprobs: bool,
     /// Alternatives per position, 0 to 20 (needs `logprobs`).
+    #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PromptInput {
     /// One text prompt.
@@ -145,13 +160,48 @@ pub enum PromptInput {
 }
 
 /// The body of `POST /v1/completions`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     /// The prompt(s).
+    #[schema(required = true, nullable = false)]
     pub prompt: Option<PromptInput>,
     /// Log-probabilities of this many alternatives per token, 0 to 5.
+    #[schema(minimum = 0, maximum = 5)]
     pub logprobs: Option<i64>,
     /// Return the prompt in front of the completion.
     #[serde(default)]
     pub echo: bool,
+}
+
+/// The roles a message may have, as a schema.
+fn role_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["system", "developer", "user", "assistant", "tool"]))
+        .build()
+}
+
+// Parsing reads the two parts separately (see the module comment); these
+// joined types exist for the OpenAPI document.
+
+/// The body of `POST /v1/chat/completions`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ChatCompletionBody {
+    /// Fields of this endpoint.
+    #[serde(flatten)]
+    pub chat: ChatCompletionRequest,
+    /// Fields shared with `/v1/completions`.
+    #[serde(flatten)]
+    pub common: CommonFields,
+}
+
+/// The body of `POST /v1/completions`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct CompletionBody {
+    /// Fields of this endpoint.
+    #[serde(flatten)]
+    pub completion: CompletionRequest,
+    /// Fields shared with `/v1/chat/completions`.
+    #[serde(flatten)]
+    pub common: CommonFields,
 }

@@ -26,6 +26,11 @@ pub trait EventSink: Send {
     fn send(&self, event: EngineEvent) -> bool;
     /// Whether the listener is gone (the request should be aborted).
     fn is_closed(&self) -> bool;
+    /// Whether the listener no longer wants choice `choice` (say, a stop
+    /// string ended it); that choice alone is dropped.
+    fn is_choice_cancelled(&self, _choice: usize) -> bool {
+        false
+    }
 }
 
 impl EventSink for flume::Sender<EngineEvent> {
@@ -276,15 +281,43 @@ impl EngineCore {
         }
     }
 
+    /// Drops requests nobody listens to, and single choices their listener
+    /// cancelled (only once the choices have forked: before that, choice 0
+    /// carries the shared prompt).
     fn abort_closed(&mut self) {
-        let closed: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.sink.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
+        let mut closed = Vec::new();
+        let mut cancelled = Vec::new();
+        for (id, r) in &self.requests {
+            if r.sink.is_closed() {
+                closed.push(*id);
+            } else if !r.unforked {
+                cancelled.extend(r.seqs.iter().copied().filter(|seq| {
+                    self.seqs
+                        .get(seq)
+                        .is_some_and(|s| r.sink.is_choice_cancelled(s.choice))
+                }));
+            }
+        }
         for id in closed {
             self.abort(id);
+        }
+        for seq in cancelled {
+            self.drop_seq(seq);
+        }
+    }
+
+    /// Removes one sequence (a finished or cancelled choice) and, with its
+    /// last sequence, its request.
+    fn drop_seq(&mut self, seq: SeqId) {
+        self.scheduler.remove(seq, &mut self.blocks);
+        let Some(state) = self.seqs.remove(&seq) else {
+            return;
+        };
+        if let Some(r) = self.requests.get_mut(&state.request) {
+            r.seqs.retain(|&s| s != seq);
+            if r.seqs.is_empty() && !r.unforked {
+                self.requests.remove(&state.request);
+            }
         }
     }
 
@@ -428,14 +461,7 @@ impl EngineCore {
                     prompt_tokens: prompt_len,
                     completion_tokens: generated,
                 });
-                self.scheduler.remove(seq, &mut self.blocks);
-                self.seqs.remove(&seq);
-                if let Some(r) = self.requests.get_mut(&request_id) {
-                    r.seqs.retain(|&s| s != seq);
-                    if r.seqs.is_empty() && !r.unforked {
-                        self.requests.remove(&request_id);
-                    }
-                }
+                self.drop_seq(seq);
             }
             None => self.scheduler.append(seq, sampled.token),
         }

@@ -3,11 +3,11 @@
 //! from its own channel. Dropping a [`RequestStream`] aborts the request on
 //! the engine's next step.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::engine::{EngineCore, EngineStats};
+use crate::engine::{EngineCore, EngineStats, EventSink};
 use crate::ids::RequestId;
 use crate::request::{EngineEvent, Request, SubmitError};
 
@@ -15,8 +15,31 @@ enum Command {
     Submit {
         id: RequestId,
         request: Request,
-        events: flume::Sender<EngineEvent>,
+        sink: ChannelSink,
     },
+}
+
+/// Where the engine thread sends a request's events, and the choices its
+/// listener has cancelled.
+struct ChannelSink {
+    events: flume::Sender<EngineEvent>,
+    cancelled: Arc<[AtomicBool]>,
+}
+
+impl EventSink for ChannelSink {
+    fn send(&self, event: EngineEvent) -> bool {
+        self.events.send(event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.events.is_disconnected()
+    }
+
+    fn is_choice_cancelled(&self, choice: usize) -> bool {
+        self.cancelled
+            .get(choice)
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// The events of one submitted request.
@@ -26,6 +49,17 @@ pub struct RequestStream {
     pub id: RequestId,
     /// Its events, in order per choice; closed after the last choice finishes.
     pub events: flume::Receiver<EngineEvent>,
+    cancelled: Arc<[AtomicBool]>,
+}
+
+impl RequestStream {
+    /// Stops generating choice `choice` (the others go on); takes effect at
+    /// the engine's next step. Dropping the stream cancels every choice.
+    pub fn cancel_choice(&self, choice: usize) {
+        if let Some(c) = self.cancelled.get(choice) {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A running engine thread.
@@ -63,18 +97,23 @@ impl EngineHandle {
     pub fn submit(&self, request: Request) -> Result<RequestStream, SubmitError> {
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let (events_tx, events) = flume::unbounded();
+        let cancelled: Arc<[AtomicBool]> = (0..request.n).map(|_| AtomicBool::new(false)).collect();
+        let sink = ChannelSink {
+            events: events_tx,
+            cancelled: Arc::clone(&cancelled),
+        };
         let commands = self.commands.as_ref().ok_or(SubmitError::Closed)?;
         commands
-            .try_send(Command::Submit {
-                id,
-                request,
-                events: events_tx,
-            })
+            .try_send(Command::Submit { id, request, sink })
             .map_err(|e| match e {
                 flume::TrySendError::Full(_) => SubmitError::QueueFull,
                 flume::TrySendError::Disconnected(_) => SubmitError::Closed,
             })?;
-        Ok(RequestStream { id, events })
+        Ok(RequestStream {
+            id,
+            events,
+            cancelled,
+        })
     }
 
     /// The engine's counters after its last step.
@@ -95,12 +134,8 @@ impl Drop for EngineHandle {
 
 fn accept(core: &mut EngineCore, command: Command) {
     match command {
-        Command::Submit {
-            id,
-            request,
-            events,
-        } => {
-            let sink = events.clone();
+        Command::Submit { id, request, sink } => {
+            let events = sink.events.clone();
             if let Err(e) = core.add_request(id, request, Box::new(sink)) {
                 let _ = events.send(EngineEvent::Failed(e.to_string()));
             }

@@ -250,6 +250,84 @@ fn n_choices_share_the_prompt_and_match_their_own_seeds() {
     }
 }
 
+/// A listener that cancels choice 1 (like a stop string ending it).
+struct CancellingSink {
+    events: flume::Sender<EngineEvent>,
+    cancel_one: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl pagoda_engine::EventSink for CancellingSink {
+    fn send(&self, event: EngineEvent) -> bool {
+        self.events.send(event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.events.is_disconnected()
+    }
+
+    fn is_choice_cancelled(&self, choice: usize) -> bool {
+        choice == 1 && self.cancel_one.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_cancelled_choice_stops_at_the_next_step_and_the_others_go_on() {
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        seed: Some(5),
+        ..SamplingParams::greedy()
+    };
+    let mut three = request("Write a short poem about the sea:", 12, sampling);
+    three.stop.ignore_eos = true;
+    three.n = 3;
+    let whole = alone(&three);
+    let mut engine =
+        EngineCore::new(model().model.clone(), config(64, 8, 256, false)).expect("engine");
+    let (tx, rx) = flume::unbounded();
+    let cancel_one = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = CancellingSink {
+        events: tx,
+        cancel_one: Arc::clone(&cancel_one),
+    };
+    engine
+        .add_request(RequestId(9), three, Box::new(sink))
+        .expect("accepted");
+    let mut outputs = vec![Vec::new(); 3];
+    let mut finished = [false; 3];
+    for step in 0..200 {
+        if engine.is_idle() {
+            break;
+        }
+        engine.step();
+        for event in rx.try_iter() {
+            match event {
+                EngineEvent::Token { choice, token, .. } => outputs[choice].push(token),
+                EngineEvent::Finished { choice, .. } => finished[choice] = true,
+                EngineEvent::Failed(e) => panic!("{e}"),
+            }
+        }
+        if step == 2 {
+            cancel_one.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    assert!(engine.is_idle());
+    assert_eq!(outputs[1], whole[1][..outputs[1].len()].to_vec());
+    assert!(
+        outputs[1].len() < 5,
+        "choice 1 stopped one step after the cancel ({} tokens)",
+        outputs[1].len()
+    );
+    assert!(!finished[1], "a cancelled choice sends no Finished event");
+    assert_eq!(outputs[0], whole[0], "choice 0 is untouched");
+    assert_eq!(outputs[2], whole[2], "choice 2 is untouched");
+    assert_eq!(engine.stats().blocks_used, 0, "every block is free again");
+    engine
+        .block_manager()
+        .pool()
+        .check_invariants()
+        .expect("consistent pool");
+}
+
 #[test]
 fn stop_ids_min_tokens_and_logprobs() {
     let m = model();

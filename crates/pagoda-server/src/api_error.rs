@@ -21,7 +21,7 @@ impl IntoResponse for HttpError {
         let status =
             StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.0.envelope())).into_response();
-        if self.0.kind == ErrorKind::RateLimited {
+        if matches!(self.0.kind, ErrorKind::RateLimited | ErrorKind::Unavailable) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -56,8 +56,12 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     }
 }
 
+/// A request's id, as handlers receive it (a request extension).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// Echoes a client's `x-request-id` (or assigns one) on the response and in the log.
-pub async fn request_id(request: Request, next: Next) -> Response {
+pub async fn request_id(mut request: Request, next: Next) -> Response {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = request
         .headers()
@@ -74,6 +78,7 @@ pub async fn request_id(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let start = std::time::Instant::now();
+    request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     tracing::info!(request_id = %id, %method, %path, status = response.status().as_u16(),
         ms = start.elapsed().as_millis() as u64, "request");

@@ -1,13 +1,13 @@
 //! `POST /v1/chat/completions`.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use pagoda_api::response::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatDelta,
@@ -15,13 +15,15 @@ use pagoda_api::response::{
 };
 use pagoda_api::{parse_chat, ApiError, ValidChat};
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::EngineEvent;
 use pagoda_models::RenderOptions;
 
-use crate::api_error::{body_rejection, internal, submit_error, HttpError};
-use crate::generation::{apply_event, engine_request, ChoiceOutput};
+use crate::api_error::{body_rejection, internal, HttpError};
+use crate::auth::RequestId;
+use crate::generation::engine_request;
+use crate::inflight::{InFlight, RequestLabel};
 use crate::models::check_model;
-use crate::state::{unix_now, AppState, SharedState};
+use crate::sse::{error_event, json_event};
+use crate::state::{unix_now, AppState, Ready, SharedState};
 
 fn template_messages(req: &ValidChat) -> Vec<serde_json::Value> {
     req.messages
@@ -67,17 +69,11 @@ fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatL
     }
 }
 
-/// Handles a chat completion, streamed or not.
-pub async fn chat_completions(
-    State(state): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
-    let body = body.map_err(body_rejection)?;
-    let req = parse_chat(&body)?;
-    check_model(&state, req.options.model.as_deref())?;
-    let messages = template_messages(&req);
+/// Renders the conversation with the model's chat template and tokenizes it.
+async fn prompt_tokens(state: &SharedState, req: &ValidChat) -> Result<Vec<u32>, ApiError> {
+    let messages = template_messages(req);
     let st = state.clone();
-    let prompt = tokio::task::spawn_blocking(move || -> Result<Vec<u32>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<u32>, ApiError> {
         let template = st.chat_template.as_ref().ok_or_else(|| {
             ApiError::invalid(
                 "messages",
@@ -98,77 +94,88 @@ pub async fn chat_completions(
             .map_err(|e| internal("tokenizing the prompt", e))
     })
     .await
-    .map_err(|e| internal("preparing the prompt", e))??;
+    .map_err(|e| internal("preparing the prompt", e))?
+}
+
+/// Handles a chat completion, streamed or not.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = pagoda_api::wire::ChatCompletionBody,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events of `ChatChunk`s ending with `data: [DONE]`",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "An invalid field (`param` names it) or a prompt too long for the context", body = pagoda_api::ErrorEnvelope),
+        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
+        (status = 404, description = "Unknown model", body = pagoda_api::ErrorEnvelope),
+        (status = 413, description = "Body over the size limit", body = pagoda_api::ErrorEnvelope),
+        (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = pagoda_api::ErrorEnvelope),
+        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn chat_completions(
+    Ready(state): Ready,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    let arrived = Instant::now();
+    let body = body.map_err(body_rejection)?;
+    let req = parse_chat(&body)?;
+    check_model(&state, req.options.model.as_deref())?;
+    let prompt = prompt_tokens(&state, &req).await?;
     let request = engine_request(&state, prompt, &req.options)?;
-    let prompt_tokens = request.prompt.len();
-    let n = request.n;
-    let stream = state.engine.submit(request).map_err(submit_error)?;
-    let id = format!(
-        "chatcmpl-{:016x}",
-        stream.id.0 ^ state.created.rotate_left(20)
-    );
-    let choices: Vec<ChoiceOutput> = (0..n)
-        .map(|_| ChoiceOutput::new(req.options.stop.clone()))
-        .collect();
+    let label = RequestLabel {
+        request_id,
+        endpoint: "chat",
+    };
+    let mut run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
+    let id = format!("chatcmpl-{:016x}", run.id() ^ state.created.rotate_left(20));
     if req.options.stream {
-        return Ok(stream_chat(
-            state,
-            stream.events,
-            choices,
-            id,
-            prompt_tokens,
-            req.options.include_usage,
-        ));
+        return Ok(stream_chat(state, run, id, req.options.include_usage));
     }
 
+    let n = run.num_choices();
     let mut texts = vec![String::new(); n];
     let mut logprobs: Vec<Vec<(String, TokenLogprobs)>> = vec![Vec::new(); n];
-    let mut choices = choices;
-    while choices.iter().any(|c| c.finish_reason.is_none()) {
-        let event = stream
-            .events
-            .recv_async()
-            .await
-            .map_err(|_| internal("generating", "the engine dropped the request"))?;
-        if let Some((i, delta)) = apply_event(&state, &mut choices, event)? {
-            texts[i].push_str(&delta.text);
-            logprobs[i].extend(delta.logprobs);
-        }
+    while let Some((i, delta)) = run.next().await? {
+        texts[i].push_str(&delta.text);
+        logprobs[i].extend(delta.logprobs);
     }
-    let completion_tokens = choices.iter().map(|c| c.tokens).sum();
     let body = ChatCompletion {
         id,
         object: "chat.completion",
         created: unix_now(),
         model: state.model_name.clone(),
         system_fingerprint: state.fingerprint.clone(),
-        choices: choices
-            .iter()
+        choices: run
+            .finish_reasons()
+            .into_iter()
             .zip(texts)
             .zip(logprobs)
             .enumerate()
-            .map(|(index, ((c, content), lp))| ChatChoice {
+            .map(|(index, ((reason, content), lp))| ChatChoice {
                 index,
                 message: AssistantMessage {
                     role: "assistant",
                     content,
                 },
                 logprobs: req.options.logprobs.map(|_| chat_logprobs(&state, lp)),
-                finish_reason: c.finish_reason.unwrap_or("stop").to_string(),
+                finish_reason: reason.unwrap_or("stop").to_string(),
             })
             .collect(),
-        usage: Usage::new(prompt_tokens, completion_tokens),
+        usage: Usage::new(run.prompt_tokens(), run.completion_tokens()),
     };
     Ok(Json(body).into_response())
 }
 
+/// The chunks of one streamed chat completion.
 struct ChatStream {
     state: SharedState,
-    events: flume::Receiver<EngineEvent>,
-    choices: Vec<ChoiceOutput>,
+    run: InFlight,
     id: String,
     created: u64,
-    prompt_tokens: usize,
     include_usage: bool,
     started: bool,
     done: bool,
@@ -176,7 +183,7 @@ struct ChatStream {
 
 impl ChatStream {
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Event {
-        let chunk = ChatChunk {
+        json_event(&ChatChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
             created: self.created,
@@ -184,43 +191,40 @@ impl ChatStream {
             system_fingerprint: self.state.fingerprint.clone(),
             choices,
             usage,
+        })
+    }
+
+    fn choice_chunk(
+        &self,
+        index: usize,
+        delta: ChatDelta,
+        logprobs: Option<ChatLogprobs>,
+        finish_reason: Option<&str>,
+    ) -> Event {
+        let choice = ChatChunkChoice {
+            index,
+            delta,
+            logprobs,
+            finish_reason: finish_reason.map(str::to_string),
         };
-        Event::default().data(serde_json::to_string(&chunk).unwrap_or_default())
+        self.chunk(vec![choice], None)
     }
 
     async fn next_events(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
         if !self.started {
             self.started = true;
-            for index in 0..self.choices.len() {
-                let delta = ChatDelta {
-                    role: Some("assistant"),
-                    content: Some(String::new()),
-                };
-                out.push(self.chunk(
-                    vec![ChatChunkChoice {
-                        index,
-                        delta,
-                        logprobs: None,
-                        finish_reason: None,
-                    }],
-                    None,
-                ));
-            }
-            return out;
+            return (0..self.run.num_choices())
+                .map(|index| {
+                    let delta = ChatDelta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                    };
+                    self.choice_chunk(index, delta, None, None)
+                })
+                .collect();
         }
-        let event = match self.events.recv_async().await {
-            Ok(e) => e,
-            Err(_) => {
-                let e = internal("generating", "the engine dropped the request");
-                out.push(
-                    Event::default().data(serde_json::to_string(&e.envelope()).unwrap_or_default()),
-                );
-                self.done = true;
-                return out;
-            }
-        };
-        match apply_event(&self.state, &mut self.choices, event) {
+        let mut out = Vec::new();
+        match self.run.next().await {
             Ok(Some((index, delta))) => {
                 let logprobs = (!delta.logprobs.is_empty())
                     .then(|| chat_logprobs(&self.state, delta.logprobs));
@@ -229,64 +233,36 @@ impl ChatStream {
                         role: None,
                         content: Some(delta.text),
                     };
-                    out.push(self.chunk(
-                        vec![ChatChunkChoice {
-                            index,
-                            delta: d,
-                            logprobs,
-                            finish_reason: None,
-                        }],
-                        None,
-                    ));
+                    out.push(self.choice_chunk(index, d, logprobs, None));
                 }
                 if let Some(reason) = delta.finish_reason {
-                    out.push(self.chunk(
-                        vec![ChatChunkChoice {
-                            index,
-                            delta: ChatDelta::default(),
-                            logprobs: None,
-                            finish_reason: Some(reason.to_string()),
-                        }],
-                        None,
-                    ));
+                    out.push(self.choice_chunk(index, ChatDelta::default(), None, Some(reason)));
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                out.push(
-                    Event::default().data(serde_json::to_string(&e.envelope()).unwrap_or_default()),
-                );
+            Ok(None) => {
+                if self.include_usage {
+                    let usage = Usage::new(self.run.prompt_tokens(), self.run.completion_tokens());
+                    out.push(self.chunk(Vec::new(), Some(usage)));
+                }
+                out.push(Event::default().data("[DONE]"));
                 self.done = true;
-                return out;
             }
-        }
-        if self.choices.iter().all(|c| c.finish_reason.is_some()) {
-            if self.include_usage {
-                let completion = self.choices.iter().map(|c| c.tokens).sum();
-                out.push(self.chunk(Vec::new(), Some(Usage::new(self.prompt_tokens, completion))));
+            Err(e) => {
+                out.push(error_event(&e));
+                out.push(Event::default().data("[DONE]"));
+                self.done = true;
             }
-            out.push(Event::default().data("[DONE]"));
-            self.done = true;
         }
         out
     }
 }
 
-fn stream_chat(
-    state: SharedState,
-    events: flume::Receiver<EngineEvent>,
-    choices: Vec<ChoiceOutput>,
-    id: String,
-    prompt_tokens: usize,
-    include_usage: bool,
-) -> Response {
+fn stream_chat(state: SharedState, run: InFlight, id: String, include_usage: bool) -> Response {
     let s = ChatStream {
         state,
-        events,
-        choices,
+        run,
         id,
         created: unix_now(),
-        prompt_tokens,
         include_usage,
         started: false,
         done: false,

@@ -28,9 +28,23 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
-/// Arguments of `pagoda serve`.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `pagoda serve`. Each can also come from the config file
+/// (`--config`, keys named like the fields below) and from `PAGODA_*`
+/// variables; flags beat variables, variables beat the file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// A TOML config file (default: config/pagoda.toml when it exists).
+    #[arg(long, env = "PAGODA_CONFIG")]
+    pub config: Option<PathBuf>,
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
@@ -44,20 +58,32 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGODA_PORT", default_value_t = 8000)]
     pub port: u16,
     /// Memory of the KV pool, in MiB.
-    #[arg(long, env = "PAGODA_KV_CACHE_MIB", default_value_t = 512)]
+    #[arg(long, env = "PAGODA_KV_CACHE_MIB", default_value_t = 512,
+        value_parser = clap::value_parser!(u64).range(1..))]
     pub kv_cache_mib: u64,
     /// Positions per KV block.
-    #[arg(long, env = "PAGODA_BLOCK_SIZE", default_value_t = 16)]
+    #[arg(long, env = "PAGODA_BLOCK_SIZE", default_value_t = 16,
+        value_parser = positive)]
     pub block_size: usize,
     /// Most sequences running at once.
-    #[arg(long, env = "PAGODA_MAX_NUM_SEQS", default_value_t = 16)]
+    #[arg(long, env = "PAGODA_MAX_NUM_SEQS", default_value_t = 16,
+        value_parser = positive)]
     pub max_num_seqs: usize,
     /// Token budget of one engine step.
-    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 256)]
+    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 256,
+        value_parser = positive)]
     pub max_tokens_per_step: usize,
     /// Most requests waiting; beyond it, 429.
-    #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64)]
+    #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64,
+        value_parser = positive)]
     pub max_waiting: usize,
+    /// Longest a generation may run, in seconds; past it, its choices end
+    /// with finish_reason `length` (0: no limit).
+    #[arg(long, env = "PAGODA_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    pub request_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight requests may still run before they are cut, in seconds.
+    #[arg(long, env = "PAGODA_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
     /// An API key clients must send as `Authorization: Bearer <key>` (repeatable;
     /// env: comma-separated). None: no authentication.
     #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
@@ -70,6 +96,20 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "PAGODA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Testing aid: wait this long before loading the model (shows /health's 503).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_load_delay_ms: u64,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Arguments of `pagoda bench`.

@@ -2,24 +2,28 @@
 //! with `n` choices; choice `i` of prompt `p` is reported as index `p·n + i`.
 
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use pagoda_api::response::{Completion, CompletionChoice, CompletionLogprobs, Usage};
 use pagoda_api::{parse_completion, ApiError, Prompt};
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::EngineEvent;
 
-use crate::api_error::{body_rejection, internal, submit_error, HttpError};
-use crate::generation::{apply_event, engine_request, ChoiceDelta, ChoiceOutput};
+use crate::api_error::{body_rejection, internal, HttpError};
+use crate::auth::RequestId;
+use crate::generation::{engine_request, ChoiceDelta};
+use crate::inflight::{InFlight, RequestLabel};
 use crate::models::check_model;
-use crate::state::{unix_now, AppState, SharedState};
+use crate::sse::{error_event, json_event};
+use crate::state::{unix_now, AppState, Ready, SharedState};
 
+/// The legacy `logprobs` object for `items`, whose text starts at `start`
+/// characters into the choice's text.
 fn legacy_logprobs(
     state: &AppState,
     start: usize,
@@ -50,93 +54,106 @@ fn legacy_logprobs(
 /// One prompt in flight.
 struct Running {
     prompt_text: String,
-    prompt_tokens: usize,
-    events: flume::Receiver<EngineEvent>,
-    choices: Vec<ChoiceOutput>,
+    run: InFlight,
+}
+
+/// Tokenizes text prompts and decodes token prompts (for `echo`).
+async fn encode_prompts(
+    state: &SharedState,
+    prompts: Vec<Prompt>,
+) -> Result<Vec<(String, Vec<u32>)>, ApiError> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        prompts
+            .into_iter()
+            .map(|p| match p {
+                Prompt::Text(t) => {
+                    let ids = st
+                        .tokenizer
+                        .encode(&t, true)
+                        .map_err(|e| internal("tokenizing the prompt", e))?;
+                    Ok((t, ids))
+                }
+                Prompt::Tokens(ids) => {
+                    let text = st.tokenizer.decode(&ids, false).unwrap_or_default();
+                    Ok((text, ids))
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| internal("preparing the prompt", e))?
 }
 
 /// Handles a text completion, streamed or not.
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "openai",
+    request_body = pagoda_api::wire::CompletionBody,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events of `Completion` chunks ending with `data: [DONE]`",
+            content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "An invalid field (`param` names it) or a prompt too long for the context", body = pagoda_api::ErrorEnvelope),
+        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
+        (status = 404, description = "Unknown model", body = pagoda_api::ErrorEnvelope),
+        (status = 413, description = "Body over the size limit", body = pagoda_api::ErrorEnvelope),
+        (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = pagoda_api::ErrorEnvelope),
+        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn completions(
-    State(state): State<SharedState>,
+    Ready(state): Ready,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
+    let arrived = Instant::now();
     let body = body.map_err(body_rejection)?;
     let req = parse_completion(&body)?;
     check_model(&state, req.options.model.as_deref())?;
-    let st = state.clone();
-    let prompts = req.prompts.clone();
-    let encoded =
-        tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<u32>)>, ApiError> {
-            prompts
-                .into_iter()
-                .map(|p| match p {
-                    Prompt::Text(t) => {
-                        let ids = st
-                            .tokenizer
-                            .encode(&t, true)
-                            .map_err(|e| internal("tokenizing the prompt", e))?;
-                        Ok((t, ids))
-                    }
-                    Prompt::Tokens(ids) => {
-                        let text = st.tokenizer.decode(&ids, false).unwrap_or_default();
-                        Ok((text, ids))
-                    }
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| internal("preparing the prompt", e))??;
+    let encoded = encode_prompts(&state, req.prompts.clone()).await?;
+    // Every prompt is checked before any is submitted.
+    let requests = encoded
+        .into_iter()
+        .map(|(text, ids)| Ok((text, engine_request(&state, ids, &req.options)?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let mut running = Vec::new();
-    for (prompt_text, ids) in encoded {
-        let request = engine_request(&state, ids, &req.options)?;
-        let prompt_tokens = request.prompt.len();
-        let stream = state.engine.submit(request).map_err(submit_error)?;
-        running.push(Running {
-            prompt_text,
-            prompt_tokens,
-            events: stream.events,
-            choices: (0..req.options.n)
-                .map(|_| ChoiceOutput::new(req.options.stop.clone()))
-                .collect(),
-        });
+    for (prompt_text, request) in requests {
+        let label = RequestLabel {
+            request_id: request_id.clone(),
+            endpoint: "completions",
+        };
+        let run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
+        running.push(Running { prompt_text, run });
     }
-    let id = format!(
-        "cmpl-{:016x}",
-        unix_now() ^ (running.len() as u64).rotate_left(40) ^ body.len() as u64
-    );
+    let first = running.first().map(|r| r.run.id()).unwrap_or_default();
+    let id = format!("cmpl-{:016x}", first ^ state.created.rotate_left(20));
     let n = req.options.n;
-    let prompt_tokens: usize = running.iter().map(|r| r.prompt_tokens).sum();
     let want_logprobs = req.options.logprobs.is_some();
     if req.options.stream {
-        return Ok(stream_completions(
-            state,
-            running,
+        let opts = StreamOptions {
             id,
             n,
-            prompt_tokens,
-            req.options.include_usage,
-            req.echo,
-        ));
+            include_usage: req.options.include_usage,
+            echo: req.echo,
+            logprobs: want_logprobs,
+        };
+        return Ok(stream_completions(state, running, opts));
     }
 
     let mut choices_out = Vec::new();
-    let mut completion_tokens = 0;
+    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
     for (p, mut r) in running.into_iter().enumerate() {
         let mut texts = vec![String::new(); n];
         let mut lps: Vec<Vec<(String, TokenLogprobs)>> = vec![Vec::new(); n];
-        while r.choices.iter().any(|c| c.finish_reason.is_none()) {
-            let event = r
-                .events
-                .recv_async()
-                .await
-                .map_err(|_| internal("generating", "the engine dropped the request"))?;
-            if let Some((i, delta)) = apply_event(&state, &mut r.choices, event)? {
-                texts[i].push_str(&delta.text);
-                lps[i].extend(delta.logprobs);
-            }
+        while let Some((i, delta)) = r.run.next().await? {
+            texts[i].push_str(&delta.text);
+            lps[i].extend(delta.logprobs);
         }
-        for (i, (c, text)) in r.choices.iter().zip(texts).enumerate() {
-            completion_tokens += c.tokens;
+        prompt_tokens += r.run.prompt_tokens();
+        completion_tokens += r.run.completion_tokens();
+        for (i, (reason, text)) in r.run.finish_reasons().into_iter().zip(texts).enumerate() {
             let prefix = if req.echo {
                 r.prompt_text.clone()
             } else {
@@ -146,7 +163,7 @@ pub async fn completions(
                 index: p * n + i,
                 logprobs: want_logprobs.then(|| legacy_logprobs(&state, prefix.len(), &lps[i])),
                 text: prefix + &text,
-                finish_reason: Some(c.finish_reason.unwrap_or("stop").to_string()),
+                finish_reason: Some(reason.unwrap_or("stop").to_string()),
             });
         }
     }
@@ -162,35 +179,77 @@ pub async fn completions(
     .into_response())
 }
 
-fn chunk(
-    state: &AppState,
-    id: &str,
-    choices: Vec<CompletionChoice>,
-    usage: Option<Usage>,
-) -> Event {
-    let c = Completion {
-        id: id.to_string(),
-        object: "text_completion",
-        created: unix_now(),
-        model: state.model_name.clone(),
-        system_fingerprint: state.fingerprint.clone(),
-        choices,
-        usage,
-    };
-    Event::default().data(serde_json::to_string(&c).unwrap_or_default())
-}
-
-fn stream_completions(
-    state: SharedState,
-    running: Vec<Running>,
+/// What shapes a completion stream.
+struct StreamOptions {
     id: String,
     n: usize,
-    prompt_tokens: usize,
     include_usage: bool,
     echo: bool,
-) -> Response {
+    logprobs: bool,
+}
+
+/// The chunks of one streamed completion (all prompts merged).
+struct CompletionStream {
+    state: SharedState,
+    opts: StreamOptions,
+    created: u64,
+    /// Each choice's text length so far (the `text_offset` of its next token).
+    offsets: Vec<usize>,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+impl CompletionStream {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Event {
+        json_event(&Completion {
+            id: self.opts.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.state.model_name.clone(),
+            system_fingerprint: self.state.fingerprint.clone(),
+            choices,
+            usage,
+        })
+    }
+
+    /// The chunk for one choice's delta, if it carries anything.
+    fn delta_chunk(&mut self, index: usize, delta: ChoiceDelta) -> Option<Event> {
+        if delta.text.is_empty() && delta.finish_reason.is_none() && delta.logprobs.is_empty() {
+            return None;
+        }
+        let start = self.offsets[index];
+        self.offsets[index] += delta.text.len();
+        let logprobs = (self.opts.logprobs && !delta.logprobs.is_empty())
+            .then(|| legacy_logprobs(&self.state, start, &delta.logprobs));
+        let choice = CompletionChoice {
+            index,
+            text: delta.text,
+            logprobs,
+            finish_reason: delta.finish_reason.map(str::to_string),
+        };
+        Some(self.chunk(vec![choice], None))
+    }
+}
+
+/// What one prompt's run yields to the merged stream.
+enum Item {
+    Delta(usize, ChoiceDelta),
+    Finished { prompt: usize, completion: usize },
+    Failed(ApiError),
+}
+
+fn stream_completions(state: SharedState, running: Vec<Running>, opts: StreamOptions) -> Response {
+    let n = opts.n;
+    let mut s = CompletionStream {
+        state,
+        created: unix_now(),
+        offsets: vec![0; running.len() * n],
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        opts,
+    };
     let mut opening = Vec::new();
-    if echo {
+    if s.opts.echo {
         for (p, r) in running.iter().enumerate() {
             for i in 0..n {
                 let c = CompletionChoice {
@@ -199,76 +258,59 @@ fn stream_completions(
                     logprobs: None,
                     finish_reason: None,
                 };
-                opening.push(chunk(&state, &id, vec![c], None));
+                s.offsets[p * n + i] = r.prompt_text.len();
+                opening.push(s.chunk(vec![c], None));
             }
         }
     }
-    let (mut choice_sets, receivers): (Vec<Vec<ChoiceOutput>>, Vec<_>) =
-        running.into_iter().map(|r| (r.choices, r.events)).unzip();
-    let merged = futures_util::stream::select_all(
-        receivers
-            .into_iter()
-            .enumerate()
-            .map(|(p, rx)| rx.into_stream().map(move |e| (p, e)).boxed()),
-    );
-    let total = choice_sets.len() * n;
-    let st = state.clone();
-    let body = merged
-        .scan(0usize, move |finished, (p, event)| {
-            let mut out = Vec::new();
-            match apply_event(&st, &mut choice_sets[p], event) {
-                Ok(Some((
-                    i,
-                    ChoiceDelta {
-                        text,
-                        finish_reason,
-                        ..
-                    },
-                ))) => {
-                    if !text.is_empty() || finish_reason.is_some() {
-                        let c = CompletionChoice {
-                            index: p * n + i,
-                            text,
-                            logprobs: None,
-                            finish_reason: finish_reason.map(str::to_string),
-                        };
-                        out.push(chunk(&st, &id, vec![c], None));
-                    }
-                    if finish_reason.is_some() {
-                        *finished += 1;
-                    }
+    // Each prompt's run as a stream of items, merged as they come.
+    let runs = running.into_iter().enumerate().map(|(p, r)| {
+        futures_util::stream::unfold(Some(r.run), move |run| async move {
+            let mut run = run?;
+            match run.next().await {
+                Ok(Some((i, delta))) => Some((Item::Delta(p * n + i, delta), Some(run))),
+                Ok(None) => {
+                    let item = Item::Finished {
+                        prompt: run.prompt_tokens(),
+                        completion: run.completion_tokens(),
+                    };
+                    Some((item, None))
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    out.push(
-                        Event::default()
-                            .data(serde_json::to_string(&e.envelope()).unwrap_or_default()),
-                    );
-                    out.push(Event::default().data("[DONE]"));
-                    return std::future::ready(Some((out, true)));
-                }
+                Err(e) => Some((Item::Failed(e), None)),
             }
-            if *finished == total {
-                if include_usage {
-                    let completion = choice_sets.iter().flatten().map(|c| c.tokens).sum();
-                    out.push(chunk(
-                        &st,
-                        &id,
-                        Vec::new(),
-                        Some(Usage::new(prompt_tokens, completion)),
-                    ));
-                }
-                out.push(Event::default().data("[DONE]"));
-                return std::future::ready(Some((out, true)));
-            }
-            std::future::ready(Some((out, false)))
         })
-        .scan(false, |ended, (events, last)| {
+        .boxed()
+    });
+    let total = runs.len();
+    let merged = futures_util::stream::select_all(runs);
+    let body = merged
+        .scan((s, 0usize, false), move |(s, finished, ended), item| {
             if *ended {
                 return std::future::ready(None);
             }
-            *ended = last;
-            std::future::ready(Some(events))
+            let mut out = Vec::new();
+            match item {
+                Item::Delta(index, delta) => out.extend(s.delta_chunk(index, delta)),
+                Item::Finished { prompt, completion } => {
+                    s.prompt_tokens += prompt;
+                    s.completion_tokens += completion;
+                    *finished += 1;
+                    if *finished == total {
+                        if s.opts.include_usage {
+                            let usage = Usage::new(s.prompt_tokens, s.completion_tokens);
+                            out.push(s.chunk(Vec::new(), Some(usage)));
+                        }
+                        out.push(Event::default().data("[DONE]"));
+                        *ended = true;
+                    }
+                }
+                Item::Failed(e) => {
+                    out.push(error_event(&e));
+                    out.push(Event::default().data("[DONE]"));
+                    *ended = true;
+                }
+            }
+            std::future::ready(Some(out))
         })
         .flat_map(futures_util::stream::iter);
     let stream = futures_util::stream::iter(opening)

@@ -109,6 +109,28 @@ impl ChoiceOutput {
     }
 }
 
+impl ChoiceOutput {
+    /// Ends the choice now (the request ran out of time): what is held back
+    /// is released and the finish reason is `length`.
+    pub fn cut(&mut self, state: &AppState) -> ChoiceDelta {
+        let mut text = self.decoder.flush(&state.tokenizer).unwrap_or_default();
+        let released = self.stops.push(&text);
+        text = released.text;
+        let reason = if released.stopped {
+            "stop"
+        } else {
+            text.push_str(&self.stops.flush());
+            "length"
+        };
+        self.finish_reason = Some(reason);
+        ChoiceDelta {
+            text,
+            logprobs: Vec::new(),
+            finish_reason: Some(reason),
+        }
+    }
+}
+
 fn reason(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop => "stop",

@@ -6,26 +6,28 @@ mod bench_cmd;
 mod chat;
 mod cli;
 mod completions;
+mod config_file;
 mod generate_cmd;
 mod generation;
 mod health;
+mod inflight;
+mod logging;
+mod metrics;
 mod models;
+mod openapi;
 mod routes;
 mod serve_cmd;
+mod sse;
 mod state;
 mod stop_strings;
 
-use clap::Parser;
-
 fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAGODA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = config_file::parse_cli()?;
+    let format = match &cli.command {
+        cli::Command::Serve(args) => args.log_format,
+        _ => cli::LogFormat::Text,
+    };
+    logging::init(format);
     match cli.command {
         cli::Command::Generate(args) => generate_cmd::run(args),
         cli::Command::Bench(args) => bench_cmd::run(args),

@@ -1,13 +1,13 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`, and the check that a request
 //! names the served model.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::Json;
 use pagoda_api::response::{ModelCard, ModelList};
 use pagoda_api::{ApiError, ErrorKind};
 
 use crate::api_error::HttpError;
-use crate::state::{AppState, SharedState};
+use crate::state::{AppState, Ready};
 
 fn card(state: &AppState) -> ModelCard {
     ModelCard {
@@ -36,7 +36,18 @@ pub fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError
 }
 
 /// Lists the served model.
-pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "The served model", body = ModelList),
+        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
+        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub async fn list(Ready(state): Ready) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
         data: vec![card(&state)],
@@ -44,8 +55,21 @@ pub async fn list(State(state): State<SharedState>) -> Json<ModelList> {
 }
 
 /// Describes one model.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "The model's served name")),
+    responses(
+        (status = 200, description = "The model", body = ModelCard),
+        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
+        (status = 404, description = "No such model", body = pagoda_api::ErrorEnvelope),
+        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn retrieve(
-    State(state): State<SharedState>,
+    Ready(state): Ready,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, HttpError> {
     check_model(&state, Some(&id))?;

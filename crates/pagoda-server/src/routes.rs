@@ -1,5 +1,7 @@
 //! The route table: an index of the API.
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware;
@@ -10,8 +12,19 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api_error::HttpError;
 use crate::auth::{self, ApiKeys};
-use crate::state::SharedState;
-use crate::{chat, completions, health, models};
+use crate::state::ServerState;
+use crate::{chat, completions, health, metrics, models, openapi};
+
+/// Every route's path pattern (for metrics labels).
+pub const ROUTES: [&str; 7] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/models/{id}",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+];
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -43,16 +56,19 @@ pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 }
 
 /// Every route of the server.
-pub fn router(state: SharedState, keys: ApiKeys, cors: Option<CorsLayer>) -> Router {
+pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -> Router {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics_text))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(keys, auth::require_key))
+        .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn(auth::request_id))
         .with_state(state);
     // CORS outermost, so that preflight requests need no API key.

@@ -1,20 +1,27 @@
-//! `pagoda serve`: load the model, start the engine thread, serve the
-//! OpenAI API until SIGTERM or Ctrl-C.
+//! `pagoda serve`: listen at once (`/health` says 503 while loading), load
+//! the model and start the engine thread, serve the OpenAI API until
+//! SIGTERM or Ctrl-C, then stop accepting connections and give in-flight
+//! requests a grace period before cutting them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use pagoda_engine::{EngineCore, EngineHandle, KvBudget, SchedulerConfig};
 use pagoda_models::load_model;
+use tokio::sync::watch;
 
 use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
 use crate::routes::{cors, router};
-use crate::state::{unix_now, AppState};
+use crate::state::{unix_now, AppState, ServerState};
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // Flags are checked before the model is loaded.
-    let cors = cors(&args.cors_origins)?;
+/// Loads the model and starts the engine: the state requests are served from.
+fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
+    if args.debug_load_delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
+    }
     let loaded =
         load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let config = loaded.config().clone();
@@ -38,13 +45,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         scheduler,
     )?;
     let engine = EngineHandle::spawn(core, args.max_waiting)?;
-    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
-        args.model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pagoda".into())
-    });
-    let state = Arc::new(AppState {
+    Ok(AppState {
         engine,
         tokenizer: loaded.tokenizer,
         chat_template: loaded.chat_template,
@@ -53,35 +54,92 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         context_length: config.max_position_embeddings,
         created: unix_now(),
         fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
+        request_timeout: (args.request_timeout_secs > 0)
+            .then(|| Duration::from_secs(args.request_timeout_secs)),
+    })
+}
+
+/// Runs the server until a shutdown signal (or a failed load).
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Flags are checked before anything is loaded.
+    let cors = cors(&args.cors_origins)?;
+    let keys = ApiKeys(
+        args.api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+    );
+    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
+        args.model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pagoda".into())
     });
+    let server = Arc::new(ServerState::new(Metrics::install()?));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let result = runtime.block_on(async {
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, model = %state.model_name, "listening");
-        let keys = ApiKeys(
-            args.api_keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
-        );
+        tracing::info!(address = %listener.local_addr()?, model = %model_name, "listening; loading the model");
         if !keys.0.is_empty() {
             tracing::info!(keys = keys.0.len(), "API keys required on /v1");
         }
-        axum::serve(listener, router(state, keys, cors))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        anyhow::Ok(())
-    })
+        // `stop` turns true on a signal or a failed load.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let signals = tokio::spawn(watch_signals(stop_tx.clone()));
+        let mut stopped = stop_rx.clone();
+        let app = router(server.clone(), keys, cors);
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let loading = tokio::task::spawn_blocking(move || load(&args, model_name));
+        let loaded = loading.await.context("loading the model")?;
+        let failure = match loaded {
+            Ok(app) => {
+                server.set_ready(app);
+                tracing::info!("ready");
+                None
+            }
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                Some(e)
+            }
+        };
+        // Wait for the signal, then at most `grace` for in-flight requests.
+        let mut stopped = stop_rx;
+        let _ = stopped.wait_for(|s| *s).await;
+        signals.abort();
+        match tokio::time::timeout(grace, serving).await {
+            Ok(r) => r.context("the server task")??,
+            Err(_) => tracing::warn!(
+                grace_s = grace.as_secs(),
+                "in-flight requests still running after the grace period: cutting them"
+            ),
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => anyhow::Ok(()),
+        }
+    });
+    // Dropping the tasks closes every request's channel, so the engine
+    // aborts what is left and its thread ends.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(server);
+    result
 }
 
-async fn shutdown_signal() {
+async fn watch_signals(stop: watch::Sender<bool>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -98,4 +156,5 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = stop.send(true);
 }
