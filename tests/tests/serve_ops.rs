@@ -214,6 +214,28 @@ fn openapi_json_describes_every_route() {
     assert!(schemas["CommonFields"]["properties"]["temperature"]["maximum"] == 2);
     assert!(schemas["ChatCompletion"].is_object());
     assert!(schemas["ErrorEnvelope"].is_object());
+    // Every reference resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r.clone());
+                }
+                o.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("a schema reference");
+        assert!(schemas[name].is_object(), "{r} does not resolve");
+    }
 }
 
 #[test]

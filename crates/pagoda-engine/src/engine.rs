@@ -483,6 +483,11 @@ impl EngineCore {
             r.request.sampling.clone(),
         );
         for choice in 1..n {
+            // A choice's first token may have found the listener gone and
+            // aborted the whole request: then no more choices are made.
+            if !self.requests.contains_key(&request_id) {
+                break;
+            }
             let child = self.new_seq();
             let mut params = sampling.clone();
             params.seed = params.seed.map(|s| s.wrapping_add(choice as u64));

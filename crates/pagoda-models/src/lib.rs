@@ -30,6 +30,8 @@ pub mod model;
 pub mod norm;
 pub mod qmatmul;
 mod qmatmul_avx2;
+pub mod qmatmul_int8;
+mod qmatmul_int8_avx2;
 pub mod rope;
 pub mod tensor_source;
 pub mod tokenizer;
@@ -41,6 +43,9 @@ pub use config::{Architecture, ModelConfig};
 pub use detokenizer::IncrementalDecoder;
 pub use error::{ModelError, Result};
 pub use kv_cache::{BlockId, KvLayout, PagedKvCache};
-pub use loader::{load_model, load_tokenizer, LoadedModel, ModelFormat};
+pub use linear::Activations;
+pub use loader::{
+    load_model, load_model_with, load_tokenizer, LoadOptions, LoadedModel, ModelFormat,
+};
 pub use model::CausalLm;
 pub use tokenizer::Tokenizer;

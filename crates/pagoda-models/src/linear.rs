@@ -10,11 +10,37 @@ use crate::error::{ModelError, Result};
 use crate::qmatmul::{DenseMatrix, QuantMatrix};
 use crate::weight::Weight;
 
+/// How pagoda's block kernels (GGUF Q4_0, Q4_1, Q8_0 weights) treat the
+/// activations they multiply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// Kept in f32: results match a dense f32 reference (transformers on
+    /// the dequantized weights) up to summation order.
+    #[default]
+    F32,
+    /// Quantized to 8 bits per 32-value block, as llama.cpp does: integer
+    /// dot products, several times less arithmetic; on the default model
+    /// logits move by up to ~1.5 (of a range of ~30).
+    Int8,
+}
+
+impl Activations {
+    /// The name used in flags and logs (`int8`, `f32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Int8 => "int8",
+            Activations::F32 => "f32",
+        }
+    }
+}
+
 /// Which kernel computes the product.
 #[derive(Debug, Clone)]
 enum Kernel {
     /// pagoda's f32-activation block kernels (Q4_0, Q4_1, Q8_0).
     Blocks(Arc<QuantMatrix>),
+    /// pagoda's 8-bit-activation block kernels (Q4_0, Q4_1, Q8_0).
+    BlocksInt8(Arc<QuantMatrix>),
     /// pagoda's batch-invariant dense f32 kernel.
     Dense(Arc<DenseMatrix>),
     /// candle: dense matrices whose width is not a multiple of 32, and its
@@ -32,8 +58,19 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Builds a layer from a `[out_features, in_features]` weight and an optional bias.
+    /// Builds a layer from a `[out_features, in_features]` weight and an
+    /// optional bias, with f32 activations.
     pub fn new(weight: Weight, bias: Option<Vec<f32>>) -> Result<Self> {
+        Self::with_activations(weight, bias, Activations::F32)
+    }
+
+    /// [`Linear::new`], with block-quantized weights treating activations
+    /// as `activations` says.
+    pub fn with_activations(
+        weight: Weight,
+        bias: Option<Vec<f32>>,
+        activations: Activations,
+    ) -> Result<Self> {
         let dims = weight.dims();
         let [out_features, in_features] = dims[..] else {
             return Err(ModelError::InvalidBatch(format!(
@@ -49,7 +86,10 @@ impl Linear {
             }
         }
         let kernel = match weight {
-            Weight::Blocks(m) => Kernel::Blocks(m),
+            Weight::Blocks(m) => match activations {
+                Activations::F32 => Kernel::Blocks(m),
+                Activations::Int8 => Kernel::BlocksInt8(m),
+            },
             Weight::Quantized(q) => Kernel::Candle(QMatMul::from_arc(q)?),
             Weight::Dense(t) if in_features.is_multiple_of(32) => {
                 let data = t.flatten_all()?.to_vec1::<f32>()?;
@@ -83,6 +123,13 @@ impl Linear {
         debug_assert_eq!(x.len(), rows * self.in_features);
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
+            Kernel::BlocksInt8(m) => {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<crate::qmatmul_int8::Q8Rows> =
+                        std::cell::RefCell::default();
+                }
+                SCRATCH.with_borrow_mut(|scratch| m.matmul_int8(x, rows, scratch))
+            }
             Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;

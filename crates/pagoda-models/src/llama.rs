@@ -15,7 +15,7 @@ use crate::config::ModelConfig;
 use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvLayout, PagedKvCache};
-use crate::linear::Linear;
+use crate::linear::{Activations, Linear};
 use crate::model::CausalLm;
 use crate::norm::RmsNorm;
 use crate::rope::{Rope, RopeAngles};
@@ -64,6 +64,7 @@ fn linear(
     out: usize,
     inp: usize,
     bias: bool,
+    activations: Activations,
 ) -> Result<Linear> {
     let weight = src.require_shape(&format!("{prefix}.weight"), &[out, inp])?;
     let bias = if bias {
@@ -71,12 +72,23 @@ fn linear(
     } else {
         None
     };
-    Linear::new(weight, bias)
+    Linear::with_activations(weight, bias, activations)
 }
 
 impl Llama {
-    /// Builds the model from `src`, checking every tensor's shape against `config`.
+    /// Builds the model from `src`, checking every tensor's shape against
+    /// `config`, with f32 activations.
     pub fn load(config: ModelConfig, src: &dyn TensorSource) -> Result<Self> {
+        Self::load_with(config, src, Activations::F32)
+    }
+
+    /// [`Llama::load`], with block-quantized layers treating activations as
+    /// `act` says.
+    pub fn load_with(
+        config: ModelConfig,
+        src: &dyn TensorSource,
+        act: Activations,
+    ) -> Result<Self> {
         config
             .validate()
             .map_err(|reason| ModelError::InvalidFile {
@@ -104,15 +116,31 @@ impl Llama {
                             c.num_attention_heads * hd,
                             h,
                             c.qkv_bias,
+                            act,
                         )?,
-                        k_proj: linear(src, &format!("{attn}.k_proj"), c.kv_dim(), h, c.qkv_bias)?,
-                        v_proj: linear(src, &format!("{attn}.v_proj"), c.kv_dim(), h, c.qkv_bias)?,
+                        k_proj: linear(
+                            src,
+                            &format!("{attn}.k_proj"),
+                            c.kv_dim(),
+                            h,
+                            c.qkv_bias,
+                            act,
+                        )?,
+                        v_proj: linear(
+                            src,
+                            &format!("{attn}.v_proj"),
+                            c.kv_dim(),
+                            h,
+                            c.qkv_bias,
+                            act,
+                        )?,
                         o_proj: linear(
                             src,
                             &format!("{attn}.o_proj"),
                             h,
                             c.num_attention_heads * hd,
                             false,
+                            act,
                         )?,
                     },
                     post_attention_layernorm: RmsNorm::new(
@@ -126,6 +154,7 @@ impl Llama {
                             c.intermediate_size,
                             h,
                             false,
+                            act,
                         )?,
                         up_proj: linear(
                             src,
@@ -133,6 +162,7 @@ impl Llama {
                             c.intermediate_size,
                             h,
                             false,
+                            act,
                         )?,
                         down_proj: linear(
                             src,
@@ -140,6 +170,7 @@ impl Llama {
                             h,
                             c.intermediate_size,
                             false,
+                            act,
                         )?,
                     },
                 })
@@ -156,9 +187,9 @@ impl Llama {
                     &w,
                     &[c.vocab_size, h],
                 )?;
-                Linear::new(w, None)?
+                Linear::with_activations(w, None, act)?
             }
-            _ => Linear::new(embed_tokens.as_weight(), None)?,
+            _ => Linear::with_activations(embed_tokens.as_weight(), None, act)?,
         };
         let rope = Rope::new(&c.rope);
         Ok(Self {

@@ -27,6 +27,14 @@ pub enum ModelFormat {
     HfSafetensors,
 }
 
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// How the block-quantized kernels treat activations (GGUF Q4_0, Q4_1,
+    /// Q8_0 weights; other weights are unaffected).
+    pub activations: crate::linear::Activations,
+}
+
 /// Everything a server needs from a model path.
 pub struct LoadedModel {
     /// The network.
@@ -77,15 +85,20 @@ fn is_gguf(path: &Path) -> Result<bool> {
 
 /// Loads the model at `path`: a `.gguf` file or a checkpoint directory.
 pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    load_model_with(path, &LoadOptions::default())
+}
+
+/// [`load_model`] with explicit options.
+pub fn load_model_with(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     if meta.is_dir() {
-        return load_hf_dir(path);
+        return load_hf_dir(path, options);
     }
     if is_gguf(path)? {
-        return load_gguf(path);
+        return load_gguf(path, options);
     }
     Err(ModelError::InvalidFile {
         path: path.to_path_buf(),
@@ -122,7 +135,7 @@ pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> 
 }
 
 /// Loads a GGUF file.
-pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
+pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;
     let config = gguf_model_config(&file)?;
     let tokenizer = tokenizer_from_gguf(file.meta())?;
@@ -130,13 +143,16 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
         m.str(k).map(str::to_string)
     })?;
     let chat_template = template(chat_template, &tokenizer)?;
-    let model = Llama::load(config, &file)?;
+    let model = Llama::load_with(config, &file, options.activations)?;
     let file_type = file
         .meta()
         .optional("general.file_type", |m, k| m.u32(k))?
         .map(|t| format!(" (GGUF file type {t})"))
         .unwrap_or_default();
-    let precision = format!("GGUF quantized weights{file_type}, f32 activations");
+    let precision = format!(
+        "GGUF quantized weights{file_type}, {} activations in Q4_0/Q4_1/Q8_0 layers",
+        options.activations.name()
+    );
     Ok(LoadedModel {
         model: Arc::new(model),
         tokenizer,
@@ -149,7 +165,7 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
 }
 
 /// Loads a Hugging Face checkpoint directory.
-pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
+pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let (raw, config) = read_config(dir)?;
     let generation = read_generation_config(dir)?;
     let parts = read_tokenizer(dir, &raw, &generation)?;
@@ -161,7 +177,7 @@ pub fn load_hf_dir(dir: &Path) -> Result<LoadedModel> {
             "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
         ),
     };
-    let model = Llama::load(config, &source)?;
+    let model = Llama::load_with(config, &source, options.activations)?;
     Ok(LoadedModel {
         model: Arc::new(model),
         tokenizer: parts.tokenizer,

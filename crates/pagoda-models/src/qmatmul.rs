@@ -148,6 +148,27 @@ impl QuantMatrix {
     }
 }
 
+impl QuantMatrix {
+    /// `y = x · selfᵀ` for `m` rows of `x` with the activations quantized
+    /// to 8 bits first (llama.cpp's arithmetic, see [`crate::qmatmul_int8`]);
+    /// `scratch` receives the quantized rows and is reused across calls.
+    pub fn matmul_int8(
+        &self,
+        x: &[f32],
+        m: usize,
+        scratch: &mut crate::qmatmul_int8::Q8Rows,
+    ) -> Vec<f32> {
+        debug_assert_eq!(x.len(), m * self.cols);
+        scratch.quantize(x, m, self.cols);
+        let q: &crate::qmatmul_int8::Q8Rows = scratch;
+        let bytes = self.row_bytes();
+        parallel_rows(self.rows, m, |first, rows, out| {
+            let w = &self.data[first * bytes..(first + rows) * bytes];
+            crate::qmatmul_int8::matmul_rows(self.format, w, q, out);
+        })
+    }
+}
+
 /// A dense `[rows, cols]` f32 matrix (`cols` a multiple of 32) multiplied
 /// with the same per-element operations as the block kernels, so that dense
 /// checkpoints are batch-invariant too.

@@ -13,7 +13,7 @@ use pagoda_engine::{
     EngineConfig, EngineCore, EngineEvent, EngineHandle, Request, SamplingParams, SchedulerConfig,
     StopCondition,
 };
-use pagoda_models::load_model;
+use pagoda_models::load_model_with;
 
 use crate::cli::BenchArgs;
 
@@ -46,8 +46,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.max_tokens == 0 || args.rounds == 0 {
         bail!("--prompt-tokens, --max-tokens and --rounds must be positive");
     }
-    let loaded =
-        load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let loaded = load_model_with(&args.model, &args.activations.load_options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let base = "The history of computing is a long story of people finding faster ways to do arithmetic, \
                 from the abacus to mechanical calculators, punched cards, vacuum tubes, transistors and \
                 integrated circuits, and of the programs that made those machines useful. ";

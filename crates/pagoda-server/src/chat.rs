@@ -19,10 +19,10 @@ use pagoda_models::RenderOptions;
 
 use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
-use crate::generation::engine_request;
-use crate::inflight::{InFlight, RequestLabel};
+use crate::generation::{engine_request, token_text};
+use crate::inflight::{Collected, InFlight, RequestLabel};
 use crate::models::check_model;
-use crate::sse::{error_event, json_event};
+use crate::sse::{self, json_event};
 use crate::state::{unix_now, AppState, Ready, SharedState};
 
 fn template_messages(req: &ValidChat) -> Vec<serde_json::Value> {
@@ -56,7 +56,7 @@ fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatL
                     .top
                     .into_iter()
                     .map(|(id, logprob)| {
-                        let token = state.tokenizer.decode(&[id], false).unwrap_or_default();
+                        let token = token_text(state, id);
                         TopLogprob {
                             bytes: token.as_bytes().to_vec(),
                             token,
@@ -106,12 +106,7 @@ async fn prompt_tokens(state: &SharedState, req: &ValidChat) -> Result<Vec<u32>,
     responses(
         (status = 200, description = "The completion; with `stream: true`, server-sent events of `ChatChunk`s ending with `data: [DONE]`",
             content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "An invalid field (`param` names it) or a prompt too long for the context", body = pagoda_api::ErrorEnvelope),
-        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
-        (status = 404, description = "Unknown model", body = pagoda_api::ErrorEnvelope),
-        (status = 413, description = "Body over the size limit", body = pagoda_api::ErrorEnvelope),
-        (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = pagoda_api::ErrorEnvelope),
-        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+        crate::openapi::GenerationErrors,
     ),
     security((), ("bearer" = [])),
 )]
@@ -120,7 +115,7 @@ pub async fn chat_completions(
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let arrived = Instant::now();
+    let (arrived, created) = (Instant::now(), unix_now());
     let body = body.map_err(body_rejection)?;
     let req = parse_chat(&body)?;
     check_model(&state, req.options.model.as_deref())?;
@@ -131,22 +126,17 @@ pub async fn chat_completions(
         endpoint: "chat",
     };
     let mut run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
-    let id = format!("chatcmpl-{:016x}", run.id() ^ state.created.rotate_left(20));
+    let id = run.response_id("chatcmpl");
     if req.options.stream {
-        return Ok(stream_chat(state, run, id, req.options.include_usage));
+        let include_usage = req.options.include_usage;
+        return Ok(stream_chat(state, run, id, created, include_usage));
     }
 
-    let n = run.num_choices();
-    let mut texts = vec![String::new(); n];
-    let mut logprobs: Vec<Vec<(String, TokenLogprobs)>> = vec![Vec::new(); n];
-    while let Some((i, delta)) = run.next().await? {
-        texts[i].push_str(&delta.text);
-        logprobs[i].extend(delta.logprobs);
-    }
+    let Collected { texts, logprobs } = run.collect().await?;
     let body = ChatCompletion {
         id,
         object: "chat.completion",
-        created: unix_now(),
+        created,
         model: state.model_name.clone(),
         system_fingerprint: state.fingerprint.clone(),
         choices: run
@@ -240,16 +230,15 @@ impl ChatStream {
                 }
             }
             Ok(None) => {
-                if self.include_usage {
+                let usage = self.include_usage.then(|| {
                     let usage = Usage::new(self.run.prompt_tokens(), self.run.completion_tokens());
-                    out.push(self.chunk(Vec::new(), Some(usage)));
-                }
-                out.push(Event::default().data("[DONE]"));
+                    self.chunk(Vec::new(), Some(usage))
+                });
+                out.extend(sse::finish(usage));
                 self.done = true;
             }
             Err(e) => {
-                out.push(error_event(&e));
-                out.push(Event::default().data("[DONE]"));
+                out.extend(sse::fail(&e));
                 self.done = true;
             }
         }
@@ -257,12 +246,18 @@ impl ChatStream {
     }
 }
 
-fn stream_chat(state: SharedState, run: InFlight, id: String, include_usage: bool) -> Response {
+fn stream_chat(
+    state: SharedState,
+    run: InFlight,
+    id: String,
+    created: u64,
+    include_usage: bool,
+) -> Response {
     let s = ChatStream {
         state,
         run,
         id,
-        created: unix_now(),
+        created,
         include_usage,
         started: false,
         done: false,

@@ -37,6 +37,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the GGUF Q4_0/Q4_1/Q8_0 kernels treat activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationsArg {
+    /// f32: results match transformers on the dequantized weights.
+    F32,
+    /// 8 bits per 32-value block, as llama.cpp: less arithmetic, noisier logits.
+    Int8,
+}
+
+impl ActivationsArg {
+    /// The load options this choice means.
+    pub fn load_options(self) -> pagoda_models::LoadOptions {
+        pagoda_models::LoadOptions {
+            activations: match self {
+                ActivationsArg::F32 => pagoda_models::Activations::F32,
+                ActivationsArg::Int8 => pagoda_models::Activations::Int8,
+            },
+        }
+    }
+}
+
 /// Arguments of `pagoda serve`. Each can also come from the config file
 /// (`--config`, keys named like the fields below) and from `PAGODA_*`
 /// variables; flags beat variables, variables beat the file.
@@ -48,6 +69,9 @@ pub struct ServeArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    pub activations: ActivationsArg,
     /// The name clients pass as `model` (default: the file name without extension).
     #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -118,6 +142,9 @@ pub struct BenchArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    pub activations: ActivationsArg,
     /// Concurrent requests per cell, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub concurrency: Vec<usize>,
@@ -141,6 +168,9 @@ pub struct GenerateArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    pub activations: ActivationsArg,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,

@@ -16,10 +16,10 @@ use pagoda_engine::sampler::TokenLogprobs;
 
 use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
-use crate::generation::{engine_request, ChoiceDelta};
+use crate::generation::{engine_request, token_text, ChoiceDelta};
 use crate::inflight::{InFlight, RequestLabel};
 use crate::models::check_model;
-use crate::sse::{error_event, json_event};
+use crate::sse::{self, json_event};
 use crate::state::{unix_now, AppState, Ready, SharedState};
 
 /// The legacy `logprobs` object for `items`, whose text starts at `start`
@@ -39,12 +39,7 @@ fn legacy_logprobs(
         lp.top_logprobs.push(
             l.top
                 .iter()
-                .map(|(id, p)| {
-                    (
-                        state.tokenizer.decode(&[*id], false).unwrap_or_default(),
-                        *p,
-                    )
-                })
+                .map(|(id, p)| (token_text(state, *id), *p))
                 .collect(),
         );
     }
@@ -94,12 +89,7 @@ async fn encode_prompts(
     responses(
         (status = 200, description = "The completion; with `stream: true`, server-sent events of `Completion` chunks ending with `data: [DONE]`",
             content((Completion = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "An invalid field (`param` names it) or a prompt too long for the context", body = pagoda_api::ErrorEnvelope),
-        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
-        (status = 404, description = "Unknown model", body = pagoda_api::ErrorEnvelope),
-        (status = 413, description = "Body over the size limit", body = pagoda_api::ErrorEnvelope),
-        (status = 429, description = "The queue is full; retry after `Retry-After` seconds", body = pagoda_api::ErrorEnvelope),
-        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+        crate::openapi::GenerationErrors,
     ),
     security((), ("bearer" = [])),
 )]
@@ -108,7 +98,7 @@ pub async fn completions(
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    let arrived = Instant::now();
+    let (arrived, created) = (Instant::now(), unix_now());
     let body = body.map_err(body_rejection)?;
     let req = parse_completion(&body)?;
     check_model(&state, req.options.model.as_deref())?;
@@ -127,13 +117,16 @@ pub async fn completions(
         let run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
         running.push(Running { prompt_text, run });
     }
-    let first = running.first().map(|r| r.run.id()).unwrap_or_default();
-    let id = format!("cmpl-{:016x}", first ^ state.created.rotate_left(20));
+    let id = running
+        .first()
+        .map(|r| r.run.response_id("cmpl"))
+        .unwrap_or_default();
     let n = req.options.n;
     let want_logprobs = req.options.logprobs.is_some();
     if req.options.stream {
         let opts = StreamOptions {
             id,
+            created,
             n,
             include_usage: req.options.include_usage,
             echo: req.echo,
@@ -142,18 +135,20 @@ pub async fn completions(
         return Ok(stream_completions(state, running, opts));
     }
 
+    // Every prompt's events are read at once, as they come.
+    let collected =
+        futures_util::future::try_join_all(running.iter_mut().map(|r| r.run.collect())).await?;
     let mut choices_out = Vec::new();
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
-    for (p, mut r) in running.into_iter().enumerate() {
-        let mut texts = vec![String::new(); n];
-        let mut lps: Vec<Vec<(String, TokenLogprobs)>> = vec![Vec::new(); n];
-        while let Some((i, delta)) = r.run.next().await? {
-            texts[i].push_str(&delta.text);
-            lps[i].extend(delta.logprobs);
-        }
+    for (p, (r, out)) in running.iter().zip(collected).enumerate() {
         prompt_tokens += r.run.prompt_tokens();
         completion_tokens += r.run.completion_tokens();
-        for (i, (reason, text)) in r.run.finish_reasons().into_iter().zip(texts).enumerate() {
+        let reasons = r.run.finish_reasons();
+        for (i, (reason, (text, lps))) in reasons
+            .into_iter()
+            .zip(out.texts.into_iter().zip(out.logprobs))
+            .enumerate()
+        {
             let prefix = if req.echo {
                 r.prompt_text.clone()
             } else {
@@ -161,7 +156,7 @@ pub async fn completions(
             };
             choices_out.push(CompletionChoice {
                 index: p * n + i,
-                logprobs: want_logprobs.then(|| legacy_logprobs(&state, prefix.len(), &lps[i])),
+                logprobs: want_logprobs.then(|| legacy_logprobs(&state, prefix.len(), &lps)),
                 text: prefix + &text,
                 finish_reason: Some(reason.unwrap_or("stop").to_string()),
             });
@@ -170,7 +165,7 @@ pub async fn completions(
     Ok(Json(Completion {
         id,
         object: "text_completion",
-        created: unix_now(),
+        created,
         model: state.model_name.clone(),
         system_fingerprint: state.fingerprint.clone(),
         choices: choices_out,
@@ -182,6 +177,7 @@ pub async fn completions(
 /// What shapes a completion stream.
 struct StreamOptions {
     id: String,
+    created: u64,
     n: usize,
     include_usage: bool,
     echo: bool,
@@ -242,7 +238,7 @@ fn stream_completions(state: SharedState, running: Vec<Running>, opts: StreamOpt
     let n = opts.n;
     let mut s = CompletionStream {
         state,
-        created: unix_now(),
+        created: opts.created,
         offsets: vec![0; running.len() * n],
         prompt_tokens: 0,
         completion_tokens: 0,
@@ -283,36 +279,35 @@ fn stream_completions(state: SharedState, running: Vec<Running>, opts: StreamOpt
     });
     let total = runs.len();
     let merged = futures_util::stream::select_all(runs);
-    let body = merged
-        .scan((s, 0usize, false), move |(s, finished, ended), item| {
-            if *ended {
-                return std::future::ready(None);
-            }
-            let mut out = Vec::new();
-            match item {
-                Item::Delta(index, delta) => out.extend(s.delta_chunk(index, delta)),
-                Item::Finished { prompt, completion } => {
-                    s.prompt_tokens += prompt;
-                    s.completion_tokens += completion;
-                    *finished += 1;
-                    if *finished == total {
-                        if s.opts.include_usage {
-                            let usage = Usage::new(s.prompt_tokens, s.completion_tokens);
-                            out.push(s.chunk(Vec::new(), Some(usage)));
-                        }
-                        out.push(Event::default().data("[DONE]"));
-                        *ended = true;
-                    }
-                }
-                Item::Failed(e) => {
-                    out.push(error_event(&e));
-                    out.push(Event::default().data("[DONE]"));
-                    *ended = true;
+    // Ends right after `[DONE]`: dropping the merged runs aborts what is left.
+    let body = futures_util::stream::unfold(Some((merged, s, 0usize)), move |driver| async move {
+        let (mut merged, mut s, mut finished) = driver?;
+        let mut out = Vec::new();
+        let mut ended = false;
+        match merged.next().await? {
+            Item::Delta(index, delta) => out.extend(s.delta_chunk(index, delta)),
+            Item::Finished { prompt, completion } => {
+                s.prompt_tokens += prompt;
+                s.completion_tokens += completion;
+                finished += 1;
+                if finished == total {
+                    let usage = s.opts.include_usage.then(|| {
+                        let usage = Usage::new(s.prompt_tokens, s.completion_tokens);
+                        s.chunk(Vec::new(), Some(usage))
+                    });
+                    out.extend(sse::finish(usage));
+                    ended = true;
                 }
             }
-            std::future::ready(Some(out))
-        })
-        .flat_map(futures_util::stream::iter);
+            Item::Failed(e) => {
+                out.extend(sse::fail(&e));
+                ended = true;
+            }
+        }
+        let next = (!ended).then_some((merged, s, finished));
+        Some((out, next))
+    })
+    .flat_map(futures_util::stream::iter);
     let stream = futures_util::stream::iter(opening)
         .chain(body)
         .map(Ok::<Event, Infallible>);

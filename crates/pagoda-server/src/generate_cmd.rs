@@ -8,7 +8,7 @@ use pagoda_engine::{
     EngineConfig, EngineCore, EngineEvent, FinishReason, Request, RequestId, SamplingParams,
     SchedulerConfig, StopCondition,
 };
-use pagoda_models::{load_model, IncrementalDecoder, RenderOptions};
+use pagoda_models::{load_model_with, IncrementalDecoder, RenderOptions};
 
 use crate::cli::GenerateArgs;
 
@@ -20,8 +20,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let load_start = Instant::now();
-    let loaded =
-        load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let loaded = load_model_with(&args.model, &args.activations.load_options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let c = loaded.config();
     tracing::info!(
         path = %loaded.path.display(),

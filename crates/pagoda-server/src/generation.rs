@@ -76,6 +76,11 @@ pub fn engine_request(
     })
 }
 
+/// The text of one token, for log-probability entries.
+pub fn token_text(state: &AppState, id: u32) -> String {
+    state.tokenizer.decode(&[id], false).unwrap_or_default()
+}
+
 /// What a choice produced in one step.
 #[derive(Debug, Default)]
 pub struct ChoiceDelta {
@@ -168,8 +173,7 @@ pub fn apply_event(
                 ..ChoiceDelta::default()
             };
             if let Some(lp) = logprobs {
-                let text = state.tokenizer.decode(&[token], false).unwrap_or_default();
-                delta.logprobs.push((text, lp));
+                delta.logprobs.push((token_text(state, token), lp));
             }
             if released.stopped {
                 c.finish_reason = Some("stop");

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use pagoda_api::ApiError;
+use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, Request, RequestStream};
 
 use crate::api_error::{internal, submit_error};
@@ -22,6 +23,15 @@ pub struct RequestLabel {
     pub request_id: String,
     /// The endpoint (`chat`, `completions`).
     pub endpoint: &'static str,
+}
+
+/// Every choice's output, read to the end.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Each choice's text.
+    pub texts: Vec<String>,
+    /// Each choice's tokens with their log-probabilities (when asked for).
+    pub logprobs: Vec<Vec<(String, TokenLogprobs)>>,
 }
 
 /// A submitted request whose events are being read.
@@ -62,15 +72,33 @@ impl InFlight {
             arrived,
             first_token: None,
             last_token: vec![None; n],
-            deadline: state.request_timeout.map(|t| arrived + t),
+            // A timeout too large to represent means no deadline.
+            deadline: state.request_timeout.and_then(|t| arrived.checked_add(t)),
             timed_out: false,
             done: false,
         })
     }
 
-    /// The engine's id of the request (unique per server run).
-    pub fn id(&self) -> u64 {
-        self.stream.id.0
+    /// A response id, `{prefix}-` and 16 hex digits, unique per server run.
+    pub fn response_id(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{:016x}",
+            self.stream.id.0 ^ self.state.created.rotate_left(20)
+        )
+    }
+
+    /// Reads every event to the end: each choice's text and log-probabilities.
+    pub async fn collect(&mut self) -> Result<Collected, ApiError> {
+        let n = self.choices.len();
+        let mut out = Collected {
+            texts: vec![String::new(); n],
+            logprobs: vec![Vec::new(); n],
+        };
+        while let Some((i, delta)) = self.next().await? {
+            out.texts[i].push_str(&delta.text);
+            out.logprobs[i].extend(delta.logprobs);
+        }
+        Ok(out)
     }
 
     /// Tokens in the prompt.
@@ -111,6 +139,12 @@ impl InFlight {
                 }
             }
             let event = match self.deadline {
+                // Checked before reading: a slow reader with events queued
+                // is cut too.
+                Some(deadline) if Instant::now() >= deadline => {
+                    self.time_out();
+                    continue;
+                }
                 Some(deadline) => {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     match tokio::time::timeout(wait, self.stream.events.recv_async()).await {

@@ -129,7 +129,7 @@ fn describe() {
     describe_counter!("pagoda_engine_steps_total", "Engine steps run.");
     describe_counter!(
         "pagoda_requests_finished_total",
-        "Generation requests ended, by how (stop, length, timeout, aborted)."
+        "Generations ended, by outcome (completed, timeout, aborted, failed)."
     );
     describe_histogram!(
         "pagoda_time_to_first_token_seconds",
@@ -144,7 +144,7 @@ fn describe() {
     describe_histogram!(
         "pagoda_e2e_request_latency_seconds",
         Unit::Seconds,
-        "From a request's arrival to its last token."
+        "From a generation's arrival to its end, whatever the outcome."
     );
 }
 

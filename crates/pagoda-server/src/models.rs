@@ -42,8 +42,7 @@ pub fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError
     tag = "openai",
     responses(
         (status = 200, description = "The served model", body = ModelList),
-        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
-        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+        crate::openapi::ModelErrors,
     ),
     security((), ("bearer" = [])),
 )]
@@ -62,9 +61,7 @@ pub async fn list(Ready(state): Ready) -> Json<ModelList> {
     params(("id" = String, Path, description = "The model's served name")),
     responses(
         (status = 200, description = "The model", body = ModelCard),
-        (status = 401, description = "Missing or wrong API key", body = pagoda_api::ErrorEnvelope),
-        (status = 404, description = "No such model", body = pagoda_api::ErrorEnvelope),
-        (status = 503, description = "The model is still loading", body = pagoda_api::ErrorEnvelope),
+        crate::openapi::ModelErrors,
     ),
     security((), ("bearer" = [])),
 )]

@@ -2,6 +2,7 @@
 //! annotations and the wire types (nothing hand-written).
 
 use axum::Json;
+use pagoda_api::ErrorEnvelope;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -25,6 +26,8 @@ use crate::{chat, completions, health, metrics, models};
         openapi_json,
     ),
     components(schemas(
+        ErrorEnvelope,
+        pagoda_api::error::ErrorBody,
         pagoda_api::response::ChatChunk,
         pagoda_api::response::ChatChunkChoice,
         pagoda_api::response::ChatDelta,
@@ -36,6 +39,49 @@ use crate::{chat, completions, health, metrics, models};
     )
 )]
 pub struct ApiDoc;
+
+/// The error responses of the generation endpoints, all in OpenAI's envelope.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Never built: it describes what `HttpError` answers.
+pub enum GenerationErrors {
+    /// An invalid field (`param` names it), or a prompt plus `max_tokens`
+    /// beyond the context window (`code: context_length_exceeded`).
+    #[response(status = 400)]
+    BadRequest(ErrorEnvelope),
+    /// Missing or wrong API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope),
+    /// An unknown model (`code: model_not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope),
+    /// The body is over the size limit.
+    #[response(status = 413)]
+    TooLarge(ErrorEnvelope),
+    /// The queue is full.
+    #[response(status = 429, headers(("Retry-After" = u32, description = "Seconds to wait")))]
+    QueueFull(ErrorEnvelope),
+    /// A failure inside the server (details only in the log).
+    #[response(status = 500)]
+    Internal(ErrorEnvelope),
+    /// The model is still loading (`code: model_loading`).
+    #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait")))]
+    Loading(ErrorEnvelope),
+}
+
+/// The error responses of the model endpoints.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Never built: it describes what `HttpError` answers.
+pub enum ModelErrors {
+    /// Missing or wrong API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope),
+    /// No such model (`code: model_not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope),
+    /// The model is still loading (`code: model_loading`).
+    #[response(status = 503, headers(("Retry-After" = u32, description = "Seconds to wait")))]
+    Loading(ErrorEnvelope),
+}
 
 /// Declares the `bearer` scheme the `/v1` routes take when API keys are set.
 struct BearerAuth;

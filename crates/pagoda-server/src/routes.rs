@@ -61,7 +61,8 @@ pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
-        .route("/v1/models/{id}", get(models::retrieve))
+        // A wildcard: served names may contain `/` (`org/model`).
+        .route("/v1/models/{*id}", get(models::retrieve))
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pagoda_engine::{EngineCore, EngineHandle, KvBudget, SchedulerConfig};
-use pagoda_models::load_model;
+use pagoda_models::load_model_with;
 use tokio::sync::watch;
 
 use crate::auth::ApiKeys;
@@ -22,8 +22,8 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
     if args.debug_load_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
     }
-    let loaded =
-        load_model(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let loaded = load_model_with(&args.model, &args.activations.load_options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
     let config = loaded.config().clone();
     tracing::info!(
         path = %loaded.path.display(),
@@ -91,42 +91,51 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if !keys.0.is_empty() {
             tracing::info!(keys = keys.0.len(), "API keys required on /v1");
         }
-        // `stop` turns true on a signal or a failed load.
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let signals = tokio::spawn(watch_signals(stop_tx.clone()));
-        let mut stopped = stop_rx.clone();
+        // `signals` counts SIGTERM / Ctrl-C; `stop` closes the listener.
+        let (signal_tx, signal_rx) = watch::channel(0u32);
+        let signals = tokio::spawn(watch_signals(signal_tx));
+        let (stop_tx, mut stop_rx) = watch::channel(false);
         let app = router(server.clone(), keys, cors);
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
+                    let _ = stop_rx.wait_for(|s| *s).await;
                 })
                 .await
         });
         let loading = tokio::task::spawn_blocking(move || load(&args, model_name));
-        let loaded = loading.await.context("loading the model")?;
-        let failure = match loaded {
-            Ok(app) => {
-                server.set_ready(app);
-                tracing::info!("ready");
+        let mut signalled = signal_rx.clone();
+        // A signal while loading stops at once (the load is abandoned).
+        let failure = tokio::select! {
+            loaded = loading => match loaded.context("loading the model")? {
+                Ok(app) => {
+                    server.set_ready(app);
+                    tracing::info!("ready");
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            _ = signalled.wait_for(|n| *n >= 1) => {
+                tracing::info!("stopping before the model finished loading");
                 None
             }
-            Err(e) => {
-                let _ = stop_tx.send(true);
-                Some(e)
-            }
         };
-        // Wait for the signal, then at most `grace` for in-flight requests.
-        let mut stopped = stop_rx;
-        let _ = stopped.wait_for(|s| *s).await;
-        signals.abort();
-        match tokio::time::timeout(grace, serving).await {
-            Ok(r) => r.context("the server task")??,
-            Err(_) => tracing::warn!(
+        if failure.is_none() {
+            let _ = signalled.wait_for(|n| *n >= 1).await;
+        }
+        let _ = stop_tx.send(true);
+        // In-flight requests get `grace` to finish; a second signal cuts them now.
+        tokio::select! {
+            r = serving => r.context("the server task")??,
+            _ = tokio::time::sleep(grace) => tracing::warn!(
                 grace_s = grace.as_secs(),
                 "in-flight requests still running after the grace period: cutting them"
             ),
+            _ = signalled.wait_for(|n| *n >= 2) => tracing::warn!(
+                "second signal: cutting in-flight requests now"
+            ),
         }
+        signals.abort();
         match failure {
             Some(e) => Err(e),
             None => anyhow::Ok(()),
@@ -139,22 +148,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn watch_signals(stop: watch::Sender<bool>) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Counts SIGTERM and Ctrl-C signals into `count`.
+async fn watch_signals(count: watch::Sender<u32>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        let term_recv = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term_recv => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        let n = *count.borrow() + 1;
+        if n == 1 {
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        }
+        let _ = count.send(n);
     }
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    let _ = stop.send(true);
 }
