@@ -281,9 +281,9 @@ fn dequantize_block(format: BlockFormat, b: &[u8], out: &mut [f32]) {
 }
 
 /// Exact f16 → f32 conversions of every bit pattern (256 KiB, built once).
-type F16Table = [f32; 1 << 16];
+pub(crate) type F16Table = [f32; 1 << 16];
 
-fn f16_table() -> &'static F16Table {
+pub(crate) fn f16_table() -> &'static F16Table {
     static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0.0f32; 1 << 16]);

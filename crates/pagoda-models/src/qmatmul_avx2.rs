@@ -258,7 +258,7 @@ fn fused_rows<const BB: usize>(
 /// Sums the eight lanes in a fixed order.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn fold(v: __m256) -> f32 {
+pub(crate) fn fold(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);

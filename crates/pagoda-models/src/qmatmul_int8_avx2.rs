@@ -14,7 +14,8 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::qmatmul::BlockFormat;
+use crate::qmatmul::{f16_table, BlockFormat};
+use crate::qmatmul_avx2::fold;
 use crate::qmatmul_int8::{Q8Rows, QK};
 
 /// Whether this CPU can run these kernels.
@@ -59,24 +60,12 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
             let max = _mm_cvtss_f32(m1);
             let dv = max / 127.0;
             let id = _mm256_set1_ps(if dv > 0.0 { 1.0 / dv } else { 0.0 });
-            let i = [
+            let i = v.map(|vk| {
                 _mm256_cvtps_epi32(_mm256_round_ps(
-                    _mm256_mul_ps(v[0], id),
+                    _mm256_mul_ps(vk, id),
                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                )),
-                _mm256_cvtps_epi32(_mm256_round_ps(
-                    _mm256_mul_ps(v[1], id),
-                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                )),
-                _mm256_cvtps_epi32(_mm256_round_ps(
-                    _mm256_mul_ps(v[2], id),
-                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                )),
-                _mm256_cvtps_epi32(_mm256_round_ps(
-                    _mm256_mul_ps(v[3], id),
-                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                )),
-            ];
+                ))
+            });
             let total =
                 _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
             let t4 = _mm_add_epi32(
@@ -148,31 +137,40 @@ fn tile<const BB: usize, const T: usize>(
 ) {
     let cols = x.cols();
     let nb = cols / QK;
+    assert_eq!(blocks.len(), nb);
+    let table = f16_table();
+    let half = |lo: u8, hi: u8| table[u16::from_le_bytes([lo, hi]) as usize];
     let mut acc = [_mm256_setzero_ps(); T];
     let mut offset = [0.0f32; T];
     let ones = _mm256_set1_epi16(1);
-    let qs = x.qs.as_ptr();
+    // Each row's quantized values and scales.
+    let qs: [&[i8]; T] = std::array::from_fn(|k| &x.qs[(j0 + k) * cols..][..cols]);
+    let ds: [&[f32]; T] = std::array::from_fn(|k| &x.d[(j0 + k) * nb..][..nb]);
+    let ss: [&[f32]; T] = std::array::from_fn(|k| &x.s[(j0 + k) * nb..][..nb]);
     for (i, b) in blocks.iter().enumerate() {
-        let dw = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let dw = half(b[0], b[1]);
+        let mw = if format == BlockFormat::Q4_1 {
+            half(b[2], b[3])
+        } else {
+            0.0
+        };
         let (wv, signed) = unpack(format, b);
         let aw = if signed { _mm256_sign_epi8(wv, wv) } else { wv };
         for k in 0..T {
-            let row = j0 + k;
-            let bi = row * nb + i;
-            // SAFETY: row `row` of `x` holds `cols` = 32 · nb bytes, so block i has 32.
-            let xv = unsafe { _mm256_loadu_si256(qs.add(row * cols + i * QK).cast()) };
+            let q = &qs[k][i * QK..(i + 1) * QK];
+            // SAFETY: `q` holds exactly 32 bytes.
+            let xv = unsafe { _mm256_loadu_si256(q.as_ptr().cast()) };
             let xv = if signed { _mm256_sign_epi8(xv, wv) } else { xv };
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones);
-            let dd = _mm256_set1_ps(dw * x.d[bi]);
+            let dd = _mm256_set1_ps(dw * ds[k][i]);
             acc[k] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[k]);
             if format == BlockFormat::Q4_1 {
-                let mw = f16::from_le_bytes([b[2], b[3]]).to_f32();
-                offset[k] += mw * x.s[bi];
+                offset[k] += mw * ss[k][i];
             }
         }
     }
     for k in 0..T {
-        out[k] = hsum(acc[k]) + offset[k];
+        out[k] = fold(acc[k]) + offset[k];
     }
 }
 
@@ -202,16 +200,4 @@ fn unpack(format: BlockFormat, b: &[u8]) -> (__m256i, bool) {
             (unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }, true)
         }
     }
-}
-
-/// Sums the eight lanes in a fixed order.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
-    let lo = _mm256_castps256_ps128(v);
-    let hi = _mm256_extractf128_ps(v, 1);
-    let s = _mm_add_ps(lo, hi);
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    _mm_cvtss_f32(s)
 }
