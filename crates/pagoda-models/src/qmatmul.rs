@@ -224,14 +224,26 @@ impl DenseMatrix {
 
 /// Runs `task(first_row, rows, out)` over chunks of `n` weight rows in
 /// parallel, each writing `out[r * m + j]`, and returns the result as `[m, n]`.
+/// Products smaller than this many weight-row × activation-row pairs run on
+/// the calling thread: waking the pool costs more than they take.
+const PARALLEL_MIN_ROW_PAIRS: usize = 512;
+
 fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = n.div_ceil(threads * 4).clamp(8, 256);
     let mut out_t = vec![0.0f32; n * m];
-    out_t
-        .par_chunks_mut(rows_per_task * m)
-        .enumerate()
-        .for_each(|(i, chunk)| task(i * rows_per_task, chunk.len() / m, chunk));
+    if n * m < PARALLEL_MIN_ROW_PAIRS || threads == 1 {
+        task(0, n, &mut out_t);
+    } else {
+        out_t
+            .par_chunks_mut(rows_per_task * m)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i * rows_per_task, chunk.len() / m, chunk));
+    }
+    if m == 1 {
+        // `[n, 1]` is already `[1, n]`.
+        return out_t;
+    }
     let mut out = vec![0.0f32; m * n];
     for (r, col) in out_t.chunks_exact(m).enumerate() {
         for (j, &v) in col.iter().enumerate() {
