@@ -522,6 +522,16 @@ mod tests {
                 "top_p",
             ),
             (r#"{"messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
+            // Just past a bound: parsed exactly (serde_json's float_roundtrip),
+            // not rounded onto the bound (found by schemathesis).
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"repetition_penalty":100.00000000000001}"#,
+                "repetition_penalty",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"temperature":2.0000000000000004}"#,
+                "temperature",
+            ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"n":129}"#,
                 "n",

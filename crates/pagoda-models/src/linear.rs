@@ -118,29 +118,65 @@ impl Linear {
         self.out_features
     }
 
+    /// Several projections of the same input (q/k/v, gate/up): block
+    /// kernels of one kind run in a single parallel pass with the input
+    /// prepared once; otherwise each runs on its own. Results equal
+    /// [`Linear::forward`]'s, in order.
+    pub fn forward_group(layers: &[&Linear], x: &[f32], rows: usize) -> Result<Vec<Vec<f32>>> {
+        let blocks = |int8: bool| -> Option<Vec<&QuantMatrix>> {
+            layers
+                .iter()
+                .map(|l| match &l.kernel {
+                    Kernel::Blocks(m) if !int8 => Some(m.as_ref()),
+                    Kernel::BlocksInt8(m) if int8 => Some(m.as_ref()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut outs = if let Some(mats) = blocks(false) {
+            crate::qmatmul::matmul_group(&mats, x, rows, None)
+        } else if let Some(mats) = blocks(true) {
+            with_int8_scratch(|scratch| crate::qmatmul::matmul_group(&mats, x, rows, Some(scratch)))
+        } else {
+            return layers.iter().map(|l| l.forward(x, rows)).collect();
+        };
+        for (l, y) in layers.iter().zip(&mut outs) {
+            l.add_bias(y);
+        }
+        Ok(outs)
+    }
+
+    fn add_bias(&self, y: &mut [f32]) {
+        if let Some(bias) = &self.bias {
+            for row in y.chunks_exact_mut(self.out_features) {
+                row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+            }
+        }
+    }
+
     /// Projects `rows` rows of `in_features` values into `rows` rows of `out_features`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         debug_assert_eq!(x.len(), rows * self.in_features);
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
-            Kernel::BlocksInt8(m) => {
-                thread_local! {
-                    static SCRATCH: std::cell::RefCell<crate::qmatmul_int8::Q8Rows> =
-                        std::cell::RefCell::default();
-                }
-                SCRATCH.with_borrow_mut(|scratch| m.matmul_int8(x, rows, scratch))
-            }
+            Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul_int8(x, rows, scratch)),
             Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
                 w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?
             }
         };
-        if let Some(bias) = &self.bias {
-            for row in y.chunks_exact_mut(self.out_features) {
-                row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
-            }
-        }
+        self.add_bias(&mut y);
         Ok(y)
     }
+}
+
+/// Runs `f` with this thread's buffer for quantized activations (reused
+/// across calls, so the per-token path does not allocate it).
+fn with_int8_scratch<T>(f: impl FnOnce(&mut crate::qmatmul_int8::Q8Rows) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<crate::qmatmul_int8::Q8Rows> =
+            std::cell::RefCell::default();
+    }
+    SCRATCH.with_borrow_mut(f)
 }

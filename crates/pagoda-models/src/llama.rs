@@ -246,9 +246,12 @@ impl SelfAttention {
         cache: &mut PagedKvCache,
     ) -> Result<Vec<f32>> {
         let (c, angles, batch, rows) = (step.config, step.angles, step.batch, step.rows);
-        let mut q = self.q_proj.forward(x, rows)?;
-        let mut k = self.k_proj.forward(x, rows)?;
-        let v = self.v_proj.forward(x, rows)?;
+        let qkv = Linear::forward_group(&[&self.q_proj, &self.k_proj, &self.v_proj], x, rows)?;
+        let Ok([mut q, mut k, v]) = <[Vec<f32>; 3]>::try_from(qkv) else {
+            return Err(ModelError::InvalidBatch(
+                "three projections expected".into(),
+            ));
+        };
         angles.apply(&mut q, c.num_attention_heads, c.head_dim);
         angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
 
@@ -288,8 +291,10 @@ impl SelfAttention {
 
 impl Mlp {
     fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let mut gate = self.gate_proj.forward(x, rows)?;
-        let up = self.up_proj.forward(x, rows)?;
+        let gate_up = Linear::forward_group(&[&self.gate_proj, &self.up_proj], x, rows)?;
+        let Ok([mut gate, up]) = <[Vec<f32>; 2]>::try_from(gate_up) else {
+            return Err(ModelError::InvalidBatch("two projections expected".into()));
+        };
         for (g, u) in gate.iter_mut().zip(&up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
@@ -315,6 +320,15 @@ impl CausalLm for Llama {
     }
 
     fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
+        // The whole pass runs on a pool thread, which then takes part in
+        // every parallel product itself instead of sleeping through it (one
+        // wake-up fewer per fork-join).
+        rayon::scope(|_| self.forward_on_pool(batch, cache))
+    }
+}
+
+impl Llama {
+    fn forward_on_pool(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
         self.check_batch(batch, cache)?;
         let c = &self.config;
         let tokens: Vec<u32> = batch

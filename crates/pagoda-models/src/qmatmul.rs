@@ -136,19 +136,9 @@ impl QuantMatrix {
 
     /// `y = x · selfᵀ` for `m` rows of `x` (each `cols` long); returns `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        debug_assert_eq!(x.len(), m * self.cols);
-        // Per-block sums of the activations (the portable Q4_0/Q4_1 kernels
-        // multiply them by the offsets), computed once per call.
-        let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
-        let bytes = self.row_bytes();
-        parallel_rows(self.rows, m, |first, rows, out| {
-            let w = &self.data[first * bytes..(first + rows) * bytes];
-            matmul_rows(self.format, w, x, &xsums, self.cols, m, out);
-        })
+        matmul_group(&[self], x, m, None).pop().unwrap_or_default()
     }
-}
 
-impl QuantMatrix {
     /// `y = x · selfᵀ` for `m` rows of `x` with the activations quantized
     /// to 8 bits first (llama.cpp's arithmetic, see [`crate::qmatmul_int8`]);
     /// `scratch` receives the quantized rows and is reused across calls.
@@ -158,14 +148,9 @@ impl QuantMatrix {
         m: usize,
         scratch: &mut crate::qmatmul_int8::Q8Rows,
     ) -> Vec<f32> {
-        debug_assert_eq!(x.len(), m * self.cols);
-        scratch.quantize(x, m, self.cols);
-        let q: &crate::qmatmul_int8::Q8Rows = scratch;
-        let bytes = self.row_bytes();
-        parallel_rows(self.rows, m, |first, rows, out| {
-            let w = &self.data[first * bytes..(first + rows) * bytes];
-            crate::qmatmul_int8::matmul_rows(self.format, w, q, out);
-        })
+        matmul_group(&[self], x, m, Some(scratch))
+            .pop()
+            .unwrap_or_default()
     }
 }
 
@@ -224,22 +209,54 @@ impl DenseMatrix {
 
 /// Runs `task(first_row, rows, out)` over chunks of `n` weight rows in
 /// parallel, each writing `out[r * m + j]`, and returns the result as `[m, n]`.
+fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    parallel_parts(&[n], m, |_, first, rows, out| task(first, rows, out))
+        .pop()
+        .unwrap_or_default()
+}
+
 /// Products smaller than this many weight-row × activation-row pairs run on
 /// the calling thread: waking the pool costs more than they take.
 const PARALLEL_MIN_ROW_PAIRS: usize = 512;
 
-fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+/// [`parallel_rows`] for several matrices at once (`parts[p]` rows each) in
+/// one fork-join: `task(part, first_row, rows, out)`. Returns each part's
+/// result as `[m, parts[p]]`.
+fn parallel_parts(
+    parts: &[usize],
+    m: usize,
+    task: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+) -> Vec<Vec<f32>> {
     let threads = rayon::current_num_threads().max(1);
-    let rows_per_task = n.div_ceil(threads * 4).clamp(8, 256);
-    let mut out_t = vec![0.0f32; n * m];
-    if n * m < PARALLEL_MIN_ROW_PAIRS || threads == 1 {
-        task(0, n, &mut out_t);
+    let total: usize = parts.iter().sum();
+    let rows_per_task = total.div_ceil(threads * 4).clamp(8, 256);
+    let mut outs: Vec<Vec<f32>> = parts.iter().map(|&n| vec![0.0f32; n * m]).collect();
+    if total * m < PARALLEL_MIN_ROW_PAIRS || threads == 1 {
+        for (p, (out, &n)) in outs.iter_mut().zip(parts).enumerate() {
+            task(p, 0, n, out);
+        }
     } else {
-        out_t
-            .par_chunks_mut(rows_per_task * m)
+        let chunks: Vec<(usize, usize, &mut [f32])> = outs
+            .iter_mut()
             .enumerate()
-            .for_each(|(i, chunk)| task(i * rows_per_task, chunk.len() / m, chunk));
+            .flat_map(|(p, out)| {
+                out.chunks_mut(rows_per_task * m)
+                    .enumerate()
+                    .map(move |(i, chunk)| (p, i * rows_per_task, chunk))
+            })
+            .collect();
+        chunks
+            .into_par_iter()
+            .for_each(|(p, first, chunk)| task(p, first, chunk.len() / m, chunk));
     }
+    outs.into_iter()
+        .zip(parts)
+        .map(|(out_t, &n)| transpose(out_t, n, m))
+        .collect()
+}
+
+/// `[n, m]` to `[m, n]`.
+fn transpose(out_t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     if m == 1 {
         // `[n, 1]` is already `[1, n]`.
         return out_t;
@@ -251,6 +268,44 @@ fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + S
         }
     }
     out
+}
+
+/// Products of several block matrices with the same `m` activation rows in
+/// one parallel pass (the activations prepared once): returns each
+/// `[m, rows]`. `int8` selects the 8-bit-activation kernels and holds their
+/// quantized rows. Every matrix must have `x`'s width.
+pub fn matmul_group(
+    mats: &[&QuantMatrix],
+    x: &[f32],
+    m: usize,
+    int8: Option<&mut crate::qmatmul_int8::Q8Rows>,
+) -> Vec<Vec<f32>> {
+    let Some(cols) = mats.first().map(|q| q.cols) else {
+        return Vec::new();
+    };
+    assert!(mats.iter().all(|q| q.cols == cols) && x.len() == m * cols);
+    let parts: Vec<usize> = mats.iter().map(|q| q.rows).collect();
+    match int8 {
+        Some(scratch) => {
+            scratch.quantize(x, m, cols);
+            let q: &crate::qmatmul_int8::Q8Rows = scratch;
+            parallel_parts(&parts, m, |p, first, rows, out| {
+                let w = mats[p];
+                let bytes = w.row_bytes();
+                let data = &w.data[first * bytes..(first + rows) * bytes];
+                crate::qmatmul_int8::matmul_rows(w.format, data, q, out);
+            })
+        }
+        None => {
+            let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
+            parallel_parts(&parts, m, |p, first, rows, out| {
+                let w = mats[p];
+                let bytes = w.row_bytes();
+                let data = &w.data[first * bytes..(first + rows) * bytes];
+                matmul_rows(w.format, data, x, &xsums, cols, m, out);
+            })
+        }
+    }
 }
 
 fn sum_block(x: &[f32]) -> f32 {
