@@ -115,9 +115,10 @@ impl ChoiceOutput {
 }
 
 impl ChoiceOutput {
-    /// Ends the choice now (the request ran out of time): what is held back
-    /// is released and the finish reason is `length`.
-    pub fn cut(&mut self, state: &AppState) -> ChoiceDelta {
+    /// Ends the choice with `reason` (the engine finished it, or the
+    /// request ran out of time): what is held back is released, unless it
+    /// completes a stop string, which makes the reason `stop`.
+    pub fn finish(&mut self, state: &AppState, reason: &'static str) -> ChoiceDelta {
         let mut text = self.decoder.flush(&state.tokenizer).unwrap_or_default();
         let released = self.stops.push(&text);
         text = released.text;
@@ -125,7 +126,7 @@ impl ChoiceOutput {
             "stop"
         } else {
             text.push_str(&self.stops.flush());
-            "length"
+            reason
         };
         self.finish_reason = Some(reason);
         ChoiceDelta {
@@ -190,22 +191,7 @@ pub fn apply_event(
             if c.finish_reason.is_some() {
                 return Ok(None);
             }
-            let mut text = c.decoder.flush(&state.tokenizer).unwrap_or_default();
-            let released = c.stops.push(&text);
-            text = released.text;
-            if !released.stopped {
-                text.push_str(&c.stops.flush());
-            }
-            let r = if released.stopped { "stop" } else { reason(r) };
-            c.finish_reason = Some(r);
-            Ok(Some((
-                choice,
-                ChoiceDelta {
-                    text,
-                    logprobs: Vec::new(),
-                    finish_reason: Some(r),
-                },
-            )))
+            Ok(Some((choice, c.finish(state, reason(r)))))
         }
         EngineEvent::Failed(e) => Err(crate::api_error::internal("generating", e)),
     }

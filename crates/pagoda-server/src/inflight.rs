@@ -134,7 +134,7 @@ impl InFlight {
             }
             if self.timed_out {
                 if let Some(i) = self.choices.iter().position(|c| c.finish_reason.is_none()) {
-                    let delta = self.choices[i].cut(&self.state);
+                    let delta = self.choices[i].finish(&self.state, "length");
                     return Ok(Some((i, delta)));
                 }
             }
