@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
+use pagoda_models::panel_matrix::PanelMatrix;
 use pagoda_models::qmatmul_int8::Q8Rows;
 
 /// The best time of several repetitions (the machine is shared).
@@ -41,6 +42,7 @@ fn main() {
         let bytes = q.data().expect("data").into_owned();
         let size = bytes.len() as f64;
         let m = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
+        let panels = PanelMatrix::from_rows(&m);
         let mut scratch = Q8Rows::default();
         for batch in [1usize, 4, 16, 64] {
             let x: Vec<f32> = (0..batch * cols)
@@ -51,7 +53,7 @@ fn main() {
                 std::hint::black_box(m.matmul(&x, batch));
             });
             let int8_secs = best(iters, || {
-                std::hint::black_box(m.matmul_int8(&x, batch, &mut scratch));
+                std::hint::black_box(panels.matmul(&x, batch, &mut scratch));
             });
             let flops = 2.0 * (rows * cols * batch) as f64;
             println!(

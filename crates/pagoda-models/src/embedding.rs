@@ -7,6 +7,8 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::linear::Activations;
+use crate::panel_matrix::PanelMatrix;
 use crate::qmatmul::{DenseMatrix, QuantMatrix};
 use crate::weight::Weight;
 
@@ -15,6 +17,9 @@ use crate::weight::Weight;
 pub enum Embedding {
     /// GGUF blocks in a format pagoda's kernels read, dequantized row by row on lookup.
     Blocks(Arc<QuantMatrix>),
+    /// The same, repacked for the 8-bit-activation kernels (shared with a
+    /// tied output head).
+    Panels(Arc<PanelMatrix>),
     /// Other GGUF tensors, dequantized row by row on lookup by candle.
     Quantized(Arc<QTensor>),
     /// A dense `[vocab, hidden]` f32 table laid out for pagoda's kernel
@@ -29,6 +34,7 @@ impl Embedding {
     pub fn new(weight: Weight) -> Result<Self> {
         Ok(match weight {
             Weight::Blocks(m) => Embedding::Blocks(m),
+            Weight::Panels(m) => Embedding::Panels(m),
             Weight::Quantized(q) => Embedding::Quantized(q),
             Weight::DenseRows(m) => Embedding::DenseRows(m),
             Weight::Dense(t) => match t.dims() {
@@ -43,6 +49,18 @@ impl Embedding {
         })
     }
 
+    /// The table in the layout the output head's kernels want when it is
+    /// tied to it, so that one copy serves both: panels for 8-bit
+    /// activations (row lookups read them as well).
+    pub fn for_activations(self, activations: Activations) -> Self {
+        match (self, activations) {
+            (Embedding::Blocks(m), Activations::Int8) => {
+                Embedding::Panels(Arc::new(PanelMatrix::from_rows(&m)))
+            }
+            (e, _) => e,
+        }
+    }
+
     /// The rows of `ids`, concatenated: `[ids.len(), hidden]`.
     pub fn forward(&self, ids: &[u32], vocab_size: usize) -> Result<Vec<f32>> {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
@@ -52,6 +70,13 @@ impl Embedding {
         }
         let rows = match self {
             Embedding::Blocks(m) => {
+                let mut out = vec![0.0; ids.len() * m.cols()];
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
+                    m.dequantize_row(id as usize, row);
+                }
+                return Ok(out);
+            }
+            Embedding::Panels(m) => {
                 let mut out = vec![0.0; ids.len() * m.cols()];
                 for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
                     m.dequantize_row(id as usize, row);
@@ -79,6 +104,7 @@ impl Embedding {
     pub fn as_weight(&self) -> Weight {
         match self {
             Embedding::Blocks(m) => Weight::Blocks(m.clone()),
+            Embedding::Panels(m) => Weight::Panels(m.clone()),
             Embedding::Quantized(q) => Weight::Quantized(q.clone()),
             Embedding::DenseRows(m) => Weight::DenseRows(m.clone()),
             Embedding::Dense(t) => Weight::Dense(t.clone()),

@@ -7,6 +7,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::panel_matrix::PanelMatrix;
 use crate::qmatmul::{DenseMatrix, QuantMatrix};
 use crate::weight::Weight;
 
@@ -40,7 +41,7 @@ enum Kernel {
     /// pagoda's f32-activation block kernels (Q4_0, Q4_1, Q8_0).
     Blocks(Arc<QuantMatrix>),
     /// pagoda's 8-bit-activation block kernels (Q4_0, Q4_1, Q8_0).
-    BlocksInt8(Arc<QuantMatrix>),
+    BlocksInt8(Arc<PanelMatrix>),
     /// pagoda's batch-invariant dense f32 kernel.
     Dense(Arc<DenseMatrix>),
     /// candle: dense matrices whose width is not a multiple of 32, and its
@@ -88,6 +89,10 @@ impl Linear {
         let kernel = match weight {
             Weight::Blocks(m) => match activations {
                 Activations::F32 => Kernel::Blocks(m),
+                Activations::Int8 => Kernel::BlocksInt8(Arc::new(PanelMatrix::from_rows(&m))),
+            },
+            Weight::Panels(m) => match activations {
+                Activations::F32 => Kernel::Blocks(Arc::new(m.to_rows())),
                 Activations::Int8 => Kernel::BlocksInt8(m),
             },
             Weight::Quantized(q) => Kernel::Candle(QMatMul::from_arc(q)?),
@@ -123,20 +128,26 @@ impl Linear {
     /// prepared once; otherwise each runs on its own. Results equal
     /// [`Linear::forward`]'s, in order.
     pub fn forward_group(layers: &[&Linear], x: &[f32], rows: usize) -> Result<Vec<Vec<f32>>> {
-        let blocks = |int8: bool| -> Option<Vec<&QuantMatrix>> {
-            layers
-                .iter()
-                .map(|l| match &l.kernel {
-                    Kernel::Blocks(m) if !int8 => Some(m.as_ref()),
-                    Kernel::BlocksInt8(m) if int8 => Some(m.as_ref()),
-                    _ => None,
-                })
-                .collect()
-        };
-        let mut outs = if let Some(mats) = blocks(false) {
-            crate::qmatmul::matmul_group(&mats, x, rows, None)
-        } else if let Some(mats) = blocks(true) {
-            with_int8_scratch(|scratch| crate::qmatmul::matmul_group(&mats, x, rows, Some(scratch)))
+        let f32_blocks: Option<Vec<&QuantMatrix>> = layers
+            .iter()
+            .map(|l| match &l.kernel {
+                Kernel::Blocks(m) => Some(m.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let int8_blocks: Option<Vec<&PanelMatrix>> = layers
+            .iter()
+            .map(|l| match &l.kernel {
+                Kernel::BlocksInt8(m) => Some(m.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let mut outs = if let Some(mats) = f32_blocks {
+            crate::qmatmul::matmul_group(&mats, x, rows)
+        } else if let Some(mats) = int8_blocks {
+            with_int8_scratch(|scratch| {
+                crate::panel_matrix::matmul_group(&mats, x, rows, scratch)
+            })
         } else {
             return layers.iter().map(|l| l.forward(x, rows)).collect();
         };
@@ -159,7 +170,7 @@ impl Linear {
         debug_assert_eq!(x.len(), rows * self.in_features);
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
-            Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul_int8(x, rows, scratch)),
+            Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
             Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;

@@ -99,7 +99,8 @@ impl Llama {
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let embed_tokens =
-            Embedding::new(src.require_shape("model.embed_tokens.weight", &[c.vocab_size, h])?)?;
+            Embedding::new(src.require_shape("model.embed_tokens.weight", &[c.vocab_size, h])?)?
+                .for_activations(act);
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");

@@ -121,7 +121,8 @@ impl QuantMatrix {
         self.cols / QK * self.format.block_bytes()
     }
 
-    fn row(&self, r: usize) -> &[u8] {
+    /// Row `r`'s blocks, as stored in the GGUF file.
+    pub fn row_data(&self, r: usize) -> &[u8] {
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
     }
@@ -129,28 +130,14 @@ impl QuantMatrix {
     /// Row `r` dequantized into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let bb = self.format.block_bytes();
-        for (block, out) in self.row(r).chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+        for (block, out) in self.row_data(r).chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
             dequantize_block(self.format, block, out);
         }
     }
 
     /// `y = x · selfᵀ` for `m` rows of `x` (each `cols` long); returns `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        matmul_group(&[self], x, m, None).pop().unwrap_or_default()
-    }
-
-    /// `y = x · selfᵀ` for `m` rows of `x` with the activations quantized
-    /// to 8 bits first (llama.cpp's arithmetic, see [`crate::qmatmul_int8`]);
-    /// `scratch` receives the quantized rows and is reused across calls.
-    pub fn matmul_int8(
-        &self,
-        x: &[f32],
-        m: usize,
-        scratch: &mut crate::qmatmul_int8::Q8Rows,
-    ) -> Vec<f32> {
-        matmul_group(&[self], x, m, Some(scratch))
-            .pop()
-            .unwrap_or_default()
+        matmul_group(&[self], x, m).pop().unwrap_or_default()
     }
 }
 
@@ -210,7 +197,7 @@ impl DenseMatrix {
 /// Runs `task(first_row, rows, out)` over chunks of `n` weight rows in
 /// parallel, each writing `out[r * m + j]`, and returns the result as `[m, n]`.
 fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
-    parallel_parts(&[n], m, |_, first, rows, out| task(first, rows, out))
+    parallel_parts(&[n], 1, m, |_, first, rows, out| task(first, rows, out))
         .pop()
         .unwrap_or_default()
 }
@@ -220,19 +207,26 @@ fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + S
 const PARALLEL_MIN_ROW_PAIRS: usize = 512;
 
 /// [`parallel_rows`] for several matrices at once (`parts[p]` rows each) in
-/// one fork-join: `task(part, first_row, rows, out)`. Returns each part's
-/// result as `[m, parts[p]]`.
-fn parallel_parts(
+/// one fork-join: `task(part, first_row, rows, out)`, with `first_row` and
+/// `rows` multiples of `align` (a last chunk is padded up to one: its output
+/// rows past the part's end are dropped). Returns each part's result as
+/// `[m, parts[p]]`.
+pub(crate) fn parallel_parts(
     parts: &[usize],
+    align: usize,
     m: usize,
     task: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
 ) -> Vec<Vec<f32>> {
     let threads = rayon::current_num_threads().max(1);
-    let total: usize = parts.iter().sum();
-    let rows_per_task = total.div_ceil(threads * 4).clamp(8, 256);
-    let mut outs: Vec<Vec<f32>> = parts.iter().map(|&n| vec![0.0f32; n * m]).collect();
+    let padded: Vec<usize> = parts.iter().map(|&n| n.next_multiple_of(align)).collect();
+    let total: usize = padded.iter().sum();
+    let rows_per_task = total
+        .div_ceil(threads * 4)
+        .clamp(8, 256)
+        .next_multiple_of(align);
+    let mut outs: Vec<Vec<f32>> = padded.iter().map(|&n| vec![0.0f32; n * m]).collect();
     if total * m < PARALLEL_MIN_ROW_PAIRS || threads == 1 {
-        for (p, (out, &n)) in outs.iter_mut().zip(parts).enumerate() {
+        for (p, (out, &n)) in outs.iter_mut().zip(&padded).enumerate() {
             task(p, 0, n, out);
         }
     } else {
@@ -255,14 +249,15 @@ fn parallel_parts(
         .collect()
 }
 
-/// `[n, m]` to `[m, n]`.
-fn transpose(out_t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+/// The first `n` rows of `[n', m]` (`n' >= n`) as `[m, n]`.
+fn transpose(mut out_t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
     if m == 1 {
         // `[n, 1]` is already `[1, n]`.
+        out_t.truncate(n);
         return out_t;
     }
     let mut out = vec![0.0f32; m * n];
-    for (r, col) in out_t.chunks_exact(m).enumerate() {
+    for (r, col) in out_t.chunks_exact(m).take(n).enumerate() {
         for (j, &v) in col.iter().enumerate() {
             out[j * n + r] = v;
         }
@@ -272,40 +267,20 @@ fn transpose(out_t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
 
 /// Products of several block matrices with the same `m` activation rows in
 /// one parallel pass (the activations prepared once): returns each
-/// `[m, rows]`. `int8` selects the 8-bit-activation kernels and holds their
-/// quantized rows. Every matrix must have `x`'s width.
-pub fn matmul_group(
-    mats: &[&QuantMatrix],
-    x: &[f32],
-    m: usize,
-    int8: Option<&mut crate::qmatmul_int8::Q8Rows>,
-) -> Vec<Vec<f32>> {
+/// `[m, rows]`. Every matrix must have `x`'s width.
+pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
     let Some(cols) = mats.first().map(|q| q.cols) else {
         return Vec::new();
     };
     assert!(mats.iter().all(|q| q.cols == cols) && x.len() == m * cols);
     let parts: Vec<usize> = mats.iter().map(|q| q.rows).collect();
-    match int8 {
-        Some(scratch) => {
-            scratch.quantize(x, m, cols);
-            let q: &crate::qmatmul_int8::Q8Rows = scratch;
-            parallel_parts(&parts, m, |p, first, rows, out| {
-                let w = mats[p];
-                let bytes = w.row_bytes();
-                let data = &w.data[first * bytes..(first + rows) * bytes];
-                crate::qmatmul_int8::matmul_rows(w.format, data, q, out);
-            })
-        }
-        None => {
-            let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
-            parallel_parts(&parts, m, |p, first, rows, out| {
-                let w = mats[p];
-                let bytes = w.row_bytes();
-                let data = &w.data[first * bytes..(first + rows) * bytes];
-                matmul_rows(w.format, data, x, &xsums, cols, m, out);
-            })
-        }
-    }
+    let xsums: Vec<f32> = x.chunks_exact(QK).map(sum_block).collect();
+    parallel_parts(&parts, 1, m, |p, first, rows, out| {
+        let w = mats[p];
+        let bytes = w.row_bytes();
+        let data = &w.data[first * bytes..(first + rows) * bytes];
+        matmul_rows(w.format, data, x, &xsums, cols, m, out);
+    })
 }
 
 fn sum_block(x: &[f32]) -> f32 {
@@ -323,7 +298,7 @@ fn fold(lanes: [f32; LANES]) -> f32 {
         + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
 }
 
-fn dequantize_block(format: BlockFormat, b: &[u8], out: &mut [f32]) {
+pub(crate) fn dequantize_block(format: BlockFormat, b: &[u8], out: &mut [f32]) {
     let d = read_f16(b);
     match format {
         BlockFormat::Q4_0 => {
@@ -623,7 +598,7 @@ mod tests {
                 );
                 let xs: Vec<f32> = xr.chunks_exact(QK).map(sum_block).collect();
                 for (r, value) in alone.iter().enumerate() {
-                    let portable = dot_row_generic(format, m.row(r), xr, &xs);
+                    let portable = dot_row_generic(format, m.row_data(r), xr, &xs);
                     let tol = 1e-5 * (1.0 + portable.abs());
                     assert!(
                         (portable - value).abs() <= tol,

@@ -1,20 +1,12 @@
-//! Block-quantized matrix products with **8-bit activations**, as llama.cpp
-//! computes them: each activation row is quantized per 32-value block
-//! (`d = max|x| / 127`, `q = round(x / d)`, like ggml's Q8_1, scales rounded
-//! through f16 as ggml stores them), and each weight block meets it in an
-//! integer dot product; only the per-block scale products are floating
-//! point. Four to eight times less arithmetic than the f32-activation
-//! kernels of [`crate::qmatmul`], for logits within ~0.1 of them.
-//!
-//! Batch invariance holds: a row is quantized on its own, and every output
-//! element is the same sequence of operations (blocks in order, one
-//! accumulator folded in a fixed order) whatever the number of rows. The
-//! portable build here is the reference the AVX2 build
-//! ([`crate::qmatmul_int8_avx2`]) is tested against.
+//! Activations quantized to **8 bits** per 32-value block, as llama.cpp
+//! does before its integer dot products: `d = max|x| / 127`,
+//! `q = round(x / d)` (ties to even), plus `s = d · Σq` for Q4_1's offset
+//! (like ggml's Q8_1), scales rounded through f16 as ggml stores them. The
+//! products themselves are [`crate::panel_matrix`]'s. A row is quantized on
+//! its own, so batch invariance holds. The portable quantizer here is the
+//! reference the AVX2 one ([`crate::qmatmul_int8_avx2`]) is tested against.
 
 use half::f16;
-
-use crate::qmatmul::BlockFormat;
 
 /// Values per block.
 pub(crate) const QK: usize = 32;
@@ -92,105 +84,36 @@ pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     (f16_round(d), f16_round(d * sum as f32))
 }
 
-/// One weight block's integer dot product with 32 quantized activations.
-fn block_isum(format: BlockFormat, b: &[u8], q: &[i8]) -> i32 {
-    match format {
-        BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-            let (qs, offset) = match format {
-                BlockFormat::Q4_0 => (&b[2..18], 8),
-                _ => (&b[4..20], 0),
-            };
-            let mut s = 0i32;
-            for j in 0..16 {
-                s += ((qs[j] & 0x0F) as i32 - offset) * q[j] as i32;
-                s += ((qs[j] >> 4) as i32 - offset) * q[j + 16] as i32;
-            }
-            s
-        }
-        BlockFormat::Q8_0 => b[2..34]
-            .iter()
-            .zip(q)
-            .map(|(&w, &x)| (w as i8) as i32 * x as i32)
-            .sum(),
-    }
-}
-
-fn read_f16(b: &[u8]) -> f32 {
-    f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// The portable dot product of one weight row with one quantized
-/// activation row (`first_block` indexes the row's scales).
-pub(crate) fn dot_row_generic(
-    format: BlockFormat,
-    w: &[u8],
-    q: &[i8],
-    d: &[f32],
-    s: &[f32],
-) -> f32 {
-    let bb = format.block_bytes();
-    let mut acc = 0.0f32;
-    let mut offset = 0.0f32;
-    for (((b, qb), &dx), &sx) in w.chunks_exact(bb).zip(q.chunks_exact(QK)).zip(d).zip(s) {
-        let dw = read_f16(b);
-        acc += (dw * dx) * block_isum(format, b, qb) as f32;
-        if format == BlockFormat::Q4_1 {
-            offset += read_f16(&b[2..]) * sx;
-        }
-    }
-    acc + offset
-}
-
-/// `out[r * m + j] = w_r · x_j` for whole weight rows `w` and all rows of
-/// `x`, on the widest build the CPU supports.
-pub(crate) fn matmul_rows(format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::qmatmul_int8_avx2::available() {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            unsafe { crate::qmatmul_int8_avx2::matmul_rows(format, w, x, out) };
-            return;
-        }
-    }
-    let (m, cols) = (x.rows, x.cols);
-    let blocks = cols / QK;
-    let row_bytes = blocks * format.block_bytes();
-    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
-        for (j, o) in o.iter_mut().enumerate() {
-            let bs = j * blocks..(j + 1) * blocks;
-            *o = dot_row_generic(
-                format,
-                wr,
-                &x.qs[j * cols..(j + 1) * cols],
-                &x.d[bs.clone()],
-                &x.s[bs],
-            );
-        }
-    }
-}
-
+/// Random weights and activations for the kernels' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::qmatmul::QuantMatrix;
+pub(crate) mod test_data {
+    use half::f16;
 
-    /// A small xorshift generator: tests need no external randomness.
-    struct Rng(u32);
+    use super::QK;
+    use crate::qmatmul::BlockFormat;
+        /// A small xorshift generator: tests need no external randomness.
+    pub(crate) struct Rng(pub(crate) u32);
 
     impl Rng {
-        fn next(&mut self) -> u32 {
+        pub(crate) fn next(&mut self) -> u32 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 17;
             self.0 ^= self.0 << 5;
             self.0
         }
 
-        fn f32(&mut self) -> f32 {
+        pub(crate) fn f32(&mut self) -> f32 {
             (self.next() % 20_001) as f32 / 10_000.0 - 1.0
         }
     }
 
-    fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    /// `rows × cols` random weights in `format`'s GGUF blocks, with sane scales.
+    pub(crate) fn random_blocks(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        rng: &mut Rng,
+    ) -> Vec<u8> {
         let bb = format.block_bytes();
         let mut data = vec![0u8; rows * cols / QK * bb];
         for block in data.chunks_exact_mut(bb) {
@@ -207,17 +130,21 @@ mod tests {
         data
     }
 
-    fn activations(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
+    /// Random activations with an all-zero block and a block with one outlier.
+    pub(crate) fn activations(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
         let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.f32() * 3.0).collect();
-        // An all-zero block and a block with one outlier.
         x[..QK].fill(0.0);
         if x.len() > 2 * QK {
             x[QK + 5] = 40.0;
         }
         x
     }
+}
 
-    const FORMATS: [BlockFormat; 3] = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0];
+#[cfg(test)]
+mod tests {
+    use super::test_data::{activations, Rng};
+    use super::*;
 
     #[test]
     fn quantization_matches_the_portable_reference_bit_for_bit() {
@@ -240,88 +167,6 @@ mod tests {
                 err <= d * (0.5 + 127.0 / 2048.0) + 1e-6,
                 "block {b}: error {err} for d {d}"
             );
-        }
-    }
-
-    #[test]
-    fn the_fast_build_matches_the_portable_dot_products() {
-        let mut rng = Rng(11);
-        for format in FORMATS {
-            for (rows, cols, m) in [(3, 32, 1), (5, 96, 3), (7, 160, 5), (2, 64, 8), (9, 576, 6)] {
-                let w = random_blocks(format, rows, cols, &mut rng);
-                let x = activations(m, cols, &mut rng);
-                let mut q = Q8Rows::default();
-                q.quantize(&x, m, cols);
-                let mut out = vec![0.0f32; rows * m];
-                matmul_rows(format, &w, &q, &mut out);
-                let row_bytes = cols / QK * format.block_bytes();
-                let blocks = cols / QK;
-                for r in 0..rows {
-                    for j in 0..m {
-                        let bs = j * blocks..(j + 1) * blocks;
-                        let want = dot_row_generic(
-                            format,
-                            &w[r * row_bytes..(r + 1) * row_bytes],
-                            &q.qs[j * cols..(j + 1) * cols],
-                            &q.d[bs.clone()],
-                            &q.s[bs],
-                        );
-                        let got = out[r * m + j];
-                        assert!(
-                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                            "{format:?} {rows}x{cols} m={m} [{r},{j}]: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn int8_products_stay_close_to_f32_ones_and_are_batch_invariant() {
-        let mut rng = Rng(23);
-        let (rows, cols, m) = (37, 320, 7);
-        for format in FORMATS {
-            let w = random_blocks(format, rows, cols, &mut rng);
-            let matrix = QuantMatrix::new(format, rows, cols, w).expect("matrix");
-            let x = activations(m, cols, &mut rng);
-            let exact = matrix.matmul(&x, m);
-            let mut scratch = Q8Rows::default();
-            let fast = matrix.matmul_int8(&x, m, &mut scratch);
-            let mut deq = vec![0.0f32; cols];
-            for r in 0..rows {
-                matrix.dequantize_row(r, &mut deq);
-                for j in 0..m {
-                    // The error of 8-bit activations: at most half a step per value.
-                    let xr = &x[j * cols..(j + 1) * cols];
-                    let bound: f32 = deq
-                        .chunks_exact(QK)
-                        .zip(xr.chunks_exact(QK))
-                        .map(|(wb, xb)| {
-                            let d = xb.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
-                            wb.iter().map(|w| w.abs()).sum::<f32>() * d * 0.5
-                        })
-                        .sum::<f32>()
-                        * 1.05
-                        + 1e-3;
-                    let (e, f) = (exact[j * rows + r], fast[j * rows + r]);
-                    assert!(
-                        (e - f).abs() <= bound,
-                        "{format:?} [{j},{r}]: {f} vs {e} (bound {bound})"
-                    );
-                }
-            }
-            for j in 0..m {
-                let alone = matrix.matmul_int8(&x[j * cols..(j + 1) * cols], 1, &mut scratch);
-                assert_eq!(
-                    alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    fast[j * rows..(j + 1) * rows]
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect::<Vec<_>>(),
-                    "{format:?}: row {j} alone equals row {j} in a batch of {m}, bit for bit"
-                );
-            }
         }
     }
 }

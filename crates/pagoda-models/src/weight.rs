@@ -6,6 +6,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::panel_matrix::PanelMatrix;
 use crate::qmatmul::{DenseMatrix, QuantMatrix};
 
 /// One weight tensor of a checkpoint.
@@ -20,6 +21,9 @@ pub enum Weight {
     /// A dense matrix already laid out for pagoda's f32 kernel (shared, e.g.
     /// by a tied embedding and output head).
     DenseRows(Arc<DenseMatrix>),
+    /// GGUF blocks already repacked for the 8-bit-activation kernels
+    /// (shared, e.g. by a tied embedding and output head).
+    Panels(Arc<PanelMatrix>),
 }
 
 impl Weight {
@@ -30,6 +34,7 @@ impl Weight {
             Weight::Quantized(q) => q.shape().dims().to_vec(),
             Weight::Dense(t) => t.dims().to_vec(),
             Weight::DenseRows(m) => vec![m.rows(), m.cols()],
+            Weight::Panels(m) => vec![m.rows(), m.cols()],
         }
     }
 
@@ -40,6 +45,7 @@ impl Weight {
             Weight::Quantized(q) => format!("{:?}", q.dtype()),
             Weight::Dense(t) => format!("{:?}", t.dtype()),
             Weight::DenseRows(_) => "F32".to_string(),
+            Weight::Panels(m) => format!("{:?}", m.format()),
         }
     }
 
@@ -47,6 +53,13 @@ impl Weight {
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let dense = match self {
             Weight::Blocks(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                return Ok(out);
+            }
+            Weight::Panels(m) => {
                 let mut out = vec![0.0; m.rows() * m.cols()];
                 for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
                     m.dequantize_row(r, row);
@@ -66,7 +79,7 @@ impl Weight {
     /// Whether this is stored in a block-quantized GGUF type (not F16/F32).
     pub fn is_block_quantized(&self) -> bool {
         match self {
-            Weight::Blocks(_) => true,
+            Weight::Blocks(_) | Weight::Panels(_) => true,
             Weight::Quantized(q) => {
                 !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
             }
