@@ -36,6 +36,7 @@ mod qmatmul_avx2;
 pub mod qmatmul_int8;
 mod qmatmul_int8_avx2;
 pub mod rope;
+pub mod team;
 pub mod tensor_source;
 pub mod tokenizer;
 pub mod weight;

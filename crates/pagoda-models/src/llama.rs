@@ -321,15 +321,12 @@ impl CausalLm for Llama {
     }
 
     fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
-        // The whole pass runs on a pool thread, which then takes part in
-        // every parallel product itself instead of sleeping through it (one
-        // wake-up fewer per fork-join).
-        rayon::scope(|_| self.forward_on_pool(batch, cache))
+        self.forward_batch(batch, cache)
     }
 }
 
 impl Llama {
-    fn forward_on_pool(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
+    fn forward_batch(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
         self.check_batch(batch, cache)?;
         let c = &self.config;
         let tokens: Vec<u32> = batch

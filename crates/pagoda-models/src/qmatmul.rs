@@ -13,10 +13,9 @@
 //! in a fixed order; the AVX2 build is in [`crate::qmatmul_avx2`]. Block
 //! layouts follow ggml's `ggml-common.h`.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use half::f16;
-use rayon::prelude::*;
 
 /// Values per block for the three formats.
 const QK: usize = 32;
@@ -217,7 +216,8 @@ pub(crate) fn parallel_parts(
     m: usize,
     task: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
 ) -> Vec<Vec<f32>> {
-    let threads = rayon::current_num_threads().max(1);
+    let team = crate::team::Team::global();
+    let threads = team.threads();
     let padded: Vec<usize> = parts.iter().map(|&n| n.next_multiple_of(align)).collect();
     let total: usize = padded.iter().sum();
     let rows_per_task = total
@@ -230,18 +230,21 @@ pub(crate) fn parallel_parts(
             task(p, 0, n, out);
         }
     } else {
-        let chunks: Vec<(usize, usize, &mut [f32])> = outs
+        let chunks: Vec<Mutex<(usize, usize, &mut [f32])>> = outs
             .iter_mut()
             .enumerate()
             .flat_map(|(p, out)| {
                 out.chunks_mut(rows_per_task * m)
                     .enumerate()
-                    .map(move |(i, chunk)| (p, i * rows_per_task, chunk))
+                    .map(move |(i, chunk)| Mutex::new((p, i * rows_per_task, chunk)))
             })
             .collect();
-        chunks
-            .into_par_iter()
-            .for_each(|(p, first, chunk)| task(p, first, chunk.len() / m, chunk));
+        team.run(chunks.len(), &|i| {
+            let mut chunk = chunks[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (p, first, ref mut out) = *chunk;
+            let rows = out.len() / m;
+            task(p, first, rows, out);
+        });
     }
     outs.into_iter()
         .zip(parts)
