@@ -45,7 +45,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             str(pagoda_bin()), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--model", str(MODEL), "--served-model-name", MODEL_NAME, *extra,
+            "--model", str(MODEL), "--served-model-name", MODEL_NAME,
+            # f32 activations: greedy answers are transformers' exactly (the
+            # default, int8, follows llama.cpp's), so tests can expect "Paris".
+            "--activations", "f32", *extra,
         ]
         env = dict(os.environ, PAGODA_LOG="warn")
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)

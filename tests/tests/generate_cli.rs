@@ -16,6 +16,8 @@ fn chat_greedy_answers_the_capital_question() {
         "--max-tokens",
         "32",
         "--print-ids",
+        "--activations",
+        "f32",
     ]);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "stderr: {stderr}");
@@ -32,6 +34,24 @@ fn chat_greedy_answers_the_capital_question() {
         stderr.contains("tok/s decode") && stderr.contains("finish: Stop"),
         "stderr: {stderr}"
     );
+}
+
+#[test]
+fn the_default_int8_activations_complete_the_capital_sentence() {
+    let model = default_model();
+    let out = run_pagoda(&[
+        "generate",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "3",
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stdout.starts_with(" Paris."), "stdout: {stdout:?}");
+    assert!(stderr.contains("int8 activations"), "stderr: {stderr}");
 }
 
 #[test]

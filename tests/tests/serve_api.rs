@@ -35,7 +35,9 @@ fn sse_payloads(body: &str) -> Vec<String> {
 
 #[test]
 fn chat_models_health_and_errors() {
-    let server = Server::start(&["--served-model-name", "smollm2"]);
+    // f32 activations: greedy text is transformers' exactly, so it can be
+    // asserted word for word (the default, int8, follows llama.cpp's).
+    let server = Server::start(&["--served-model-name", "smollm2", "--activations", "f32"]);
 
     let health = server.request("GET", "/health", None).expect("health");
     assert_eq!(health.status, 200);

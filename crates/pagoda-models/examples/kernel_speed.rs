@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
 use pagoda_models::panel_matrix::PanelMatrix;
+use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
 use pagoda_models::qmatmul_int8::Q8Rows;
 
 /// The best time of several repetitions (the machine is shared).

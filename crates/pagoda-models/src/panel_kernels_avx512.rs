@@ -112,7 +112,10 @@ fn tile<const F: u8, const T: usize>(panel: &[u8], x: &Q8Rows, j0: usize, o: &mu
             };
             let q = p.add(sb);
             let (lo, hi) = if F == 2 {
-                (_mm512_loadu_si512(q.cast()), _mm512_loadu_si512(q.add(64).cast()))
+                (
+                    _mm512_loadu_si512(q.cast()),
+                    _mm512_loadu_si512(q.add(64).cast()),
+                )
             } else {
                 let v = _mm512_loadu_si512(q.cast());
                 (

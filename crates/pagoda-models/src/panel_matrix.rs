@@ -362,7 +362,10 @@ mod tests {
                 let bytes = random_blocks(format, rows, cols, &mut rng);
                 let rowwise = QuantMatrix::new(format, rows, cols, bytes.clone()).expect("matrix");
                 let panels = PanelMatrix::from_rows(&rowwise);
-                assert_eq!(panels.to_rows().row_data(rows - 1), rowwise.row_data(rows - 1));
+                assert_eq!(
+                    panels.to_rows().row_data(rows - 1),
+                    rowwise.row_data(rows - 1)
+                );
                 let (mut a, mut b) = (vec![0.0; cols], vec![0.0; cols]);
                 for r in 0..rows {
                     rowwise.dequantize_row(r, &mut a);

@@ -129,7 +129,11 @@ impl QuantMatrix {
     /// Row `r` dequantized into `out` (`cols` values): an embedding lookup.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let bb = self.format.block_bytes();
-        for (block, out) in self.row_data(r).chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
+        for (block, out) in self
+            .row_data(r)
+            .chunks_exact(bb)
+            .zip(out.chunks_exact_mut(QK))
+        {
             dequantize_block(self.format, block, out);
         }
     }

@@ -91,7 +91,7 @@ pub(crate) mod test_data {
 
     use super::QK;
     use crate::qmatmul::BlockFormat;
-        /// A small xorshift generator: tests need no external randomness.
+    /// A small xorshift generator: tests need no external randomness.
     pub(crate) struct Rng(pub(crate) u32);
 
     impl Rng {

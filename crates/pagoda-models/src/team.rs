@@ -147,9 +147,10 @@ impl Team {
         // for tasks claimed under this job's number, and this call returns
         // only after every task has completed, so no call outlives it.
         let job = ErasedJob(unsafe {
-            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(
-                f as *const _,
-            )
+            std::mem::transmute::<
+                *const (dyn Fn(usize) + Sync + '_),
+                *const (dyn Fn(usize) + Sync + 'static),
+            >(f as *const _)
         });
         let epoch = {
             let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());

@@ -70,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
     /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
     pub activations: ActivationsArg,
     /// The name clients pass as `model` (default: the file name without extension).
     #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
@@ -143,7 +143,7 @@ pub struct BenchArgs {
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
     /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
     pub activations: ActivationsArg,
     /// Concurrent requests per cell, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
@@ -169,7 +169,7 @@ pub struct GenerateArgs {
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
     /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::F32)]
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
     pub activations: ActivationsArg,
     /// The prompt text.
     #[arg(long)]
