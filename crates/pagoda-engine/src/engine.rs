@@ -90,6 +90,12 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Steps run so far.
     pub steps: u64,
+    /// Wall time of those steps, microseconds.
+    pub step_micros: u64,
+    /// The part of it spent in the model's forward pass, microseconds; the
+    /// rest is the engine's own overhead (scheduling, block tables,
+    /// sampling, events).
+    pub forward_micros: u64,
 }
 
 struct SeqState {
@@ -324,6 +330,16 @@ impl EngineCore {
     /// Runs one step: abort abandoned requests, schedule, one forward pass,
     /// sampling, events. Returns the number of tokens computed.
     pub fn step(&mut self) -> usize {
+        let started = std::time::Instant::now();
+        let forward_before = self.stats.forward_micros;
+        let computed = self.step_inner();
+        if self.stats.forward_micros != forward_before || computed > 0 {
+            self.stats.step_micros += started.elapsed().as_micros() as u64;
+        }
+        computed
+    }
+
+    fn step_inner(&mut self) -> usize {
         self.abort_closed();
         let plan = self.scheduler.schedule(&mut self.blocks);
         self.stats.preemptions += plan.preempted.len() as u64;
@@ -351,7 +367,9 @@ impl EngineCore {
                 },
             })
             .collect();
+        let forward_started = std::time::Instant::now();
         let result = self.model.forward(&batch, &mut self.cache);
+        self.stats.forward_micros += forward_started.elapsed().as_micros() as u64;
         drop(batch);
         let logits = match result {
             Ok(l) => l,

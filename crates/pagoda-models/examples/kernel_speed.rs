@@ -1,6 +1,9 @@
 //! Micro-benchmark of pagoda's block kernels, f32 activations against
 //! 8-bit activations side by side in the same run: GB/s of weights
-//! streamed and GFLOP/s, for decode (1 row) and prefill-sized batches.
+//! streamed and GFLOP/s, for decode (1 row) and prefill-sized batches;
+//! then the machine's read bandwidth, and every product of one forward
+//! pass of the default model's shapes (SmolLM2-135M: 30 layers of Q4_1,
+//! a Q8_0 output head, 97 MB) against that bound.
 //!
 //! `cargo run --release -p pagoda-models --example kernel_speed`
 
@@ -8,9 +11,10 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use pagoda_models::panel_matrix::PanelMatrix;
+use pagoda_models::panel_matrix::{matmul_group, PanelMatrix};
 use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
 use pagoda_models::qmatmul_int8::Q8Rows;
+use pagoda_models::team::Team;
 
 /// The best time of several repetitions (the machine is shared).
 fn best(iters: usize, mut f: impl FnMut()) -> f64 {
@@ -67,5 +71,100 @@ fn main() {
                 f32_secs / int8_secs,
             );
         }
+    }
+    model_pass();
+}
+
+/// Read bandwidth of the team's threads over `bytes` of memory (best of 5).
+fn read_bandwidth(bytes: usize) -> f64 {
+    let data: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let team = Team::global();
+    let tasks = team.threads() * 8;
+    let chunk = data.len().div_ceil(tasks);
+    let sums: Vec<std::sync::atomic::AtomicU64> = (0..tasks).map(|_| Default::default()).collect();
+    let secs = best(1, || {
+        team.run(tasks, &|t| {
+            let part = &data[(t * chunk).min(data.len())..((t + 1) * chunk).min(data.len())];
+            let mut lanes = [0u64; 8];
+            for c in part.chunks_exact(8) {
+                for k in 0..8 {
+                    lanes[k] = lanes[k].wrapping_add(c[k]);
+                }
+            }
+            let total = lanes.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+            sums[t].store(total, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    std::hint::black_box(&sums);
+    bytes as f64 / secs / 1e9
+}
+
+/// A random-looking `[rows, cols]` matrix in `dtype`.
+fn matrix(rows: usize, cols: usize, dtype: GgmlDType, format: BlockFormat) -> PanelMatrix {
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 7919 + rows) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).expect("tensor");
+    let q = QTensor::quantize(&t, dtype).expect("quantize");
+    let bytes = q.data().expect("data").into_owned();
+    PanelMatrix::from_rows(&QuantMatrix::new(format, rows, cols, bytes).expect("matrix"))
+}
+
+/// Every product of one forward pass of SmolLM2-135M's shapes, grouped as
+/// the model runs them, on distinct memory for each layer.
+fn model_pass() {
+    let (h, kv, ffn, vocab, layers) = (576, 192, 1536, 49152, 30);
+    let one = |r, c| matrix(r, c, GgmlDType::Q4_1, BlockFormat::Q4_1);
+    let layer = [
+        one(h, h),
+        one(kv, h),
+        one(kv, h),
+        one(h, h),
+        one(ffn, h),
+        one(ffn, h),
+        one(h, ffn),
+    ];
+    let model: Vec<[PanelMatrix; 7]> = (0..layers).map(|_| layer.clone()).collect();
+    let head = matrix(vocab, h, GgmlDType::Q8_0, BlockFormat::Q8_0);
+    let bytes = (h * h * 2 + kv * h * 2 + ffn * h * 3) as f64 / 32.0 * 20.0 * layers as f64
+        + (vocab * h) as f64 / 32.0 * 34.0;
+    let dram = read_bandwidth(1 << 30);
+    let same = read_bandwidth(bytes as usize);
+    println!(
+        "\nread bandwidth, {} threads: {dram:.1} GB/s over 1 GiB, {same:.1} GB/s over {:.0} MB (the model's size; it fits this machine's L3)",
+        Team::global().threads(),
+        bytes / 1e6
+    );
+    let mut scratch = Q8Rows::default();
+    for batch in [1usize, 16, 64] {
+        let x_h: Vec<f32> = (0..batch * h)
+            .map(|i| (i % 13) as f32 * 0.01 - 0.06)
+            .collect();
+        let x_ffn: Vec<f32> = (0..batch * ffn)
+            .map(|i| (i % 11) as f32 * 0.01 - 0.05)
+            .collect();
+        let secs = best(3, || {
+            for l in &model {
+                std::hint::black_box(matmul_group(
+                    &[&l[0], &l[1], &l[2]],
+                    &x_h,
+                    batch,
+                    &mut scratch,
+                ));
+                std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch));
+                std::hint::black_box(matmul_group(&[&l[4], &l[5]], &x_h, batch, &mut scratch));
+                std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch));
+            }
+            std::hint::black_box(head.matmul(&x_h, batch, &mut scratch));
+        });
+        let params = bytes / 20.0 * 32.0; // close enough: the head is Q8_0
+        let gops = 2.0 * params * batch as f64 / secs / 1e9;
+        println!(
+            "forward pass products, batch {batch:>2}: {:>6.2} ms = {:>6.0} tokens/s of products alone | {:>5.1} GB/s = {:>3.0}% of the {same:.1} GB/s bound | {gops:>6.1} int8 GOP/s",
+            secs * 1e3,
+            batch as f64 / secs,
+            bytes / secs / 1e9,
+            100.0 * bytes / secs / 1e9 / same,
+        );
     }
 }

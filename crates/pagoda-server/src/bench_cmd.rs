@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, EngineHandle, Request, SamplingParams, SchedulerConfig,
-    StopCondition,
+    EngineConfig, EngineCore, EngineEvent, EngineHandle, EngineStats, Request, SamplingParams,
+    SchedulerConfig, StopCondition,
 };
 use pagoda_models::load_model_with;
 
@@ -24,6 +24,8 @@ struct Cell {
     requests: usize,
     ttft: Vec<Duration>,
     itl: Vec<Duration>,
+    /// The engine's counters at the end (step and forward-pass times).
+    stats: EngineStats,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -82,6 +84,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut single = None;
+    let mut overheads = Vec::new();
     for &c in &args.concurrency {
         let mut cells = Vec::new();
         for _ in 0..args.rounds {
@@ -106,6 +109,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut itl: Vec<Duration> = cells.iter().flat_map(|x| x.itl.iter().copied()).collect();
         ttft.sort();
         itl.sort();
+        let steps: u64 = cells.iter().map(|x| x.stats.steps).sum();
+        let step_us: u64 = cells.iter().map(|x| x.stats.step_micros).sum();
+        let forward_us: u64 = cells.iter().map(|x| x.stats.forward_micros).sum();
+        overheads.push(format!(
+            "c={c}: {steps} steps, {:.2} ms each, {:.0} us of it outside the forward pass ({:.1}%)",
+            step_us as f64 / steps.max(1) as f64 / 1e3,
+            step_us.saturating_sub(forward_us) as f64 / steps.max(1) as f64,
+            100.0 * step_us.saturating_sub(forward_us) as f64 / step_us.max(1) as f64,
+        ));
         let base = *single.get_or_insert(tok_s);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
@@ -116,6 +128,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ms(percentile(&itl, 0.99)),
             tok_s / base
         );
+    }
+    println!("\nengine step time (the rest is the model's forward pass):");
+    for line in overheads {
+        println!("  {line}");
     }
     Ok(())
 }
@@ -188,6 +204,7 @@ fn run_cell(
         requests,
         ttft: Vec::new(),
         itl: Vec::new(),
+        stats: EngineStats::default(),
     };
     for r in readers {
         let times = r
@@ -201,5 +218,6 @@ fn run_cell(
         cell.tokens += times.len();
     }
     cell.wall = start.elapsed();
+    cell.stats = engine.stats();
     Ok(cell)
 }

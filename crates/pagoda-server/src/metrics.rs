@@ -56,6 +56,11 @@ impl Metrics {
             metrics::counter!("pagoda_tokens_computed_total").absolute(s.computed_tokens);
             metrics::counter!("pagoda_preemptions_total").absolute(s.preemptions);
             metrics::counter!("pagoda_engine_steps_total").absolute(s.steps);
+            metrics::gauge!("pagoda_engine_overhead_ratio").set(if s.step_micros > 0 {
+                1.0 - s.forward_micros as f64 / s.step_micros as f64
+            } else {
+                0.0
+            });
         }
         self.handle.run_upkeep();
         self.handle.render()
@@ -127,6 +132,10 @@ fn describe() {
         "Sequences preempted for KV space."
     );
     describe_counter!("pagoda_engine_steps_total", "Engine steps run.");
+    describe_gauge!(
+        "pagoda_engine_overhead_ratio",
+        "Share of engine step time spent outside the model's forward pass (scheduling, sampling, events)."
+    );
     describe_counter!(
         "pagoda_requests_finished_total",
         "Generations ended, by outcome (completed, timeout, aborted, failed)."
