@@ -1,95 +1,114 @@
 //! Block-quantized weights repacked for the **8-bit-activation** kernels:
-//! four rows interleaved block by block ("panels"), so that one pass over a
-//! block index feeds four output rows from one contiguous stretch of memory,
-//! and the SIMD kernels ([`crate::panel_kernels_x86`]) hold two rows per
-//! 256-bit register with their scales converted four at a time.
+//! `W` rows interleaved block by block ("panels", `W` = 16 for the AVX-512
+//! build, 8 otherwise), four weight bytes of each row side by side, so that
+//! one SIMD register holds the same four values of every row of the panel.
+//! A kernel then broadcasts four activation bytes to all lanes and one
+//! `vpdpbusd` (or `maddubs` + `madd`) adds four products into each row's own
+//! 32-bit lane: a block's dot product ends as one exact integer per row, with
+//! no horizontal sums, and one conversion, scale product and fused
+//! multiply-add per block serve all `W` rows. This is the shape of a GEMM
+//! micro-kernel: a panel block is unpacked once and meets up to 8
+//! activation rows (one sequence's token each in a batched step).
 //!
-//! Layout of one panel block (rows A, B, C, D of the panel, block `b`):
-//! - Q4_0: `d[4]: f16`, then 64 bytes of nibbles: `A.qs B.qs C.qs D.qs`
-//!   (each row's 16 bytes in ggml's order: byte `j` holds values `j` and
-//!   `j + 16`).
-//! - Q4_1: `d[4]: f16`, `m[4]: f16`, then the same 64 bytes of nibbles.
-//! - Q8_0: `d[4]: f16`, then 128 bytes: `A[0..16] B[0..16] C[0..16]
-//!   D[0..16] A[16..32] B[16..32] C[16..32] D[16..32]`.
+//! Layout of one panel block (rows `0..W` of the panel, block `b`):
+//! - Q4_0, Q4_1: `d[W]: f16`, (Q4_1) `m[W]: f16`, then four groups `g` of
+//!   `4W` bytes: row `r`'s GGUF bytes `qs[4g..4g + 4]`, whose low nibbles are
+//!   values `4g..4g + 4` and high nibbles values `16 + 4g..16 + 4g + 4`.
+//! - Q8_0: `d[W]: f16`, then eight groups `t` of `4W` bytes: row `r`'s
+//!   values `4t..4t + 4`.
 //!
-//! The same bytes as the GGUF rows (a last panel of fewer than four rows is
+//! The same bytes as the GGUF rows (a last panel of fewer than `W` rows is
 //! padded with zero rows), so repacking costs no memory.
 //!
-//! **The arithmetic**, identical in every build: an output `w_r · x_j` keeps
-//! four f32 lanes; for each block, lane `l` takes the exact integer sum of
-//! the eight products at positions `4l..4l+4` and `16+4l..16+4l+4`, scaled
-//! by `d_w · d_x` in one fused multiply-add; the lanes fold as
-//! `(l0 + l1) + (l2 + l3)`; Q4_1 adds `Σ m_w · s_x` (fused, block by block).
-//! Integer sums are exact, so every build gives the same bits, and a row's
-//! result never depends on the rows computed with it (batch invariance).
+//! **The arithmetic**, identical in every build and for every panel width:
+//! for each block, the exact integer `Σ w_v · x_v` over the block's 32 values
+//! (Q4_0's weights are `nibble − 8`; unsigned-weight builds subtract
+//! `8 · Σx` or `128 · Σx` in integers), then
+//! `acc = fma(Σ as f32, d_w · d_x, acc)` block after block; Q4_1 adds
+//! `off = fma(m_w, s_x, off)` likewise; the result is `acc + off`. So every
+//! build gives the same bits, and a row's result never depends on the rows
+//! computed with it (batch invariance).
 
 use half::f16;
 
-use crate::qmatmul::{BlockFormat, LayoutError, QuantMatrix};
+use crate::qmatmul::{BlockFormat, QuantMatrix};
 use crate::qmatmul_int8::{Q8Rows, QK};
 
-/// Weight rows per panel.
-pub const PANEL: usize = 4;
-
-/// A block-quantized `[rows, cols]` matrix in panels of four rows.
+/// A block-quantized `[rows, cols]` matrix in panels for one kernel build.
 #[derive(Debug, Clone)]
 pub struct PanelMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
+    isa: Isa,
     data: Vec<u8>,
 }
 
-/// Bytes of one panel block's scales (`d`, and `m` for Q4_1).
-pub(crate) const fn scale_bytes(format: BlockFormat) -> usize {
+/// Bytes of one panel block's scales (`d`, and `m` for Q4_1) for `width` rows.
+pub(crate) const fn scale_bytes(format: BlockFormat, width: usize) -> usize {
     match format {
-        BlockFormat::Q4_1 => 16,
-        _ => 8,
+        BlockFormat::Q4_1 => 4 * width,
+        _ => 2 * width,
     }
 }
 
-/// Bytes of one panel block (four rows' block `b`).
-pub(crate) const fn panel_block_bytes(format: BlockFormat) -> usize {
-    PANEL * format.block_bytes()
+/// Bytes of one panel block (`width` rows' block `b`).
+pub(crate) const fn panel_block_bytes(format: BlockFormat, width: usize) -> usize {
+    width * format.block_bytes()
 }
 
-/// Where value `v` (0..32) of row `i` (0..4) of a panel block lies among its
-/// Q8_0 quant bytes.
-fn q8_offset(i: usize, v: usize) -> usize {
-    (v / 16) * 64 + i * 16 + v % 16
+/// Where GGUF quant byte `j` of row `r` lies among a panel block's quant
+/// bytes: groups of four bytes per row, `width` rows per group.
+fn quant_offset(r: usize, j: usize, width: usize) -> usize {
+    (j / 4) * 4 * width + r * 4 + j % 4
+}
+
+/// GGUF quant bytes per block (16 nibble pairs or 32 values).
+fn quant_bytes(format: BlockFormat) -> usize {
+    match format {
+        BlockFormat::Q8_0 => 32,
+        _ => 16,
+    }
+}
+
+/// Offset of the quants within a GGUF block.
+fn gguf_quant_at(format: BlockFormat) -> usize {
+    match format {
+        BlockFormat::Q4_1 => 4,
+        _ => 2,
+    }
 }
 
 impl PanelMatrix {
-    /// Repacks a row-major GGUF block matrix.
+    /// Repacks a row-major GGUF block matrix for the fastest build this CPU runs.
     pub fn from_rows(m: &QuantMatrix) -> Self {
+        Self::for_isa(m, Isa::best())
+    }
+
+    /// Repacks a row-major GGUF block matrix for `isa`'s kernels (which the
+    /// CPU must support to multiply with it).
+    pub fn for_isa(m: &QuantMatrix, isa: Isa) -> Self {
         let format = m.format();
         let (rows, cols) = (m.rows(), m.cols());
+        let width = isa.width();
         let nb = cols / QK;
         let bb = format.block_bytes();
-        let pbb = panel_block_bytes(format);
-        let panels = rows.div_ceil(PANEL);
-        let mut data = vec![0u8; panels * nb * pbb];
-        let sb = scale_bytes(format);
+        let pbb = panel_block_bytes(format, width);
+        let sb = scale_bytes(format, width);
+        let (qa, qb) = (gguf_quant_at(format), quant_bytes(format));
+        let mut data = vec![0u8; rows.div_ceil(width) * nb * pbb];
         for r in 0..rows {
-            let (p, i) = (r / PANEL, r % PANEL);
+            let (p, i) = (r / width, r % width);
             let src = m.row_data(r);
             for b in 0..nb {
                 let block = &src[b * bb..(b + 1) * bb];
                 let dst = &mut data[(p * nb + b) * pbb..(p * nb + b + 1) * pbb];
                 dst[2 * i..2 * i + 2].copy_from_slice(&block[..2]);
-                match format {
-                    BlockFormat::Q4_0 => {
-                        dst[sb + 16 * i..sb + 16 * (i + 1)].copy_from_slice(&block[2..18])
-                    }
-                    BlockFormat::Q4_1 => {
-                        dst[8 + 2 * i..8 + 2 * i + 2].copy_from_slice(&block[2..4]);
-                        dst[sb + 16 * i..sb + 16 * (i + 1)].copy_from_slice(&block[4..20]);
-                    }
-                    BlockFormat::Q8_0 => {
-                        for v in 0..QK {
-                            dst[sb + q8_offset(i, v)] = block[2 + v];
-                        }
-                    }
+                if format == BlockFormat::Q4_1 {
+                    dst[2 * width + 2 * i..2 * width + 2 * i + 2].copy_from_slice(&block[2..4]);
+                }
+                for j in 0..qb {
+                    dst[sb + quant_offset(i, j, width)] = block[qa + j];
                 }
             }
         }
@@ -97,6 +116,7 @@ impl PanelMatrix {
             format,
             rows,
             cols,
+            isa,
             data,
         }
     }
@@ -112,32 +132,30 @@ impl PanelMatrix {
                 self.write_block(r, b, block);
             }
         }
-        QuantMatrix::new(self.format, self.rows, self.cols, data)
-            .unwrap_or_else(|e: LayoutError| unreachable!("a repacked matrix keeps its shape: {e}"))
+        match QuantMatrix::new(self.format, self.rows, self.cols, data) {
+            Ok(m) => m,
+            Err(e) => unreachable!("a repacked matrix keeps its shape: {e}"),
+        }
     }
 
     /// Row `r`'s block `b` in GGUF's own layout.
     fn write_block(&self, r: usize, b: usize, out: &mut [u8]) {
-        let (p, i) = (r / PANEL, r % PANEL);
-        let sb = scale_bytes(self.format);
+        let width = self.isa.width();
+        let (p, i) = (r / width, r % width);
+        let sb = scale_bytes(self.format, width);
         let src = self.panel_block(p, b);
         out[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
-        match self.format {
-            BlockFormat::Q4_0 => out[2..18].copy_from_slice(&src[sb + 16 * i..sb + 16 * (i + 1)]),
-            BlockFormat::Q4_1 => {
-                out[2..4].copy_from_slice(&src[8 + 2 * i..8 + 2 * i + 2]);
-                out[4..20].copy_from_slice(&src[sb + 16 * i..sb + 16 * (i + 1)]);
-            }
-            BlockFormat::Q8_0 => {
-                for v in 0..QK {
-                    out[2 + v] = src[sb + q8_offset(i, v)];
-                }
-            }
+        if self.format == BlockFormat::Q4_1 {
+            out[2..4].copy_from_slice(&src[2 * width + 2 * i..2 * width + 2 * i + 2]);
+        }
+        let qa = gguf_quant_at(self.format);
+        for j in 0..quant_bytes(self.format) {
+            out[qa + j] = src[sb + quant_offset(i, j, width)];
         }
     }
 
     fn panel_block(&self, p: usize, b: usize) -> &[u8] {
-        let pbb = panel_block_bytes(self.format);
+        let pbb = panel_block_bytes(self.format, self.isa.width());
         let at = (p * (self.cols / QK) + b) * pbb;
         &self.data[at..at + pbb]
     }
@@ -178,34 +196,25 @@ impl PanelMatrix {
 
 /// Products of several panel matrices with the same `m` rows of `x` in one
 /// parallel pass, the activations quantized once into `scratch`: returns
-/// each `[m, rows]`. Every matrix must have `x`'s width.
+/// each `[m, rows]`. Every matrix must have `x`'s width and one build.
 pub fn matmul_group(
     mats: &[&PanelMatrix],
     x: &[f32],
     m: usize,
     scratch: &mut Q8Rows,
 ) -> Vec<Vec<f32>> {
-    matmul_group_on(Isa::best(), mats, x, m, scratch)
-}
-
-fn matmul_group_on(
-    isa: Isa,
-    mats: &[&PanelMatrix],
-    x: &[f32],
-    m: usize,
-    scratch: &mut Q8Rows,
-) -> Vec<Vec<f32>> {
-    let Some(cols) = mats.first().map(|w| w.cols) else {
+    let Some((cols, isa)) = mats.first().map(|w| (w.cols, w.isa)) else {
         return Vec::new();
     };
-    assert!(mats.iter().all(|w| w.cols == cols) && x.len() == m * cols);
+    assert!(mats.iter().all(|w| w.cols == cols && w.isa == isa) && x.len() == m * cols);
     scratch.quantize(x, m, cols);
     let q: &Q8Rows = scratch;
     let parts: Vec<usize> = mats.iter().map(|w| w.rows).collect();
-    crate::qmatmul::parallel_parts(&parts, PANEL, m, |p, first, rows, out| {
+    let width = isa.width();
+    crate::qmatmul::parallel_parts(&parts, width, m, |p, first, rows, out| {
         let w = mats[p];
-        let bytes = cols / QK * panel_block_bytes(w.format);
-        let data = &w.data[first / PANEL * bytes..(first + rows) / PANEL * bytes];
+        let bytes = cols / QK * panel_block_bytes(w.format, width);
+        let data = &w.data[first / width * bytes..(first + rows) / width * bytes];
         panels_on(isa, w.format, data, q, out);
     })
 }
@@ -215,9 +224,9 @@ fn matmul_group_on(
 pub enum Isa {
     /// Plain Rust (the reference the others are tested against).
     Portable,
-    /// AVX2 + FMA + F16C: `maddubs`/`madd` integer dot products.
+    /// AVX2 + FMA + F16C: `maddubs`/`madd` dot products, 8-row panels.
     Avx2,
-    /// AVX-512 VNNI: `vpdpbusd` dot products, a whole panel per 512-bit register.
+    /// AVX-512 VNNI: `vpdpbusd` dot products, 16-row panels.
     Avx512Vnni,
 }
 
@@ -227,7 +236,7 @@ impl Isa {
         let mut out = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::panel_kernels_x86::avx2::available() {
+            if crate::panel_kernels_x86::available() {
                 out.push(Isa::Avx2);
             }
             if crate::panel_kernels_avx512::available() {
@@ -242,6 +251,14 @@ impl Isa {
         static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| *Isa::available().last().unwrap_or(&Isa::Portable))
     }
+
+    /// Rows per panel in this build's layout.
+    pub const fn width(self) -> usize {
+        match self {
+            Isa::Avx512Vnni => 16,
+            _ => 8,
+        }
+    }
 }
 
 /// `out[r * m + j] = w_r · x_j` for whole panels `w` (padding rows
@@ -250,9 +267,9 @@ fn panels_on(isa: Isa, format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            assert!(crate::panel_kernels_x86::avx2::available());
+            assert!(crate::panel_kernels_x86::available());
             // SAFETY: the CPU supports the build's features, asserted above.
-            unsafe { crate::panel_kernels_x86::avx2::panels(format, w, x, out) }
+            unsafe { crate::panel_kernels_x86::panels(format, w, x, out) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
@@ -260,86 +277,75 @@ fn panels_on(isa: Isa, format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32
             // SAFETY: the CPU supports the build's features, asserted above.
             unsafe { crate::panel_kernels_avx512::panels(format, w, x, out) }
         }
-        _ => panels_portable(format, w, x, out),
+        _ => panels_portable(format, isa.width(), w, x, out),
     }
 }
 
-fn panels_portable(format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
+fn panels_portable(format: BlockFormat, width: usize, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
     let (m, cols) = (x.rows(), x.cols());
     let nb = cols / QK;
-    let panel_bytes = nb * panel_block_bytes(format);
-    assert!(w.len().is_multiple_of(panel_bytes) && out.len() == w.len() / panel_bytes * PANEL * m);
+    let pbb = panel_block_bytes(format, width);
+    let panel_bytes = nb * pbb;
+    assert!(w.len().is_multiple_of(panel_bytes) && out.len() == w.len() / panel_bytes * width * m);
+    let sb = scale_bytes(format, width);
+    let (qa, qb) = (gguf_quant_at(format), quant_bytes(format));
+    let mut block = [0u8; 34];
     for (panel, o) in w
         .chunks_exact(panel_bytes)
-        .zip(out.chunks_exact_mut(PANEL * m))
+        .zip(out.chunks_exact_mut(width * m))
     {
-        for j in 0..m {
-            let y = panel_dot(
-                format,
-                panel,
-                &x.qs[j * cols..(j + 1) * cols],
-                &x.d[j * nb..(j + 1) * nb],
-                &x.s[j * nb..(j + 1) * nb],
-            );
-            for (i, y) in y.into_iter().enumerate() {
-                o[i * m + j] = y;
+        for i in 0..width {
+            for j in 0..m {
+                let mut acc = 0.0f32;
+                let mut offset = 0.0f32;
+                for b in 0..nb {
+                    let src = &panel[b * pbb..(b + 1) * pbb];
+                    block[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+                    if format == BlockFormat::Q4_1 {
+                        block[2..4].copy_from_slice(&src[2 * width + 2 * i..2 * width + 2 * i + 2]);
+                    }
+                    for t in 0..qb {
+                        block[qa + t] = src[sb + quant_offset(i, t, width)];
+                    }
+                    let at = j * nb + b;
+                    let xq = &x.qs[at * QK..(at + 1) * QK];
+                    let isum = block_isum(format, &block, xq);
+                    let scale = f16_at(&block, 0) * x.d[at];
+                    acc = (isum as f32).mul_add(scale, acc);
+                    if format == BlockFormat::Q4_1 {
+                        offset = f16_at(&block, 2).mul_add(x.s[at], offset);
+                    }
+                }
+                o[i * m + j] = acc + offset;
             }
         }
     }
 }
 
-/// A panel's four weight values of block `b`'s row `i`, in order, as
-/// integers.
-fn weight_values(format: BlockFormat, block: &[u8], i: usize) -> [i32; QK] {
-    let sb = scale_bytes(format);
-    std::array::from_fn(|v| match format {
-        BlockFormat::Q8_0 => block[sb + q8_offset(i, v)] as i8 as i32,
-        _ => {
-            let byte = block[sb + 16 * i + v % 16];
-            let nibble = if v < 16 { byte & 0x0F } else { byte >> 4 } as i32;
-            if format == BlockFormat::Q4_0 {
-                nibble - 8
-            } else {
-                nibble
-            }
-        }
-    })
+/// The exact integer dot product of one GGUF weight block with 32 quantized
+/// activations (weights as their true signed values).
+fn block_isum(format: BlockFormat, block: &[u8], x: &[i8]) -> i32 {
+    (0..QK)
+        .map(|v| {
+            let w = match format {
+                BlockFormat::Q8_0 => block[2 + v] as i8 as i32,
+                _ => {
+                    let byte = block[gguf_quant_at(format) + v % 16];
+                    let nibble = if v < 16 { byte & 0x0F } else { byte >> 4 } as i32;
+                    if format == BlockFormat::Q4_0 {
+                        nibble - 8
+                    } else {
+                        nibble
+                    }
+                }
+            };
+            w * x[v] as i32
+        })
+        .sum()
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-/// The four rows of one panel against one quantized activation row: the
-/// reference arithmetic of the module documentation.
-fn panel_dot(format: BlockFormat, panel: &[u8], q: &[i8], d: &[f32], s: &[f32]) -> [f32; PANEL] {
-    let pbb = panel_block_bytes(format);
-    let mut acc = [[0.0f32; 4]; PANEL];
-    let mut offset = [0.0f32; PANEL];
-    for (((block, qb), &dx), &sx) in panel
-        .chunks_exact(pbb)
-        .zip(q.chunks_exact(QK))
-        .zip(d)
-        .zip(s)
-    {
-        for i in 0..PANEL {
-            let w = weight_values(format, block, i);
-            let scale = f16_at(block, 2 * i) * dx;
-            for (l, acc) in acc[i].iter_mut().enumerate() {
-                let isum: i32 = (0..4)
-                    .map(|t| {
-                        w[4 * l + t] * qb[4 * l + t] as i32
-                            + w[16 + 4 * l + t] * qb[16 + 4 * l + t] as i32
-                    })
-                    .sum();
-                *acc = (isum as f32).mul_add(scale, *acc);
-            }
-            if format == BlockFormat::Q4_1 {
-                offset[i] = f16_at(block, 8 + 2 * i).mul_add(sx, offset[i]);
-            }
-        }
-    }
-    std::array::from_fn(|i| ((acc[i][0] + acc[i][1]) + (acc[i][2] + acc[i][3])) + offset[i])
 }
 
 #[cfg(test)]
@@ -357,7 +363,7 @@ mod tests {
     fn repacking_keeps_every_row_and_round_trips() {
         let mut rng = Rng(3);
         for format in FORMATS {
-            for rows in [1, 3, 4, 5, 9] {
+            for rows in [1, 3, 8, 9, 17] {
                 let cols = 96;
                 let bytes = random_blocks(format, rows, cols, &mut rng);
                 let rowwise = QuantMatrix::new(format, rows, cols, bytes.clone()).expect("matrix");
@@ -387,20 +393,16 @@ mod tests {
                 (2, 64, 8),
                 (9, 576, 6),
                 (64, 64, 9),
+                (33, 96, 17),
             ] {
                 let bytes = random_blocks(format, rows, cols, &mut rng);
-                let w = PanelMatrix::from_rows(
-                    &QuantMatrix::new(format, rows, cols, bytes).expect("matrix"),
-                );
+                let rowwise = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
                 let x = activations(m, cols, &mut rng);
                 let mut scratch = Q8Rows::default();
-                let reference = matmul_group_on(Isa::Portable, &[&w], &x, m, &mut scratch)
-                    .pop()
-                    .expect("one result");
+                let reference = PanelMatrix::for_isa(&rowwise, Isa::Portable).matmul(&x, m, &mut scratch);
                 for isa in Isa::available() {
-                    let got = matmul_group_on(isa, &[&w], &x, m, &mut scratch)
-                        .pop()
-                        .expect("one result");
+                    let w = PanelMatrix::for_isa(&rowwise, isa);
+                    let got = w.matmul(&x, m, &mut scratch);
                     assert_eq!(
                         bits(&got),
                         bits(&reference),
@@ -408,9 +410,7 @@ mod tests {
                     );
                     for j in 0..m {
                         let xj = &x[j * cols..(j + 1) * cols];
-                        let alone = matmul_group_on(isa, &[&w], xj, 1, &mut scratch)
-                            .pop()
-                            .expect("one result");
+                        let alone = w.matmul(xj, 1, &mut scratch);
                         assert_eq!(
                             bits(&alone),
                             bits(&reference[j * rows..(j + 1) * rows]),

@@ -22,6 +22,8 @@ pub struct Q8Rows {
     pub(crate) d: Vec<f32>,
     /// Per block: `d · Σq` (rounded through f16), the Q4_1 offset's factor.
     pub(crate) s: Vec<f32>,
+    /// Per block: `Σq`, exact (the correction of unsigned-weight products).
+    pub(crate) sums: Vec<i32>,
 }
 
 fn f16_round(v: f32) -> f32 {
@@ -39,23 +41,31 @@ impl Q8Rows {
         self.qs.resize(rows * cols, 0);
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
+        self.sums.resize(blocks, 0);
         #[cfg(target_arch = "x86_64")]
         {
             if crate::qmatmul_int8_avx2::available() {
                 // SAFETY: the CPU supports AVX2 and FMA, checked just above.
                 unsafe {
-                    crate::qmatmul_int8_avx2::quantize(x, &mut self.qs, &mut self.d, &mut self.s)
+                    crate::qmatmul_int8_avx2::quantize(
+                        x,
+                        &mut self.qs,
+                        &mut self.d,
+                        &mut self.s,
+                        &mut self.sums,
+                    )
                 };
                 return;
             }
         }
-        for (((xb, qb), d), s) in x
+        for ((((xb, qb), d), s), sum) in x
             .chunks_exact(QK)
             .zip(self.qs.chunks_exact_mut(QK))
             .zip(&mut self.d)
             .zip(&mut self.s)
+            .zip(&mut self.sums)
         {
-            (*d, *s) = quantize_block(xb, qb);
+            (*d, *s, *sum) = quantize_block(xb, qb);
         }
     }
 
@@ -70,8 +80,9 @@ impl Q8Rows {
     }
 }
 
-/// Quantizes one block; returns its `(d, s)`. Rounds half to even, like the AVX2 build.
-pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+/// Quantizes one block; returns its `(d, s, Σq)`. Rounds half to even,
+/// like the AVX2 build.
+pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -81,7 +92,7 @@ pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
         *q = r;
         sum += r as i32;
     }
-    (f16_round(d), f16_round(d * sum as f32))
+    (f16_round(d), f16_round(d * sum as f32), sum)
 }
 
 /// Random weights and activations for the kernels' tests.
@@ -154,9 +165,10 @@ mod tests {
         fast.quantize(&x, 5, 96);
         for (b, xb) in x.chunks_exact(QK).enumerate() {
             let mut q = [0i8; QK];
-            let (d, s) = quantize_block(xb, &mut q);
+            let (d, s, sum) = quantize_block(xb, &mut q);
             assert_eq!(&fast.qs[b * QK..(b + 1) * QK], &q, "block {b}");
-            assert_eq!((fast.d[b], fast.s[b]), (d, s), "block {b}");
+            assert_eq!((fast.d[b], fast.s[b], fast.sums[b]), (d, s, sum), "block {b}");
+            assert_eq!(sum, q.iter().map(|&v| v as i32).sum::<i32>(), "block {b}");
             let err = xb
                 .iter()
                 .zip(q)

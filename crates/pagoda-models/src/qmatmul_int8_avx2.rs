@@ -20,14 +20,26 @@ pub fn available() -> bool {
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
-    assert!(x.len() == qs.len() && x.len() == d.len() * QK && d.len() == s.len());
+pub unsafe fn quantize(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    sums: &mut [i32],
+) {
+    assert!(
+        x.len() == qs.len()
+            && x.len() == d.len() * QK
+            && d.len() == s.len()
+            && d.len() == sums.len()
+    );
     let sign = _mm256_set1_ps(-0.0);
-    for (((xb, qb), d), s) in x
+    for ((((xb, qb), d), s), block_sum) in x
         .chunks_exact(QK)
         .zip(qs.chunks_exact_mut(QK))
         .zip(d.iter_mut())
         .zip(s.iter_mut())
+        .zip(sums.iter_mut())
     {
         // SAFETY: `xb` holds 32 values and `qb` 32 bytes.
         unsafe {
@@ -71,6 +83,7 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
             _mm256_storeu_si256(qb.as_mut_ptr().cast(), b);
             *d = f16::from_f32(dv).to_f32();
             *s = f16::from_f32(dv * sum as f32).to_f32();
+            *block_sum = sum;
         }
     }
 }
