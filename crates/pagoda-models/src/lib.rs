@@ -12,6 +12,7 @@
 pub mod attention;
 pub mod batch;
 pub mod chat_template;
+mod columns_out;
 pub mod config;
 pub mod detokenizer;
 pub mod embedding;

@@ -12,6 +12,7 @@
 
 use std::arch::x86_64::*;
 
+use crate::columns_out::ColumnsOut;
 use crate::panel_matrix::{panel_block_bytes, scale_bytes};
 use crate::qmatmul::BlockFormat;
 use crate::qmatmul_int8::{Q8Rows, QK};
@@ -32,13 +33,12 @@ pub fn available() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// `out[r * m + j] = w_r · x_j` for whole panels `w` (padding rows
-/// included) and every row of `x`.
+/// `out[j, r] = w_r · x_j` for whole panels `w` and every row of `x`.
 ///
 /// # Safety
 /// The CPU must support this build ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn panels(format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
+pub unsafe fn panels(format: BlockFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<'_>) {
     match format {
         BlockFormat::Q4_0 => run::<0>(w, x, out),
         BlockFormat::Q4_1 => run::<1>(w, x, out),
@@ -56,24 +56,25 @@ const fn format_of(f: u8) -> BlockFormat {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn run<const F: u8>(w: &[u8], x: &Q8Rows, out: &mut [f32]) {
+fn run<const F: u8>(w: &[u8], x: &Q8Rows, mut out: ColumnsOut<'_>) {
     let format = format_of(F);
     let (m, cols) = (x.rows(), x.cols());
     let panel_bytes = cols / QK * panel_block_bytes(format, W);
-    assert!(w.len().is_multiple_of(panel_bytes) && out.len() == w.len() / panel_bytes * W * m);
-    for (panel, o) in w.chunks_exact(panel_bytes).zip(out.chunks_exact_mut(W * m)) {
+    assert!(w.len().is_multiple_of(panel_bytes));
+    for (p, panel) in w.chunks_exact(panel_bytes).enumerate() {
+        let o = &mut out;
         let mut j = 0;
         while j < m {
             let t = (m - j).min(TILE);
             match t {
-                1 => tile::<F, 1>(panel, x, j, o),
-                2 => tile::<F, 2>(panel, x, j, o),
-                3 => tile::<F, 3>(panel, x, j, o),
-                4 => tile::<F, 4>(panel, x, j, o),
-                5 => tile::<F, 5>(panel, x, j, o),
-                6 => tile::<F, 6>(panel, x, j, o),
-                7 => tile::<F, 7>(panel, x, j, o),
-                _ => tile::<F, TILE>(panel, x, j, o),
+                1 => tile::<F, 1>(panel, x, j, p * W, o),
+                2 => tile::<F, 2>(panel, x, j, p * W, o),
+                3 => tile::<F, 3>(panel, x, j, p * W, o),
+                4 => tile::<F, 4>(panel, x, j, p * W, o),
+                5 => tile::<F, 5>(panel, x, j, p * W, o),
+                6 => tile::<F, 6>(panel, x, j, p * W, o),
+                7 => tile::<F, 7>(panel, x, j, p * W, o),
+                _ => tile::<F, TILE>(panel, x, j, p * W, o),
             }
             j += t;
         }
@@ -91,13 +92,19 @@ fn quad(x: &[i8], at: usize) -> __m512i {
 /// One panel against activation rows `j0 .. j0 + T`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn tile<const F: u8, const T: usize>(panel: &[u8], x: &Q8Rows, j0: usize, o: &mut [f32]) {
+fn tile<const F: u8, const T: usize>(
+    panel: &[u8],
+    x: &Q8Rows,
+    j0: usize,
+    r0: usize,
+    o: &mut ColumnsOut<'_>,
+) {
     let format = format_of(F);
     let (m, cols) = (x.rows(), x.cols());
     let nb = cols / QK;
     let pbb = panel_block_bytes(format, W);
     let sb = scale_bytes(format, W);
-    assert!(panel.len() == nb * pbb && j0 + T <= m && o.len() == W * m);
+    assert!(panel.len() == nb * pbb && j0 + T <= m);
     assert!(x.qs.len() >= m * cols && x.d.len() >= m * nb && x.sums.len() >= m * nb);
     let qs: [&[i8]; T] = std::array::from_fn(|k| &x.qs[(j0 + k) * cols..][..cols]);
     let ds: [&[f32]; T] = std::array::from_fn(|k| &x.d[(j0 + k) * nb..][..nb]);
@@ -123,21 +130,18 @@ fn tile<const F: u8, const T: usize>(panel: &[u8], x: &Q8Rows, j0: usize, o: &mu
                 _mm512_setzero_ps()
             };
             let q = p.add(sb);
-            let w: [__m512i; 8] = if F == 2 {
-                std::array::from_fn(|t| {
-                    _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * t).cast()), bias)
-                })
+            let mut w = [zero; 8];
+            if F == 2 {
+                for (t, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * t).cast()), bias);
+                }
             } else {
-                let v: [__m512i; 4] =
-                    std::array::from_fn(|g| _mm512_loadu_si512(q.add(64 * g).cast()));
-                std::array::from_fn(|t| {
-                    if t < 4 {
-                        _mm512_and_si512(v[t], nibble)
-                    } else {
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(v[t - 4]), nibble)
-                    }
-                })
-            };
+                for g in 0..4 {
+                    let v = _mm512_loadu_si512(q.add(64 * g).cast());
+                    w[g] = _mm512_and_si512(v, nibble);
+                    w[g + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                }
+            }
             (d16, m16, w)
         };
         for k in 0..T {
@@ -167,7 +171,7 @@ fn tile<const F: u8, const T: usize>(panel: &[u8], x: &Q8Rows, j0: usize, o: &mu
         // SAFETY: `v` holds sixteen floats.
         unsafe { _mm512_storeu_ps(v.as_mut_ptr(), _mm512_add_ps(acc[k], off[k])) };
         for (i, v) in v.into_iter().enumerate() {
-            o[i * m + j0 + k] = v;
+            o.set(r0 + i, j0 + k, v);
         }
     }
 }

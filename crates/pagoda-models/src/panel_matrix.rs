@@ -31,6 +31,7 @@
 
 use half::f16;
 
+use crate::columns_out::ColumnsOut;
 use crate::qmatmul::{BlockFormat, QuantMatrix};
 use crate::qmatmul_int8::{Q8Rows, QK};
 
@@ -211,10 +212,11 @@ pub fn matmul_group(
     let q: &Q8Rows = scratch;
     let parts: Vec<usize> = mats.iter().map(|w| w.rows).collect();
     let width = isa.width();
-    crate::qmatmul::parallel_parts(&parts, width, m, |p, first, rows, out| {
+    crate::columns_out::parallel_columns(&parts, width, m, |p, first, out| {
         let w = mats[p];
         let bytes = cols / QK * panel_block_bytes(w.format, width);
-        let data = &w.data[first / width * bytes..(first + rows) / width * bytes];
+        let panels = out.rows().div_ceil(width);
+        let data = &w.data[first / width * bytes..(first / width + panels) * bytes];
         panels_on(isa, w.format, data, q, out);
     })
 }
@@ -261,9 +263,9 @@ impl Isa {
     }
 }
 
-/// `out[r * m + j] = w_r · x_j` for whole panels `w` (padding rows
-/// included) and every row of `x`, on `isa` (which the CPU must support).
-fn panels_on(isa: Isa, format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
+/// `out[j, r] = w_r · x_j` for whole panels `w` and every row of `x`, on
+/// `isa` (which the CPU must support).
+fn panels_on(isa: Isa, format: BlockFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<'_>) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
@@ -281,19 +283,22 @@ fn panels_on(isa: Isa, format: BlockFormat, w: &[u8], x: &Q8Rows, out: &mut [f32
     }
 }
 
-fn panels_portable(format: BlockFormat, width: usize, w: &[u8], x: &Q8Rows, out: &mut [f32]) {
+fn panels_portable(
+    format: BlockFormat,
+    width: usize,
+    w: &[u8],
+    x: &Q8Rows,
+    mut out: ColumnsOut<'_>,
+) {
     let (m, cols) = (x.rows(), x.cols());
     let nb = cols / QK;
     let pbb = panel_block_bytes(format, width);
     let panel_bytes = nb * pbb;
-    assert!(w.len().is_multiple_of(panel_bytes) && out.len() == w.len() / panel_bytes * width * m);
+    assert!(w.len().is_multiple_of(panel_bytes));
     let sb = scale_bytes(format, width);
     let (qa, qb) = (gguf_quant_at(format), quant_bytes(format));
     let mut block = [0u8; 34];
-    for (panel, o) in w
-        .chunks_exact(panel_bytes)
-        .zip(out.chunks_exact_mut(width * m))
-    {
+    for (p, panel) in w.chunks_exact(panel_bytes).enumerate() {
         for i in 0..width {
             for j in 0..m {
                 let mut acc = 0.0f32;
@@ -316,7 +321,7 @@ fn panels_portable(format: BlockFormat, width: usize, w: &[u8], x: &Q8Rows, out:
                         offset = f16_at(&block, 2).mul_add(x.s[at], offset);
                     }
                 }
-                o[i * m + j] = acc + offset;
+                out.set(p * width + i, j, acc + offset);
             }
         }
     }
