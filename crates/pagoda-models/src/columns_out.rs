@@ -86,7 +86,11 @@ pub(crate) fn parallel_columns(
             .collect();
         team.run(chunks.len(), &|i| {
             let (p, first) = chunks[i];
-            task(p, first, share(p, first, rows_per_task.min(parts[p] - first)));
+            task(
+                p,
+                first,
+                share(p, first, rows_per_task.min(parts[p] - first)),
+            );
         });
     }
     outs

@@ -142,7 +142,10 @@ fn tile<const F: u8, const T: usize>(
                 let mut s = _mm256_setzero_si256();
                 for t in 0..8 {
                     let xs = _mm256_sign_epi8(quad(xq, 4 * t), w[t]);
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(aw[t], xs), ones));
+                    s = _mm256_add_epi32(
+                        s,
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(aw[t], xs), ones),
+                    );
                 }
                 s
             } else {

@@ -404,7 +404,8 @@ mod tests {
                 let rowwise = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
                 let x = activations(m, cols, &mut rng);
                 let mut scratch = Q8Rows::default();
-                let reference = PanelMatrix::for_isa(&rowwise, Isa::Portable).matmul(&x, m, &mut scratch);
+                let reference =
+                    PanelMatrix::for_isa(&rowwise, Isa::Portable).matmul(&x, m, &mut scratch);
                 for isa in Isa::available() {
                     let w = PanelMatrix::for_isa(&rowwise, isa);
                     let got = w.matmul(&x, m, &mut scratch);

@@ -167,7 +167,11 @@ mod tests {
             let mut q = [0i8; QK];
             let (d, s, sum) = quantize_block(xb, &mut q);
             assert_eq!(&fast.qs[b * QK..(b + 1) * QK], &q, "block {b}");
-            assert_eq!((fast.d[b], fast.s[b], fast.sums[b]), (d, s, sum), "block {b}");
+            assert_eq!(
+                (fast.d[b], fast.s[b], fast.sums[b]),
+                (d, s, sum),
+                "block {b}"
+            );
             assert_eq!(sum, q.iter().map(|&v| v as i32).sum::<i32>(), "block {b}");
             let err = xb
                 .iter()

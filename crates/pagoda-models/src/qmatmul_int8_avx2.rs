@@ -20,13 +20,7 @@ pub fn available() -> bool {
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize(
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    s: &mut [f32],
-    sums: &mut [i32],
-) {
+pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: &mut [i32]) {
     assert!(
         x.len() == qs.len()
             && x.len() == d.len() * QK
