@@ -152,8 +152,8 @@ fn tile<const F: u8, const T: usize>(
                 // Eight products of nibbles (≤ 15) and bytes (|x| ≤ 127) per
                 // 16-bit lane stay below 2^15: summed exactly before widening.
                 let mut s16 = _mm256_maddubs_epi16(w[0], quad(xq, 0));
-                for t in 1..8 {
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[t], quad(xq, 4 * t)));
+                for (t, wt) in w.iter().enumerate().skip(1) {
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(*wt, quad(xq, 4 * t)));
                 }
                 let s = _mm256_madd_epi16(s16, ones);
                 if F == 0 {
