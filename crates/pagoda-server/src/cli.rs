@@ -94,7 +94,7 @@ pub struct ServeArgs {
         value_parser = positive)]
     pub max_num_seqs: usize,
     /// Token budget of one engine step.
-    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 256,
+    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 128,
         value_parser = positive)]
     pub max_tokens_per_step: usize,
     /// Most requests waiting; beyond it, 429.
@@ -158,7 +158,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Token budget of one engine step.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 128)]
     pub max_tokens_per_step: usize,
 }
 
