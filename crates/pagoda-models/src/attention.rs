@@ -65,7 +65,7 @@ pub fn paged_attention(
 }
 
 /// [`head_attention`] built for the widest vector unit this CPU has. The
-/// arithmetic is written in fixed lanes without fused multiply-adds, so
+/// arithmetic is fused multiply-adds in a fixed order per output value, so
 /// every build gives the same bits.
 fn head_attention_fastest(
     kv: LayerView<'_>,
@@ -77,7 +77,7 @@ fn head_attention_fastest(
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f")]
+        #[target_feature(enable = "avx512f,fma")]
         fn avx512(
             kv: LayerView<'_>,
             seq: &SeqQueries<'_>,
@@ -88,7 +88,7 @@ fn head_attention_fastest(
         ) -> Vec<f32> {
             head_attention(kv, seq, head, kv_head, num_heads, scale)
         }
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         fn avx2(
             kv: LayerView<'_>,
             seq: &SeqQueries<'_>,
@@ -100,19 +100,30 @@ fn head_attention_fastest(
             head_attention(kv, seq, head, kv_head, num_heads, scale)
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
+            // SAFETY: the CPU supports AVX-512F (and so FMA), checked just above.
             return unsafe { avx512(kv, seq, head, kv_head, num_heads, scale) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
             return unsafe { avx2(kv, seq, head, kv_head, num_heads, scale) };
         }
     }
     head_attention(kv, seq, head, kv_head, num_heads, scale)
 }
 
+/// Query rows that share each key and value load.
+const TILE: usize = 4;
+/// The block size the key loop is specialised for (the default).
+const FAST_BLOCK: usize = 16;
+
 /// Attention of one query head of one sequence over its cached context;
-/// returns `[len, head_dim]`.
+/// returns `[len, head_dim]`. Query rows go in tiles of up to [`TILE`]
+/// consecutive tokens that share every key and value load; each score is
+/// `Σ_d q_d · k_d` by fused multiply-adds in order of `d` (keys are stored
+/// transposed, so one vector op serves a block's slots), each output
+/// `Σ_s p_s · v_s` in order of `s`: a row's result does not depend on its
+/// tile or batch.
 #[inline(always)]
 fn head_attention(
     kv: LayerView<'_>,
@@ -126,70 +137,115 @@ fn head_attention(
     let bs = kv.block_size();
     let len = seq.q.len() / (num_heads * hd);
     let mut out = vec![0.0f32; len * hd];
-    let mut scores = Vec::with_capacity(seq.start_pos + len);
-    for t in 0..len {
-        let q = &seq.q[(t * num_heads + head) * hd..(t * num_heads + head + 1) * hd];
-        let context = seq.start_pos + t + 1;
-        scores.clear();
+    let longest = seq.start_pos + len;
+    let mut scores = vec![0.0f32; TILE * longest];
+    let mut block_scores = vec![0.0f32; TILE * bs];
+    for t0 in (0..len).step_by(TILE) {
+        let rows = TILE.min(len - t0);
+        let context = seq.start_pos + t0 + rows;
+        let q: [&[f32]; TILE] = std::array::from_fn(|i| {
+            let t = t0 + i.min(rows - 1);
+            &seq.q[(t * num_heads + head) * hd..(t * num_heads + head + 1) * hd]
+        });
+        // Scores of every row against the tile's whole context.
         for (b, &block) in seq.block_table.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
             let slots = bs.min(context - first);
-            let (keys, _) = kv.block(block, kv_head, slots);
-            for key in keys.chunks_exact(hd) {
-                scores.push(dot(q, key) * scale);
-            }
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let o = &mut out[t * hd..(t + 1) * hd];
-        for (b, &block) in seq.block_table.iter().enumerate() {
-            let first = b * bs;
-            if first >= context {
-                break;
-            }
-            let slots = bs.min(context - first);
-            let (_, values) = kv.block(block, kv_head, slots);
-            for (value, &p) in values.chunks_exact(hd).zip(&scores[first..first + slots]) {
-                for (o, v) in o.iter_mut().zip(value) {
-                    *o += p * v;
+            let keys = kv.keys_t(block, kv_head);
+            if bs == FAST_BLOCK {
+                let mut store = |acc: &[[f32; FAST_BLOCK]]| {
+                    for (i, acc) in acc.iter().enumerate() {
+                        for (s, a) in acc.iter().enumerate().take(slots) {
+                            scores[i * longest + first + s] = a * scale;
+                        }
+                    }
+                };
+                match rows {
+                    1 => store(&block_scores_fixed::<1>(&q, keys, hd)),
+                    2 => store(&block_scores_fixed::<2>(&q, keys, hd)),
+                    3 => store(&block_scores_fixed::<3>(&q, keys, hd)),
+                    _ => store(&block_scores_fixed::<TILE>(&q, keys, hd)),
+                }
+            } else {
+                block_scores.fill(0.0);
+                for d in 0..hd {
+                    let k = &keys[d * bs..(d + 1) * bs];
+                    for (i, qi) in q.iter().enumerate().take(rows) {
+                        let qd = qi[d];
+                        for (a, &kv) in block_scores[i * bs..(i + 1) * bs].iter_mut().zip(k) {
+                            *a = qd.mul_add(kv, *a);
+                        }
+                    }
+                }
+                for i in 0..rows {
+                    for s in 0..slots {
+                        scores[i * longest + first + s] = block_scores[i * bs + s] * scale;
+                    }
                 }
             }
         }
-        let inv = 1.0 / sum;
-        o.iter_mut().for_each(|x| *x *= inv);
+        // Each row's softmax over its own (causal) context.
+        let mut sums = [0.0f32; TILE];
+        for (i, sum) in sums.iter_mut().enumerate().take(rows) {
+            let ctx = seq.start_pos + t0 + i + 1;
+            let row = &mut scores[i * longest..i * longest + ctx];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                *sum += *s;
+            }
+        }
+        // Weighted values, each value row loaded once for the tile.
+        let tile_out = &mut out[t0 * hd..(t0 + rows) * hd];
+        for (b, &block) in seq.block_table.iter().enumerate() {
+            let first = b * bs;
+            if first >= context {
+                break;
+            }
+            let slots = bs.min(context - first);
+            let values = kv.values(block, kv_head, slots);
+            for (s, value) in values.chunks_exact(hd).enumerate() {
+                let pos = first + s;
+                for (i, o) in tile_out.chunks_exact_mut(hd).enumerate() {
+                    if pos <= seq.start_pos + t0 + i {
+                        let p = scores[i * longest + pos];
+                        for (o, &v) in o.iter_mut().zip(value) {
+                            *o = p.mul_add(v, *o);
+                        }
+                    }
+                }
+            }
+        }
+        for (o, sum) in tile_out.chunks_exact_mut(hd).zip(sums) {
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|x| *x *= inv);
+        }
     }
     out
 }
 
-/// Lanes of the dot product's partial sums (one AVX-512 register).
-const LANES: usize = 16;
-
-/// `a · b` in [`LANES`] partial sums folded pairwise, then the tail.
+/// Scores (unscaled) of the first `R` query rows against one block of
+/// [`FAST_BLOCK`] transposed keys, in registers.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (ac, at) = a.as_chunks::<LANES>();
-    let (bc, bt) = b.as_chunks::<LANES>();
-    for (x, y) in ac.iter().zip(bc) {
-        for k in 0..LANES {
-            lanes[k] += x[k] * y[k];
+fn block_scores_fixed<const R: usize>(
+    q: &[&[f32]; TILE],
+    keys: &[f32],
+    hd: usize,
+) -> [[f32; FAST_BLOCK]; R] {
+    let mut acc = [[0.0f32; FAST_BLOCK]; R];
+    let (rows, _) = keys[..hd * FAST_BLOCK].as_chunks::<FAST_BLOCK>();
+    for (d, k) in rows.iter().enumerate() {
+        for (acc, qi) in acc.iter_mut().zip(q) {
+            let qd = qi[d];
+            for (a, &kv) in acc.iter_mut().zip(k) {
+                *a = qd.mul_add(kv, *a);
+            }
         }
     }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for k in 0..width {
-            lanes[k] += lanes[k + width];
-        }
-    }
-    lanes[0] + at.iter().zip(bt).map(|(x, y)| x * y).sum::<f32>()
+    acc
 }
 
 #[cfg(test)]
@@ -226,6 +282,10 @@ mod tests {
             }
         }
         out
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
     fn values(n: usize, seed: f32) -> Vec<f32> {

@@ -159,8 +159,12 @@ impl PagedKvCache {
             let block = block_table[pos / bs].index();
             let slot = pos % bs;
             for h in 0..heads {
-                let dst = ((block * heads + h) * bs + slot) * hd;
-                kv.k[dst..dst + hd].copy_from_slice(&k_row[h * hd..(h + 1) * hd]);
+                let base = (block * heads + h) * bs * hd;
+                // Keys transposed within the block: `[head_dim, block_size]`.
+                for (d, &x) in k_row[h * hd..(h + 1) * hd].iter().enumerate() {
+                    kv.k[base + d * bs + slot] = x;
+                }
+                let dst = base + slot * hd;
                 kv.v[dst..dst + hd].copy_from_slice(&v_row[h * hd..(h + 1) * hd]);
             }
         }
@@ -208,12 +212,20 @@ impl<'a> LayerView<'a> {
         self.head_dim
     }
 
-    /// The keys and values of kv head `head` in `block`, for the first
-    /// `slots` positions: two slices of `slots * head_dim` values.
-    pub fn block(&self, block: BlockId, head: usize, slots: usize) -> (&'a [f32], &'a [f32]) {
+    /// The keys of kv head `head` in `block`, transposed: `[head_dim,
+    /// block_size]` (value `d` of the key in slot `s` at `d * block_size + s`;
+    /// slots not yet written hold stale values).
+    pub fn keys_t(&self, block: BlockId, head: usize) -> &'a [f32] {
+        let n = self.block_size * self.head_dim;
+        let start = (block.index() * self.kv_heads + head) * n;
+        &self.kv.k[start..start + n]
+    }
+
+    /// The values of kv head `head` in `block` for the first `slots`
+    /// positions: `[slots, head_dim]`.
+    pub fn values(&self, block: BlockId, head: usize, slots: usize) -> &'a [f32] {
         let start = (block.index() * self.kv_heads + head) * self.block_size * self.head_dim;
-        let end = start + slots * self.head_dim;
-        (&self.kv.k[start..end], &self.kv.v[start..end])
+        &self.kv.v[start..start + slots * self.head_dim]
     }
 }
 
@@ -238,11 +250,13 @@ mod tests {
         let v: Vec<f32> = (0..18).map(|i| -(i as f32)).collect();
         cache.write(0, &table, 0, &k, &v);
         let view = cache.layer(0);
-        let (k3h1, v3h1) = view.block(BlockId(3), 1, 2);
-        assert_eq!(k3h1, &[3.0, 4.0, 5.0, 9.0, 10.0, 11.0]);
-        assert_eq!(v3h1[0], -3.0);
-        let (k1h0, _) = view.block(BlockId(1), 0, 1);
-        assert_eq!(k1h0, &[12.0, 13.0, 14.0]);
+        // Block 3 holds positions 0 and 1; head 1's keys are 3,4,5 and 9,10,11,
+        // stored transposed.
+        assert_eq!(view.keys_t(BlockId(3), 1), &[3.0, 9.0, 4.0, 10.0, 5.0, 11.0]);
+        assert_eq!(view.values(BlockId(3), 1, 2), &[-3.0, -4.0, -5.0, -9.0, -10.0, -11.0]);
+        // Block 1 holds position 2 in its first slot.
+        let k1h0 = view.keys_t(BlockId(1), 0);
+        assert_eq!([k1h0[0], k1h0[2], k1h0[4]], [12.0, 13.0, 14.0]);
     }
 
     #[test]
@@ -264,10 +278,9 @@ mod tests {
         }
         cache.copy_block(BlockId(0), BlockId(2));
         for layer in 0..2 {
-            assert_eq!(
-                cache.layer(layer).block(BlockId(2), 0, 2),
-                cache.layer(layer).block(BlockId(0), 0, 2)
-            );
+            let view = cache.layer(layer);
+            assert_eq!(view.keys_t(BlockId(2), 0), view.keys_t(BlockId(0), 0));
+            assert_eq!(view.values(BlockId(2), 0, 2), view.values(BlockId(0), 0, 2));
         }
     }
 
