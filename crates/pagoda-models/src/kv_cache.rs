@@ -252,8 +252,14 @@ mod tests {
         let view = cache.layer(0);
         // Block 3 holds positions 0 and 1; head 1's keys are 3,4,5 and 9,10,11,
         // stored transposed.
-        assert_eq!(view.keys_t(BlockId(3), 1), &[3.0, 9.0, 4.0, 10.0, 5.0, 11.0]);
-        assert_eq!(view.values(BlockId(3), 1, 2), &[-3.0, -4.0, -5.0, -9.0, -10.0, -11.0]);
+        assert_eq!(
+            view.keys_t(BlockId(3), 1),
+            &[3.0, 9.0, 4.0, 10.0, 5.0, 11.0]
+        );
+        assert_eq!(
+            view.values(BlockId(3), 1, 2),
+            &[-3.0, -4.0, -5.0, -9.0, -10.0, -11.0]
+        );
         // Block 1 holds position 2 in its first slot.
         let k1h0 = view.keys_t(BlockId(1), 0);
         assert_eq!([k1h0[0], k1h0[2], k1h0[4]], [12.0, 13.0, 14.0]);
