@@ -109,6 +109,8 @@ fn metrics_count_requests_tokens_and_latencies_and_a_gone_client_is_aborted() {
     assert!(m("pagoda_prefix_cache_hits_total").is_some_and(|h| h > 0.0));
     assert!(m("pagoda_prefix_cache_hit_rate").is_some_and(|r| r > 0.0 && r < 1.0));
     assert!(m(r#"pagoda_build_info{version="0.1.0"}"#).is_some());
+    // Some of the steps' time is the engine's own, most of it the model's.
+    assert!(m("pagoda_engine_overhead_ratio").is_some_and(|r| r > 0.0 && r < 0.5));
 
     // JSON logs: one line per finished generation, with the request id.
     let log = server.log();
