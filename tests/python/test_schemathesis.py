@@ -39,7 +39,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
             str(st), "run", s.url + "/openapi.json",
             "--checks", ",".join(CHECKS),
             "--max-time", str(MAX_TIME),
-            "--workers", "2",
+            # One worker: with two, hypothesis's generation threads tripped
+            # CPython 3.11's "AST constructor recursion depth mismatch"
+            # (a SystemError inside hypothesis, not a server fault) once.
+            "--workers", "1",
             "--seed", "1",
             "--request-timeout", "30",
             "--max-failures", "5",

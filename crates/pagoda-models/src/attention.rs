@@ -343,6 +343,56 @@ mod tests {
     }
 
     #[test]
+    fn the_sixteen_slot_path_matches_the_reference_in_every_tile_shape() {
+        let (heads, kv_heads, hd, len) = (3, 1, 8, 37);
+        let layout = KvLayout {
+            num_layers: 1,
+            kv_heads,
+            head_dim: hd,
+        };
+        let mut cache = PagedKvCache::new(layout, FAST_BLOCK, 4).expect("cache");
+        let table = [BlockId(2), BlockId(0), BlockId(3)];
+        let q = values(len * heads * hd, 0.3);
+        let k = values(len * kv_heads * hd, 1.7);
+        let v = values(len * kv_heads * hd, 2.9);
+        let expected = reference(&q, &k, &v, heads, kv_heads, hd);
+        cache.write(0, &table, 0, &k, &v);
+        let row = heads * hd;
+        // Starts inside blocks; 1, 2, 3, 4 and 5 query rows (every tile size).
+        for (start, rows) in [(0, len), (21, 5), (17, 3), (30, 2), (36, 1), (15, 4)] {
+            let got = paged_attention(
+                cache.layer(0),
+                &[SeqQueries {
+                    q: &q[start * row..(start + rows) * row],
+                    start_pos: start,
+                    block_table: &table,
+                }],
+                heads,
+                kv_heads,
+            );
+            for (a, b) in got.iter().zip(&expected[start * row..(start + rows) * row]) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "start {start}, {rows} rows: {a} vs {b}"
+                );
+            }
+            // A row's result does not depend on the tile it was computed in.
+            let last = paged_attention(
+                cache.layer(0),
+                &[SeqQueries {
+                    q: &q[(start + rows - 1) * row..(start + rows) * row],
+                    start_pos: start + rows - 1,
+                    block_table: &table,
+                }],
+                heads,
+                kv_heads,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&last), bits(&got[(rows - 1) * row..]), "start {start}");
+        }
+    }
+
+    #[test]
     fn a_sequence_does_not_depend_on_its_batch_mates() {
         let (heads, kv_heads, hd) = (2, 1, 4);
         let layout = KvLayout {

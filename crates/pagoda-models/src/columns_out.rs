@@ -66,13 +66,16 @@ pub(crate) fn parallel_columns(
         .next_multiple_of(align);
     let mut outs: Vec<Vec<f32>> = parts.iter().map(|&n| vec![0.0f32; m * n]).collect();
     let ptrs: Vec<SharedPtr> = outs.iter_mut().map(|o| SharedPtr(o.as_mut_ptr())).collect();
-    let share = |p: usize, first: usize, rows: usize| ColumnsOut {
-        ptr: ptrs[p].0,
-        m,
-        n: parts[p],
-        first,
-        rows,
-        _result: PhantomData,
+    let share = |p: usize, first: usize, rows: usize| {
+        assert!(first + rows <= parts[p], "a share lies inside its part");
+        ColumnsOut {
+            ptr: ptrs[p].0,
+            m,
+            n: parts[p],
+            first,
+            rows,
+            _result: PhantomData,
+        }
     };
     if total * m < PARALLEL_MIN_ROW_PAIRS || team.threads() == 1 {
         for (p, &n) in parts.iter().enumerate() {

@@ -158,6 +158,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn odd_values_quantize_alike_in_every_build_and_stay_in_range() {
+        let mut x = vec![0.5f32; 6 * QK];
+        x[3] = f32::NAN;
+        x[QK + 1] = f32::INFINITY;
+        x[2 * QK + 7] = f32::NEG_INFINITY;
+        x[3 * QK..4 * QK].fill(1e-40); // subnormal: 1/d overflows
+        x[4 * QK + 2] = f32::MAX;
+        x[5 * QK..].fill(f32::NAN);
+        let mut fast = Q8Rows::default();
+        fast.quantize(&x, 1, 6 * QK);
+        for (b, xb) in x.chunks_exact(QK).enumerate() {
+            let mut q = [0i8; QK];
+            let (d, s, sum) = quantize_block(xb, &mut q);
+            assert_eq!(&fast.qs[b * QK..(b + 1) * QK], &q, "block {b}");
+            assert_eq!(fast.d[b].to_bits(), d.to_bits(), "block {b}");
+            assert_eq!(fast.s[b].to_bits(), s.to_bits(), "block {b}");
+            assert_eq!(fast.sums[b], sum, "block {b}");
+            assert!(q.iter().all(|&v| v != i8::MIN), "block {b}: {q:?}");
+        }
+    }
+
+    #[test]
     fn quantization_matches_the_portable_reference_bit_for_bit() {
         let mut rng = Rng(7);
         let x = activations(5, 96, &mut rng);

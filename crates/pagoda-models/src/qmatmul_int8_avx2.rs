@@ -44,9 +44,11 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], s
                 _mm256_loadu_ps(p.add(16)),
                 _mm256_loadu_ps(p.add(24)),
             ];
-            let mut amax = _mm256_andnot_ps(sign, v[0]);
-            for vk in &v[1..] {
-                amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, *vk));
+            // `max_ps` returns its second operand when either is NaN: with
+            // the running maximum second, NaNs are skipped like `f32::max`.
+            let mut amax = _mm256_setzero_ps();
+            for vk in &v {
+                amax = _mm256_max_ps(_mm256_andnot_ps(sign, *vk), amax);
             }
             let m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
             let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
@@ -54,11 +56,16 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], s
             let max = _mm_cvtss_f32(m1);
             let dv = max / 127.0;
             let id = _mm256_set1_ps(if dv > 0.0 { 1.0 / dv } else { 0.0 });
+            let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
             let i = v.map(|vk| {
-                _mm256_cvtps_epi32(_mm256_round_ps(
+                let r = _mm256_round_ps(
                     _mm256_mul_ps(vk, id),
                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                ))
+                );
+                // As the portable build: NaN becomes 0, anything else is
+                // clamped to ±127 (so sums stay within ±4064).
+                let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+                _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
             });
             let total =
                 _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));

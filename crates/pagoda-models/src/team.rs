@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_millis(2);
+/// Bits of the claim counter that hold the task index; the rest hold the
+/// job's number (40 bits: a stale claim could only match again after 2^40
+/// jobs, years of continuous decoding).
+const INDEX_BITS: u32 = 24;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - INDEX_BITS)) - 1;
+
+thread_local! {
+    /// Whether this thread is running a task of a team (a nested
+    /// [`Team::run`] then runs its tasks serially instead of deadlocking).
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// A job's function with its lifetime erased; only called for a task
 /// claimed under the job's number, while [`Team::run`] waits for it.
@@ -37,7 +49,7 @@ struct Slot {
 struct Shared {
     slot: Mutex<Slot>,
     wake: Condvar,
-    /// `epoch << 32 | next task index`.
+    /// `epoch << INDEX_BITS | next task index`.
     claim: AtomicU64,
     /// Tasks of the current job completed.
     done: AtomicUsize,
@@ -50,8 +62,8 @@ impl Shared {
     fn work(&self, epoch: u64, job: ErasedJob, tasks: usize) {
         loop {
             let cur = self.claim.load(Ordering::Acquire);
-            let index = (cur & 0xFFFF_FFFF) as usize;
-            if cur >> 32 != epoch || index >= tasks {
+            let index = (cur & INDEX_MASK) as usize;
+            if cur >> INDEX_BITS != epoch || index >= tasks {
                 return;
             }
             if self
@@ -65,9 +77,11 @@ impl Shared {
             // counted done, so `Team::run` is still waiting and the
             // function is alive.
             let f = unsafe { &*job.0 };
+            let outer = IN_TASK.with(|t| t.replace(true));
             if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
                 self.panicked.store(true, Ordering::Release);
             }
+            IN_TASK.with(|t| t.set(outer));
             self.done.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -104,8 +118,8 @@ impl Team {
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         });
-        let workers = threads.max(1) - 1;
-        for i in 0..workers {
+        let mut workers = 0;
+        for i in 0..threads.max(1) - 1 {
             let shared = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("pagoda-team-{i}"))
@@ -114,6 +128,7 @@ impl Team {
                 // Fewer workers only means less parallelism.
                 break;
             }
+            workers += 1;
         }
         Self {
             shared,
@@ -137,7 +152,8 @@ impl Team {
     /// Runs `f(0) .. f(tasks - 1)` across the team, the caller included,
     /// and returns when all have completed. A panicking task panics here.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        if tasks <= 1 || self.workers == 0 || tasks >= 1 << 32 {
+        let nested = IN_TASK.with(|t| t.get());
+        if tasks <= 1 || self.workers == 0 || nested || tasks as u64 > INDEX_MASK {
             (0..tasks).for_each(f);
             return;
         }
@@ -154,12 +170,12 @@ impl Team {
         });
         let epoch = {
             let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());
-            slot.epoch = (slot.epoch + 1) & 0xFFFF_FFFF;
+            slot.epoch = (slot.epoch + 1) & EPOCH_MASK;
             slot.job = Some(job);
             slot.tasks = tasks;
             s.done.store(0, Ordering::Release);
             s.panicked.store(false, Ordering::Release);
-            s.claim.store(slot.epoch << 32, Ordering::Release);
+            s.claim.store(slot.epoch << INDEX_BITS, Ordering::Release);
             if slot.sleepers > 0 {
                 s.wake.notify_all();
             }
@@ -187,7 +203,7 @@ fn worker(s: &Shared) {
         let start = Instant::now();
         let mut spins = 0u32;
         // Spin until a new job is published, or park after `SPIN`.
-        while s.claim.load(Ordering::Acquire) >> 32 == seen {
+        while s.claim.load(Ordering::Acquire) >> INDEX_BITS == seen {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 break;
@@ -226,6 +242,18 @@ mod tests {
             }
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 50));
         }
+    }
+
+    #[test]
+    fn a_task_that_runs_a_job_itself_runs_it_serially() {
+        let team = Team::new(2);
+        let count = AtomicUsize::new(0);
+        team.run(4, &|_| {
+            team.run(3, &|_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 12);
     }
 
     #[test]
