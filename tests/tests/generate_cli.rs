@@ -53,6 +53,47 @@ fn the_default_int8_activations_complete_the_capital_sentence() {
     assert!(stdout.starts_with(" Paris."), "stdout: {stdout:?}");
 }
 
+/// Every build of the int8 kernels this CPU runs gives the same bits, so
+/// the same greedy ids on the real model (`PAGODA_KERNELS` forces a build).
+#[test]
+fn every_kernel_build_generates_the_same_ids() {
+    let model = default_model();
+    let run = |kernels: &str| {
+        let out = std::process::Command::new(pagoda_tests::pagoda_bin())
+            .args([
+                "generate",
+                "--model",
+                model.to_str().expect("utf-8 path"),
+                "--prompt",
+                "Write a story about a dragon.",
+                "--chat",
+                "--max-tokens",
+                "12",
+                "--print-ids",
+            ])
+            .env("PAGODA_LOG", "info")
+            .env("PAGODA_KERNELS", kernels)
+            .output()
+            .expect("pagoda runs");
+        let (stdout, stderr) = texts(&out);
+        assert!(out.status.success(), "{kernels}: {stderr}");
+        let ids = stdout
+            .lines()
+            .find(|l| l.starts_with("ids: "))
+            .unwrap_or_else(|| panic!("{kernels}: no ids in {stdout:?}"))
+            .to_string();
+        (ids, stderr)
+    };
+    let (reference, log) = run("portable");
+    assert!(log.contains("portable kernels"), "{log}");
+    for kernels in ["avx2", "avx512-vnni"] {
+        let (ids, log) = run(kernels);
+        if log.contains(&format!("{kernels} kernels")) {
+            assert_eq!(ids, reference, "{kernels} against the portable build");
+        }
+    }
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_and_max_tokens_is_honoured() {
     let model = default_model();

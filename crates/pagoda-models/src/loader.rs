@@ -149,8 +149,14 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         .optional("general.file_type", |m, k| m.u32(k))?
         .map(|t| format!(" (GGUF file type {t})"))
         .unwrap_or_default();
+    let kernels = match options.activations {
+        crate::Activations::Int8 => {
+            format!(" ({} kernels)", crate::panel_matrix::Isa::best().name())
+        }
+        crate::Activations::F32 => String::new(),
+    };
     let precision = format!(
-        "GGUF quantized weights{file_type}, {} activations in Q4_0/Q4_1/Q8_0 layers",
+        "GGUF quantized weights{file_type}, {} activations in Q4_0/Q4_1/Q8_0 layers{kernels}",
         options.activations.name()
     );
     Ok(LoadedModel {

@@ -248,10 +248,39 @@ impl Isa {
         out
     }
 
-    /// The fastest build this CPU can run (detected once).
+    /// The build the process uses: the fastest this CPU can run, unless
+    /// `PAGODA_KERNELS` names another available one (`portable`, `avx2`,
+    /// `avx512-vnni`: a diagnostic switch; every build gives the same bits).
+    /// Decided once.
     pub fn best() -> Isa {
         static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| *Isa::available().last().unwrap_or(&Isa::Portable))
+        *BEST.get_or_init(|| {
+            let available = Isa::available();
+            let fastest = *available.last().unwrap_or(&Isa::Portable);
+            match std::env::var("PAGODA_KERNELS") {
+                Ok(name) => match available.iter().find(|i| i.name() == name) {
+                    Some(&chosen) => chosen,
+                    None => {
+                        tracing::warn!(
+                            requested = %name,
+                            using = fastest.name(),
+                            "PAGODA_KERNELS names no build this CPU runs"
+                        );
+                        fastest
+                    }
+                },
+                Err(_) => fastest,
+            }
+        })
+    }
+
+    /// The build's name in logs and in `PAGODA_KERNELS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
     }
 
     /// Rows per panel in this build's layout.
@@ -298,30 +327,35 @@ fn panels_portable(
     let sb = scale_bytes(format, width);
     let (qa, qb) = (gguf_quant_at(format), quant_bytes(format));
     let mut block = [0u8; 34];
+    let mut acc = vec![0.0f32; m];
+    let mut offset = vec![0.0f32; m];
     for (p, panel) in w.chunks_exact(panel_bytes).enumerate() {
         for i in 0..width {
-            for j in 0..m {
-                let mut acc = 0.0f32;
-                let mut offset = 0.0f32;
-                for b in 0..nb {
-                    let src = &panel[b * pbb..(b + 1) * pbb];
-                    block[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
-                    if format == BlockFormat::Q4_1 {
-                        block[2..4].copy_from_slice(&src[2 * width + 2 * i..2 * width + 2 * i + 2]);
-                    }
-                    for t in 0..qb {
-                        block[qa + t] = src[sb + quant_offset(i, t, width)];
-                    }
+            acc.fill(0.0);
+            offset.fill(0.0);
+            for b in 0..nb {
+                // Row `i`'s block `b` in GGUF's layout, once for every activation row.
+                let src = &panel[b * pbb..(b + 1) * pbb];
+                block[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+                if format == BlockFormat::Q4_1 {
+                    block[2..4].copy_from_slice(&src[2 * width + 2 * i..2 * width + 2 * i + 2]);
+                }
+                for t in 0..qb {
+                    block[qa + t] = src[sb + quant_offset(i, t, width)];
+                }
+                let dw = f16_at(&block, 0);
+                let mw = f16_at(&block, 2);
+                for j in 0..m {
                     let at = j * nb + b;
-                    let xq = &x.qs[at * QK..(at + 1) * QK];
-                    let isum = block_isum(format, &block, xq);
-                    let scale = f16_at(&block, 0) * x.d[at];
-                    acc = (isum as f32).mul_add(scale, acc);
+                    let isum = block_isum(format, &block, &x.qs[at * QK..(at + 1) * QK]);
+                    acc[j] = (isum as f32).mul_add(dw * x.d[at], acc[j]);
                     if format == BlockFormat::Q4_1 {
-                        offset = f16_at(&block, 2).mul_add(x.s[at], offset);
+                        offset[j] = mw.mul_add(x.s[at], offset[j]);
                     }
                 }
-                out.set(p * width + i, j, acc + offset);
+            }
+            for j in 0..m {
+                out.set(p * width + i, j, acc[j] + offset[j]);
             }
         }
     }
