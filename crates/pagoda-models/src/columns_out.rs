@@ -49,6 +49,22 @@ unsafe impl Sync for SharedPtr {}
 /// the calling thread: handing them to the team costs more than they take.
 const PARALLEL_MIN_ROW_PAIRS: usize = 512;
 
+/// How a product of `total` weight rows (a multiple of `align`) with `m`
+/// activation rows is split across `threads`: `None` to run it on the
+/// calling thread, else the weight rows per task (a multiple of `align`,
+/// about four tasks per thread).
+pub(crate) fn rows_per_task(total: usize, m: usize, align: usize, threads: usize) -> Option<usize> {
+    if total * m < PARALLEL_MIN_ROW_PAIRS || threads <= 1 {
+        return None;
+    }
+    Some(
+        total
+            .div_ceil(threads * 4)
+            .clamp(8, 256)
+            .next_multiple_of(align),
+    )
+}
+
 /// Runs `task(part, first_row, out)` over chunks of each part's rows
 /// (`parts[p]` rows; `first_row` a multiple of `align`) across the team and
 /// returns each part's `[m, parts[p]]` result.
@@ -60,10 +76,6 @@ pub(crate) fn parallel_columns(
 ) -> Vec<Vec<f32>> {
     let team = crate::team::Team::global();
     let total: usize = parts.iter().map(|&n| n.next_multiple_of(align)).sum();
-    let rows_per_task = total
-        .div_ceil(team.threads() * 4)
-        .clamp(8, 256)
-        .next_multiple_of(align);
     let mut outs: Vec<Vec<f32>> = parts.iter().map(|&n| vec![0.0f32; m * n]).collect();
     let ptrs: Vec<SharedPtr> = outs.iter_mut().map(|o| SharedPtr(o.as_mut_ptr())).collect();
     let share = |p: usize, first: usize, rows: usize| {
@@ -77,11 +89,13 @@ pub(crate) fn parallel_columns(
             _result: PhantomData,
         }
     };
-    if total * m < PARALLEL_MIN_ROW_PAIRS || team.threads() == 1 {
+    let Some(rows_per_task) = rows_per_task(total, m, align, team.threads()) else {
         for (p, &n) in parts.iter().enumerate() {
             task(p, 0, share(p, 0, n));
         }
-    } else {
+        return outs;
+    };
+    {
         let chunks: Vec<(usize, usize)> = parts
             .iter()
             .enumerate()

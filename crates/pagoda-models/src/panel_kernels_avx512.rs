@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use crate::columns_out::ColumnsOut;
-use crate::panel_matrix::{panel_block_bytes, scale_bytes};
+use crate::panel_matrix::{format_of, panel_block_bytes, scale_bytes};
 use crate::qmatmul::BlockFormat;
 use crate::qmatmul_int8::{Q8Rows, QK};
 
@@ -43,14 +43,6 @@ pub unsafe fn panels(format: BlockFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<
         BlockFormat::Q4_0 => run::<0>(w, x, out),
         BlockFormat::Q4_1 => run::<1>(w, x, out),
         BlockFormat::Q8_0 => run::<2>(w, x, out),
-    }
-}
-
-const fn format_of(f: u8) -> BlockFormat {
-    match f {
-        0 => BlockFormat::Q4_0,
-        1 => BlockFormat::Q4_1,
-        _ => BlockFormat::Q8_0,
     }
 }
 

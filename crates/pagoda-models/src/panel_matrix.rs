@@ -64,6 +64,16 @@ fn quant_offset(r: usize, j: usize, width: usize) -> usize {
     (j / 4) * 4 * width + r * 4 + j % 4
 }
 
+/// The block format a kernel's const parameter names (0: Q4_0, 1: Q4_1,
+/// otherwise Q8_0).
+pub(crate) const fn format_of(f: u8) -> BlockFormat {
+    match f {
+        0 => BlockFormat::Q4_0,
+        1 => BlockFormat::Q4_1,
+        _ => BlockFormat::Q8_0,
+    }
+}
+
 /// GGUF quant bytes per block (16 nibble pairs or 32 values).
 fn quant_bytes(format: BlockFormat) -> usize {
     match format {

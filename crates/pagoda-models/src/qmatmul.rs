@@ -205,10 +205,6 @@ fn parallel_rows(n: usize, m: usize, task: impl Fn(usize, usize, &mut [f32]) + S
         .unwrap_or_default()
 }
 
-/// Products smaller than this many weight-row × activation-row pairs run on
-/// the calling thread: waking the pool costs more than they take.
-const PARALLEL_MIN_ROW_PAIRS: usize = 512;
-
 /// [`parallel_rows`] for several matrices at once (`parts[p]` rows each) in
 /// one fork-join: `task(part, first_row, rows, out)`, with `first_row` and
 /// `rows` multiples of `align` (a last chunk is padded up to one: its output
@@ -221,19 +217,11 @@ pub(crate) fn parallel_parts(
     task: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
 ) -> Vec<Vec<f32>> {
     let team = crate::team::Team::global();
-    let threads = team.threads();
     let padded: Vec<usize> = parts.iter().map(|&n| n.next_multiple_of(align)).collect();
     let total: usize = padded.iter().sum();
-    let rows_per_task = total
-        .div_ceil(threads * 4)
-        .clamp(8, 256)
-        .next_multiple_of(align);
     let mut outs: Vec<Vec<f32>> = padded.iter().map(|&n| vec![0.0f32; n * m]).collect();
-    if total * m < PARALLEL_MIN_ROW_PAIRS || threads == 1 {
-        for (p, (out, &n)) in outs.iter_mut().zip(&padded).enumerate() {
-            task(p, 0, n, out);
-        }
-    } else {
+    let split = crate::columns_out::rows_per_task(total, m, align, team.threads());
+    if let Some(rows_per_task) = split {
         let chunks: Vec<Mutex<(usize, usize, &mut [f32])>> = outs
             .iter_mut()
             .enumerate()
@@ -249,6 +237,10 @@ pub(crate) fn parallel_parts(
             let rows = out.len() / m;
             task(p, first, rows, out);
         });
+    } else {
+        for (p, (out, &n)) in outs.iter_mut().zip(&padded).enumerate() {
+            task(p, 0, n, out);
+        }
     }
     outs.into_iter()
         .zip(parts)
