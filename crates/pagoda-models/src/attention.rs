@@ -77,28 +77,24 @@ fn head_attention_fastest(
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx512f,fma")]
-        fn avx512(
-            kv: LayerView<'_>,
-            seq: &SeqQueries<'_>,
-            head: usize,
-            kv_head: usize,
-            num_heads: usize,
-            scale: f32,
-        ) -> Vec<f32> {
-            head_attention(kv, seq, head, kv_head, num_heads, scale)
+        /// `head_attention` compiled with `$features` enabled.
+        macro_rules! build_for {
+            ($name:ident, $features:literal) => {
+                #[target_feature(enable = $features)]
+                fn $name(
+                    kv: LayerView<'_>,
+                    seq: &SeqQueries<'_>,
+                    head: usize,
+                    kv_head: usize,
+                    num_heads: usize,
+                    scale: f32,
+                ) -> Vec<f32> {
+                    head_attention(kv, seq, head, kv_head, num_heads, scale)
+                }
+            };
         }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(
-            kv: LayerView<'_>,
-            seq: &SeqQueries<'_>,
-            head: usize,
-            kv_head: usize,
-            num_heads: usize,
-            scale: f32,
-        ) -> Vec<f32> {
-            head_attention(kv, seq, head, kv_head, num_heads, scale)
-        }
+        build_for!(avx512, "avx512f,fma");
+        build_for!(avx2, "avx2,fma");
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (and so FMA), checked just above.
             return unsafe { avx512(kv, seq, head, kv_head, num_heads, scale) };

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use crate::columns_out::ColumnsOut;
 use crate::panel_matrix::{format_of, panel_block_bytes, scale_bytes};
 use crate::qmatmul::BlockFormat;
-use crate::qmatmul_int8::{Q8Rows, QK};
+use crate::qmatmul_int8::{Q8Rows, Q8Tile, QK};
 
 /// Rows per panel.
 const W: usize = 8;
@@ -87,11 +87,12 @@ fn tile<const F: u8, const T: usize>(
     let pbb = panel_block_bytes(format, W);
     let sb = scale_bytes(format, W);
     assert!(panel.len() == nb * pbb && j0 + T <= m);
-    assert!(x.qs.len() >= m * cols && x.d.len() >= m * nb && x.sums.len() >= m * nb);
-    let qs: [&[i8]; T] = std::array::from_fn(|k| &x.qs[(j0 + k) * cols..][..cols]);
-    let ds: [&[f32]; T] = std::array::from_fn(|k| &x.d[(j0 + k) * nb..][..nb]);
-    let ss: [&[f32]; T] = std::array::from_fn(|k| &x.s[(j0 + k) * nb..][..nb]);
-    let sums: [&[i32]; T] = std::array::from_fn(|k| &x.sums[(j0 + k) * nb..][..nb]);
+    let Q8Tile {
+        qs,
+        d: ds,
+        s: ss,
+        sums,
+    } = x.tile::<T>(j0);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut off = [_mm256_setzero_ps(); T];
     let nibble = _mm256_set1_epi8(0x0F);

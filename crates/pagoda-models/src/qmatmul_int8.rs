@@ -26,6 +26,18 @@ pub struct Q8Rows {
     pub(crate) sums: Vec<i32>,
 }
 
+/// `T` consecutive rows of a [`Q8Rows`], sliced for a kernel tile.
+pub(crate) struct Q8Tile<'a, const T: usize> {
+    /// Each row's quantized values.
+    pub(crate) qs: [&'a [i8]; T],
+    /// Each row's per-block scales.
+    pub(crate) d: [&'a [f32]; T],
+    /// Each row's per-block `d · Σq`.
+    pub(crate) s: [&'a [f32]; T],
+    /// Each row's per-block `Σq`.
+    pub(crate) sums: [&'a [i32]; T],
+}
+
 fn f16_round(v: f32) -> f32 {
     f16::from_f32(v).to_f32()
 }
@@ -66,6 +78,20 @@ impl Q8Rows {
             .zip(&mut self.sums)
         {
             (*d, *s, *sum) = quantize_block(xb, qb);
+        }
+    }
+
+    /// Rows `j0 .. j0 + T`, each row's values and per-block scales, sums
+    /// and offsets factors as slices (what a kernel tile reads).
+    #[inline]
+    pub(crate) fn tile<const T: usize>(&self, j0: usize) -> Q8Tile<'_, T> {
+        let (cols, nb) = (self.cols, self.cols / QK);
+        assert!(j0 + T <= self.rows);
+        Q8Tile {
+            qs: std::array::from_fn(|k| &self.qs[(j0 + k) * cols..][..cols]),
+            d: std::array::from_fn(|k| &self.d[(j0 + k) * nb..][..nb]),
+            s: std::array::from_fn(|k| &self.s[(j0 + k) * nb..][..nb]),
+            sums: std::array::from_fn(|k| &self.sums[(j0 + k) * nb..][..nb]),
         }
     }
 
