@@ -48,10 +48,16 @@ pub fn default_model() -> PathBuf {
 
 /// Runs `pagoda` with `args` and returns its output (stdout, stderr, status).
 pub fn run_pagoda(args: &[&str]) -> Output {
+    run_pagoda_with(args, &[])
+}
+
+/// [`run_pagoda`] with extra environment variables (later ones win).
+pub fn run_pagoda_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(pagoda_bin())
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .env("PAGODA_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("pagoda runs")
 }

@@ -1,7 +1,7 @@
 //! `pagoda generate`, the smallest end-to-end proof: the real binary on the
 //! real default model streams a completion and reports its speed.
 
-use pagoda_tests::{default_model, run_pagoda, texts};
+use pagoda_tests::{default_model, run_pagoda, run_pagoda_with, texts};
 
 #[test]
 fn chat_greedy_answers_the_capital_question() {
@@ -59,8 +59,8 @@ fn the_default_int8_activations_complete_the_capital_sentence() {
 fn every_kernel_build_generates_the_same_ids() {
     let model = default_model();
     let run = |kernels: &str| {
-        let out = std::process::Command::new(pagoda_tests::pagoda_bin())
-            .args([
+        let out = run_pagoda_with(
+            &[
                 "generate",
                 "--model",
                 model.to_str().expect("utf-8 path"),
@@ -70,11 +70,9 @@ fn every_kernel_build_generates_the_same_ids() {
                 "--max-tokens",
                 "12",
                 "--print-ids",
-            ])
-            .env("PAGODA_LOG", "info")
-            .env("PAGODA_KERNELS", kernels)
-            .output()
-            .expect("pagoda runs");
+            ],
+            &[("PAGODA_LOG", "info"), ("PAGODA_KERNELS", kernels)],
+        );
         let (stdout, stderr) = texts(&out);
         assert!(out.status.success(), "{kernels}: {stderr}");
         let ids = stdout

@@ -134,8 +134,15 @@ fn head_attention(
     let len = seq.q.len() / (num_heads * hd);
     let mut out = vec![0.0f32; len * hd];
     let longest = seq.start_pos + len;
-    let mut scores = vec![0.0f32; TILE * longest];
-    let mut block_scores = vec![0.0f32; TILE * bs];
+    thread_local! {
+        /// This thread's score rows, reused across calls (no allocation per
+        /// head and layer on the per-token path).
+        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+    }
+    let mut scratch = SCRATCH.take();
+    let (scores, block_scores) = &mut scratch;
+    scores.resize(TILE * longest, 0.0);
+    block_scores.resize(TILE * bs, 0.0);
     for t0 in (0..len).step_by(TILE) {
         let rows = TILE.min(len - t0);
         let context = seq.start_pos + t0 + rows;
@@ -220,6 +227,7 @@ fn head_attention(
             o.iter_mut().for_each(|x| *x *= inv);
         }
     }
+    SCRATCH.set(scratch);
     out
 }
 
