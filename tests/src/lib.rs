@@ -99,8 +99,21 @@ impl Server {
     /// Starts the real binary with the default model, `extra` flags and
     /// `env` variables, without waiting for it.
     pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn_model(&default_model(), extra, env)
+    }
+
+    /// Starts the real binary with `model` (a path) and `extra` flags, and
+    /// waits until it is healthy.
+    pub fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
+        let server = Server::spawn_model(model, extra, &[]);
+        server.wait_healthy();
+        server
+    }
+
+    /// Starts the real binary with `model`, `extra` flags and `env`
+    /// variables, without waiting for it.
+    pub fn spawn_model(model: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let model = default_model();
         let log = tempfile::NamedTempFile::new().expect("a log file");
         let stderr = log.reopen().expect("the log file opens");
         let child = Command::new(pagoda_bin())
@@ -112,7 +125,7 @@ impl Server {
                 &port.to_string(),
                 "--model",
             ])
-            .arg(&model)
+            .arg(model)
             .args(extra)
             .env("PAGODA_LOG", "info")
             .envs(env.iter().copied())

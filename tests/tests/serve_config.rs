@@ -89,6 +89,14 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
         "request_timeout_secs",
         "shutdown_grace_secs",
         "log_format",
+        "activations",
+        "chat_template",
+        "reasoning",
+        "reasoning_open_tag",
+        "reasoning_close_tag",
+        "reasoning_budget_low",
+        "reasoning_budget_medium",
+        "reasoning_budget_high",
     ] {
         assert!(
             text.contains(&format!("# {key} = ")),
@@ -104,6 +112,7 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
                 && !l.starts_with("api_keys")
                 && !l.starts_with("cors_origins")
                 && !l.starts_with("model ")
+                && !l.starts_with("chat_template")
                 && !l.starts_with("host")
                 && !l.starts_with("port")
         })

@@ -12,6 +12,6 @@ pub mod wire;
 
 pub use error::{ApiError, ErrorEnvelope, ErrorKind};
 pub use validate::{
-    parse_chat, parse_completion, GenerationOptions, Prompt, Role, ValidChat, ValidCompletion,
-    ValidMessage,
+    parse_chat, parse_completion, GenerationOptions, Prompt, ReasoningEffort, ReasoningRequest,
+    Role, ValidChat, ValidCompletion, ValidMessage,
 };

@@ -3,6 +3,13 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// A breakdown of the generated tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CompletionTokensDetails {
+    /// Tokens of the thinking block, its tags included (all choices).
+    pub reasoning_tokens: usize,
+}
+
 /// Token counts of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Usage {
@@ -12,6 +19,9 @@ pub struct Usage {
     pub completion_tokens: usize,
     /// Their sum.
     pub total_tokens: usize,
+    /// The breakdown of `completion_tokens`, for reasoning models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
 impl Usage {
@@ -21,6 +31,15 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            completion_tokens_details: None,
+        }
+    }
+
+    /// The same, with this many of the completion tokens spent thinking.
+    pub fn with_reasoning_tokens(self, reasoning_tokens: usize) -> Self {
+        Self {
+            completion_tokens_details: Some(CompletionTokensDetails { reasoning_tokens }),
+            ..self
         }
     }
 }
@@ -61,8 +80,11 @@ pub struct ChatLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text.
+    /// The generated text (the answer, for a reasoning model).
     pub content: String,
+    /// A reasoning model's thinking, apart from the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// One choice of a chat completion.
@@ -106,6 +128,9 @@ pub struct ChatDelta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// New thinking text of a reasoning model (before any `content`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// One choice in a chat stream chunk.

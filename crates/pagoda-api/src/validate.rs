@@ -71,6 +71,8 @@ pub struct ValidMessage {
     pub tool_calls: Option<serde_json::Value>,
     /// The call a tool message answers.
     pub tool_call_id: Option<String>,
+    /// An assistant turn's thinking (`reasoning_content` or `reasoning`).
+    pub reasoning_content: Option<String>,
 }
 
 /// Generation options of either endpoint, checked; `None` means "the model's default".
@@ -116,6 +118,40 @@ pub struct GenerationOptions {
     pub user: Option<String>,
 }
 
+/// How long a reasoning model may think (`reasoning_effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningEffort {
+    /// No thinking: the block is closed at once.
+    None,
+    /// The configured low budget.
+    Low,
+    /// The configured medium budget.
+    Medium,
+    /// The configured high budget.
+    High,
+}
+
+impl ReasoningEffort {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => ReasoningEffort::None,
+            "low" => ReasoningEffort::Low,
+            "medium" => ReasoningEffort::Medium,
+            "high" => ReasoningEffort::High,
+            _ => return None,
+        })
+    }
+}
+
+/// What a chat request asks of a reasoning model's thinking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReasoningRequest {
+    /// `reasoning_effort`.
+    pub effort: Option<ReasoningEffort>,
+    /// `max_reasoning_tokens`.
+    pub max_tokens: Option<usize>,
+}
+
 /// A checked chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidChat {
@@ -123,6 +159,10 @@ pub struct ValidChat {
     pub messages: Vec<ValidMessage>,
     /// Generation options.
     pub options: GenerationOptions,
+    /// Limits on the thinking of a reasoning model.
+    pub reasoning: ReasoningRequest,
+    /// Further chat-template variables.
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One completion prompt.
@@ -355,12 +395,28 @@ fn message(i: usize, m: ChatMessage) -> Result<ValidMessage, ApiError> {
             "a tool message needs `tool_call_id`",
         ));
     }
+    let reasoning_content = match (m.reasoning_content, m.reasoning) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].reasoning"),
+                "`reasoning_content` and `reasoning` are two names of one field; give one",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    if reasoning_content.is_some() && role != Role::Assistant {
+        return Err(ApiError::invalid(
+            format!("messages[{i}].reasoning_content"),
+            "only assistant messages carry reasoning",
+        ));
+    }
     Ok(ValidMessage {
         role,
         content,
         name: m.name,
         tool_calls: m.tool_calls,
         tool_call_id: m.tool_call_id,
+        reasoning_content,
     })
 }
 
@@ -399,7 +455,32 @@ pub fn parse_chat(body: &[u8]) -> Result<ValidChat, ApiError> {
         (true, top) => Some(top.unwrap_or(0)),
         (false, None) => None,
     };
-    Ok(ValidChat { messages, options })
+    let effort = req
+        .reasoning_effort
+        .map(|e| {
+            ReasoningEffort::parse(&e).ok_or_else(|| {
+                ApiError::invalid(
+                    "reasoning_effort",
+                    format!("unknown reasoning_effort `{e}` (none, low, medium or high)"),
+                )
+            })
+        })
+        .transpose()?;
+    let reasoning = ReasoningRequest {
+        effort,
+        max_tokens: int_in(
+            "max_reasoning_tokens",
+            req.max_reasoning_tokens,
+            0,
+            u32::MAX as usize,
+        )?,
+    };
+    Ok(ValidChat {
+        messages,
+        options,
+        reasoning,
+        template_kwargs: req.chat_template_kwargs.unwrap_or_default(),
+    })
 }
 
 fn token_ids(param: &str, ids: Vec<i64>) -> Result<Vec<u32>, ApiError> {
@@ -458,6 +539,53 @@ mod tests {
 
     fn param_of(e: ApiError) -> String {
         e.param.unwrap_or_default()
+    }
+
+    #[test]
+    fn reasoning_fields_are_read_and_checked() {
+        let c = chat(
+            r#"{"messages":[{"role":"user","content":"Hi"},
+            {"role":"assistant","content":"Hello","reasoning_content":"greet back"},
+            {"role":"assistant","content":"Again","reasoning":"same"},
+            {"role":"user","content":"Bye"}],
+            "reasoning_effort":"low","max_reasoning_tokens":0,
+            "chat_template_kwargs":{"enable_thinking":false}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.messages[1].reasoning_content.as_deref(),
+            Some("greet back")
+        );
+        assert_eq!(c.messages[2].reasoning_content.as_deref(), Some("same"));
+        assert_eq!(c.messages[0].reasoning_content, None);
+        assert_eq!(
+            c.reasoning,
+            ReasoningRequest {
+                effort: Some(ReasoningEffort::Low),
+                max_tokens: Some(0)
+            }
+        );
+        assert_eq!(c.template_kwargs["enable_thinking"], false);
+        let bad = [
+            (r#""reasoning_effort":"extreme""#, "reasoning_effort"),
+            (r#""max_reasoning_tokens":-1"#, "max_reasoning_tokens"),
+            (r#""chat_template_kwargs":[1]"#, "chat_template_kwargs"),
+        ];
+        for (field, param) in bad {
+            let e = chat(&format!(
+                r#"{{"messages":[{{"role":"user","content":"Hi"}}],{field}}}"#
+            ))
+            .expect_err(field);
+            assert_eq!(param_of(e), param, "{field}");
+        }
+        let e = chat(
+            r#"{"messages":[{"role":"assistant","content":"a","reasoning_content":"x","reasoning":"y"}]}"#,
+        )
+        .expect_err("two different values");
+        assert_eq!(param_of(e), "messages[0].reasoning");
+        let e = chat(r#"{"messages":[{"role":"user","content":"a","reasoning":"x"}]}"#)
+            .expect_err("a user turn has no reasoning");
+        assert_eq!(param_of(e), "messages[0].reasoning_content");
     }
 
     #[test]

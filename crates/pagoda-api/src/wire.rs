@@ -126,6 +126,11 @@ pub struct ChatMessage {
     pub tool_calls: Option<serde_json::Value>,
     /// The call a `tool` message answers.
     pub tool_call_id: Option<String>,
+    /// An assistant turn's thinking, as DeepSeek's API returns it; passed
+    /// to the chat template, which decides whether it enters the prompt.
+    pub reasoning_content: Option<String>,
+    /// The same under the name some clients use.
+    pub reasoning: Option<String>,
 }
 
 /// The body of `POST /v1/chat/completions`.
@@ -143,6 +148,18 @@ pub struct ChatCompletionRequest {
     /// Alternatives per position, 0 to 20 (needs `logprobs`).
     #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<i64>,
+    /// How long a reasoning model may think: each level is a token budget
+    /// set in the server's configuration (`none`: no thinking). Ignored by
+    /// models that do not reason.
+    #[schema(schema_with = effort_schema)]
+    pub reasoning_effort: Option<String>,
+    /// Extension: most tokens of thinking, after which the server closes
+    /// the thinking block and the model answers.
+    #[schema(minimum = 0)]
+    pub max_reasoning_tokens: Option<i64>,
+    /// Extension (as vLLM's): further variables for the chat template, such
+    /// as `{"enable_thinking": false}`.
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.
@@ -178,6 +195,14 @@ fn role_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(["system", "developer", "user", "assistant", "tool"]))
+        .build()
+}
+
+/// The values of `reasoning_effort`, as a schema.
+fn effort_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["none", "low", "medium", "high"]))
         .build()
 }
 

@@ -16,6 +16,7 @@ use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 use crate::block_manager::{BlockManager, Fork};
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
+use crate::reasoning::Thinking;
 use crate::request::{EngineEvent, FinishReason, Request, SubmitError};
 use crate::sampler::{History, Sampler};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig};
@@ -103,6 +104,8 @@ struct SeqState {
     choice: usize,
     sampler: Sampler,
     prompt_len: usize,
+    /// Where the choice stands in its thinking (budgeted requests only).
+    thinking: Option<Thinking>,
 }
 
 struct RequestState {
@@ -253,6 +256,15 @@ impl EngineCore {
                     what: "KV pool",
                 },
             })?;
+        if request
+            .reasoning
+            .as_ref()
+            .is_some_and(|r| r.close_with.is_empty())
+        {
+            return Err(SubmitError::Invalid(
+                "a thinking budget needs the ids that close the thinking".into(),
+            ));
+        }
         let sampler = Sampler::new(request.sampling.clone());
         self.seqs.insert(
             seq,
@@ -261,6 +273,7 @@ impl EngineCore {
                 choice: 0,
                 sampler,
                 prompt_len: request.prompt.len(),
+                thinking: request.reasoning.as_ref().map(Thinking::start),
             },
         );
         let unforked = request.n > 1;
@@ -440,6 +453,17 @@ impl EngineCore {
         let Some(request) = self.requests.get(&state.request) else {
             return;
         };
+        let limit = request.request.reasoning.as_ref();
+        if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
+            if thinking.must_close(limit) {
+                // The thinking budget is spent: close the block instead of
+                // sampling; the next step computes the appended tokens.
+                state.thinking = Some(Thinking::Done);
+                let close = limit.close_with.clone();
+                self.append_forced(seq, &close);
+                return;
+            }
+        }
         let tokens = self.scheduler.tokens(seq);
         let (prompt, output) = tokens.split_at(state.prompt_len.min(tokens.len()));
         let stop_ids = &request.stop_ids;
@@ -456,8 +480,34 @@ impl EngineCore {
                 suppressed,
             },
         );
+        if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
+            let mut output = output.to_vec();
+            output.push(sampled.token);
+            state.thinking = Some(thinking.after(limit, &output));
+        }
         let generated = output.len() + 1;
-        let finish = if stop_ids.contains(&sampled.token) {
+        let stop = stop_ids.contains(&sampled.token);
+        self.emit(seq, sampled.token, sampled.logprobs, generated, stop);
+    }
+
+    /// Sends `token`, the `generated`-th of `seq`'s output, and either ends
+    /// the choice (a stop token, or `max_tokens` reached) or appends the
+    /// token to the sequence. Returns whether the choice goes on.
+    fn emit(
+        &mut self,
+        seq: SeqId,
+        token: u32,
+        logprobs: Option<crate::sampler::TokenLogprobs>,
+        generated: usize,
+        stop: bool,
+    ) -> bool {
+        let Some(state) = self.seqs.get(&seq) else {
+            return false;
+        };
+        let Some(request) = self.requests.get(&state.request) else {
+            return false;
+        };
+        let finish = if stop {
             Some(FinishReason::Stop)
         } else if generated >= request.request.stop.max_tokens {
             Some(FinishReason::Length)
@@ -468,9 +518,10 @@ impl EngineCore {
         self.stats.generated_tokens += 1;
         let mut alive = request.sink.send(EngineEvent::Token {
             choice,
-            token: sampled.token,
-            logprobs: sampled.logprobs,
+            token,
+            logprobs,
         });
+        let goes_on = finish.is_none();
         match finish {
             Some(reason) => {
                 alive &= request.sink.send(EngineEvent::Finished {
@@ -481,10 +532,26 @@ impl EngineCore {
                 });
                 self.drop_seq(seq);
             }
-            None => self.scheduler.append(seq, sampled.token),
+            None => self.scheduler.append(seq, token),
         }
         if !alive {
             self.abort(request_id);
+            return false;
+        }
+        goes_on
+    }
+
+    /// Appends `tokens` to `seq`'s output as if generated (the engine's own
+    /// close of a thinking block), sending each; stops at `max_tokens`.
+    fn append_forced(&mut self, seq: SeqId, tokens: &[u32]) {
+        for &token in tokens {
+            let Some(state) = self.seqs.get(&seq) else {
+                return;
+            };
+            let generated = self.scheduler.tokens(seq).len() - state.prompt_len + 1;
+            if !self.emit(seq, token, None, generated, false) {
+                return;
+            }
         }
     }
 
@@ -500,6 +567,7 @@ impl EngineCore {
             r.request.prompt.clone(),
             r.request.sampling.clone(),
         );
+        let thinking = r.request.reasoning.as_ref().map(Thinking::start);
         for choice in 1..n {
             // A choice's first token may have found the listener gone and
             // aborted the whole request: then no more choices are made.
@@ -517,6 +585,7 @@ impl EngineCore {
                     choice,
                     sampler,
                     prompt_len: prompt.len(),
+                    thinking,
                 },
             );
             if let Some(r) = self.requests.get_mut(&request_id) {

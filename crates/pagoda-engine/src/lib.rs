@@ -10,6 +10,7 @@ pub mod engine;
 pub mod handle;
 pub mod ids;
 pub mod kv_budget;
+pub mod reasoning;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
@@ -18,6 +19,7 @@ pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSi
 pub use handle::{EngineHandle, RequestStream};
 pub use ids::{RequestId, SeqId};
 pub use kv_budget::{KvBudget, KvPoolSize};
+pub use reasoning::ReasoningLimit;
 pub use request::{EngineEvent, FinishReason, Request, StopCondition, SubmitError};
 pub use sampler::{Sampler, SamplingParams};
 pub use scheduler::SchedulerConfig;

@@ -1,6 +1,7 @@
 //! What the engine is asked to do and what it answers, free of any wire
 //! format: a validated request and the events of its choices.
 
+use crate::reasoning::ReasoningLimit;
 use crate::sampler::{SamplingParams, TokenLogprobs};
 
 /// When a choice stops.
@@ -40,6 +41,8 @@ pub struct Request {
     pub stop: StopCondition,
     /// Number of choices (at least 1); they share the prompt's KV blocks.
     pub n: usize,
+    /// A thinking budget for reasoning models (none: think freely).
+    pub reasoning: Option<ReasoningLimit>,
 }
 
 /// Why a choice ended.

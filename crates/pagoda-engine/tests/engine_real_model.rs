@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, KvBudget, Request,
-    RequestId, SamplingParams, SchedulerConfig, StopCondition, SubmitError,
+    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, KvBudget, ReasoningLimit,
+    Request, RequestId, SamplingParams, SchedulerConfig, StopCondition, SubmitError,
 };
 use pagoda_models::{load_model, CausalLm, Tokenizer};
 
@@ -68,6 +68,7 @@ fn request(text: &str, max_tokens: usize, sampling: SamplingParams) -> Request {
             ignore_eos: false,
         },
         n: 1,
+        reasoning: None,
     }
 }
 
@@ -567,4 +568,77 @@ fn the_engine_thread_serves_requests_through_channels() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(handle.stats().blocks_used, 0);
+}
+
+/// A thinking budget on `r`: the output starts inside the block, which
+/// `close` ends; the engine closes it after `max_tokens`.
+fn with_budget(r: &Request, close: &[u32], max_tokens: usize) -> Request {
+    let mut r = r.clone();
+    r.reasoning = Some(ReasoningLimit {
+        starts_inside: true,
+        open: Vec::new(),
+        ends: vec![close.to_vec()],
+        max_tokens,
+        close_with: close.to_vec(),
+    });
+    r
+}
+
+#[test]
+fn a_spent_thinking_budget_appends_the_close_and_generation_goes_on() {
+    let free = request("The capital of France is", 12, SamplingParams::greedy());
+    let expected = alone(&free).remove(0);
+    let close = model()
+        .tokenizer
+        .encode("\n</answer>\n", false)
+        .expect("encode");
+    let got = alone(&with_budget(&free, &close, 3)).remove(0);
+    assert_eq!(got.len(), 12, "appended tokens count against max_tokens");
+    assert_eq!(
+        got[..3],
+        expected[..3],
+        "thinking up to the budget is untouched"
+    );
+    assert_eq!(
+        got[3..3 + close.len()],
+        close[..],
+        "then the close is appended"
+    );
+    // What follows is the model's own continuation of prompt + forced text.
+    let mut continued = free.clone();
+    continued.prompt.extend(&got[..3 + close.len()]);
+    continued.stop.max_tokens = 12 - 3 - close.len();
+    assert_eq!(alone(&continued).remove(0), got[3 + close.len()..]);
+
+    // A block the model closes itself within the budget changes nothing.
+    let own_close = [expected[1]];
+    assert_eq!(
+        alone(&with_budget(&free, &own_close, 5)).remove(0),
+        expected
+    );
+
+    // A zero budget closes before the first token; each of n choices alone.
+    let mut three = with_budget(&free, &close, 0);
+    three.n = 3;
+    three.sampling = SamplingParams {
+        temperature: 0.8,
+        seed: Some(7),
+        ..SamplingParams::greedy()
+    };
+    let choices = alone(&three);
+    assert_eq!(choices.len(), 3);
+    for c in &choices {
+        assert_eq!(c[..close.len()], close[..]);
+    }
+
+    // Budgeted requests in a batch equal each alone.
+    let requests: Vec<Request> = PROMPTS[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| with_budget(&request(p, 10, SamplingParams::greedy()), &close, i + 1))
+        .collect();
+    let expected: Vec<_> = requests.iter().map(alone).collect();
+    let mut engine =
+        EngineCore::new(model().model.clone(), config(64, 4, 256, true)).expect("engine");
+    assert_eq!(run(&mut engine, requests), expected);
 }

@@ -179,6 +179,7 @@ fn run_cell(
                     ignore_eos: true,
                 },
                 n: 1,
+                reasoning: None,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

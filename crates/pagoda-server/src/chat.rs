@@ -39,6 +39,9 @@ fn template_messages(req: &ValidChat) -> Vec<serde_json::Value> {
             if let Some(id) = &m.tool_call_id {
                 v["tool_call_id"] = id.clone().into();
             }
+            if let Some(r) = &m.reasoning_content {
+                v["reasoning_content"] = r.clone().into();
+            }
             v
         })
         .collect()
@@ -69,11 +72,16 @@ fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatL
     }
 }
 
-/// Renders the conversation with the model's chat template and tokenizes it.
-async fn prompt_tokens(state: &SharedState, req: &ValidChat) -> Result<Vec<u32>, ApiError> {
+/// Renders the conversation with the model's chat template and tokenizes
+/// it: the prompt's text and its token ids.
+async fn prompt_tokens(
+    state: &SharedState,
+    req: &ValidChat,
+) -> Result<(String, Vec<u32>), ApiError> {
     let messages = template_messages(req);
+    let extra = req.template_kwargs.clone();
     let st = state.clone();
-    tokio::task::spawn_blocking(move || -> Result<Vec<u32>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<(String, Vec<u32>), ApiError> {
         let template = st.chat_template.as_ref().ok_or_else(|| {
             ApiError::invalid(
                 "messages",
@@ -85,13 +93,16 @@ async fn prompt_tokens(state: &SharedState, req: &ValidChat) -> Result<Vec<u32>,
                 &messages,
                 &RenderOptions {
                     add_generation_prompt: true,
+                    extra,
                     ..RenderOptions::default()
                 },
             )
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-        st.tokenizer
+        let ids = st
+            .tokenizer
             .encode(&text, false)
-            .map_err(|e| internal("tokenizing the prompt", e))
+            .map_err(|e| internal("tokenizing the prompt", e))?;
+        Ok((text, ids))
     })
     .await
     .map_err(|e| internal("preparing the prompt", e))?
@@ -119,20 +130,32 @@ pub async fn chat_completions(
     let body = body.map_err(body_rejection)?;
     let req = parse_chat(&body)?;
     check_model(&state, req.options.model.as_deref())?;
-    let prompt = prompt_tokens(&state, &req).await?;
-    let request = engine_request(&state, prompt, &req.options)?;
+    let (prompt_text, prompt) = prompt_tokens(&state, &req).await?;
+    // A reasoning model's thinking is split out, and bounded when asked.
+    let reasoning = state.reasoning.as_ref().map(|r| {
+        let inside = r.starts_inside(&prompt_text);
+        let limit = r.budget(req.reasoning).map(|b| r.limit(inside, b));
+        (r.parser(inside), limit)
+    });
+    let (parser, limit) = reasoning.unzip();
+    let request = engine_request(&state, prompt, &req.options, limit.flatten())?;
     let label = RequestLabel {
         request_id,
         endpoint: "chat",
     };
-    let mut run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
+    let mut run = InFlight::submit(&state, request, &req.options.stop, parser, label, arrived)?;
     let id = run.response_id("chatcmpl");
     if req.options.stream {
         let include_usage = req.options.include_usage;
         return Ok(stream_chat(state, run, id, created, include_usage));
     }
 
-    let Collected { texts, logprobs } = run.collect().await?;
+    let Collected {
+        texts,
+        reasoning,
+        logprobs,
+    } = run.collect().await?;
+    let usage = usage(&state, &run);
     let body = ChatCompletion {
         id,
         object: "chat.completion",
@@ -143,21 +166,32 @@ pub async fn chat_completions(
             .finish_reasons()
             .into_iter()
             .zip(texts)
+            .zip(reasoning)
             .zip(logprobs)
             .enumerate()
-            .map(|(index, ((reason, content), lp))| ChatChoice {
+            .map(|(index, (((reason, content), reasoning), lp))| ChatChoice {
                 index,
                 message: AssistantMessage {
                     role: "assistant",
                     content,
+                    reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                 },
                 logprobs: req.options.logprobs.map(|_| chat_logprobs(&state, lp)),
                 finish_reason: reason.unwrap_or("stop").to_string(),
             })
             .collect(),
-        usage: Usage::new(run.prompt_tokens(), run.completion_tokens()),
+        usage,
     };
     Ok(Json(body).into_response())
+}
+
+/// A request's token counts; a reasoning model's show its thinking tokens.
+fn usage(state: &AppState, run: &InFlight) -> Usage {
+    let usage = Usage::new(run.prompt_tokens(), run.completion_tokens());
+    match state.reasoning {
+        Some(_) => usage.with_reasoning_tokens(run.reasoning_tokens()),
+        None => usage,
+    }
 }
 
 /// The chunks of one streamed chat completion.
@@ -208,6 +242,7 @@ impl ChatStream {
                     let delta = ChatDelta {
                         role: Some("assistant"),
                         content: Some(String::new()),
+                        reasoning_content: None,
                     };
                     self.choice_chunk(index, delta, None, None)
                 })
@@ -216,12 +251,25 @@ impl ChatStream {
         let mut out = Vec::new();
         match self.run.next().await {
             Ok(Some((index, delta))) => {
-                let logprobs = (!delta.logprobs.is_empty())
+                let mut logprobs = (!delta.logprobs.is_empty())
                     .then(|| chat_logprobs(&self.state, delta.logprobs));
+                // Thinking goes first, in chunks of its own.
+                if !delta.reasoning.is_empty() {
+                    let d = ChatDelta {
+                        reasoning_content: Some(delta.reasoning),
+                        ..ChatDelta::default()
+                    };
+                    let lp = if delta.text.is_empty() {
+                        logprobs.take()
+                    } else {
+                        None
+                    };
+                    out.push(self.choice_chunk(index, d, lp, None));
+                }
                 if !delta.text.is_empty() || logprobs.is_some() {
                     let d = ChatDelta {
-                        role: None,
                         content: Some(delta.text),
+                        ..ChatDelta::default()
                     };
                     out.push(self.choice_chunk(index, d, logprobs, None));
                 }
@@ -230,10 +278,9 @@ impl ChatStream {
                 }
             }
             Ok(None) => {
-                let usage = self.include_usage.then(|| {
-                    let usage = Usage::new(self.run.prompt_tokens(), self.run.completion_tokens());
-                    self.chunk(Vec::new(), Some(usage))
-                });
+                let usage = self
+                    .include_usage
+                    .then(|| self.chunk(Vec::new(), Some(usage(&self.state, &self.run))));
                 out.extend(sse::finish(usage));
                 self.done = true;
             }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::reasoning::ReasoningMode;
+
 /// Where `scripts/fetch-model.sh` puts the default model.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -75,6 +77,28 @@ pub struct ServeArgs {
     /// The name clients pass as `model` (default: the file name without extension).
     #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long, env = "PAGODA_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+    /// Split a reasoning model's thinking from its answer (`reasoning_content`):
+    /// auto detects it from the chat template and the tokenizer.
+    #[arg(long, env = "PAGODA_REASONING", value_enum, default_value_t = ReasoningMode::Auto)]
+    pub reasoning: ReasoningMode,
+    /// The tag that opens the thinking block.
+    #[arg(long, env = "PAGODA_REASONING_OPEN_TAG", default_value = "<think>")]
+    pub reasoning_open_tag: String,
+    /// The tag that closes it (what the server inserts when a budget is spent).
+    #[arg(long, env = "PAGODA_REASONING_CLOSE_TAG", default_value = "</think>")]
+    pub reasoning_close_tag: String,
+    /// Thinking budget of `reasoning_effort: "low"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_LOW", default_value_t = 1024)]
+    pub reasoning_budget_low: usize,
+    /// Thinking budget of `reasoning_effort: "medium"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_MEDIUM", default_value_t = 4096)]
+    pub reasoning_budget_medium: usize,
+    /// Thinking budget of `reasoning_effort: "high"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_HIGH", default_value_t = 16384)]
+    pub reasoning_budget_high: usize,
     /// Address to listen on.
     #[arg(long, env = "PAGODA_HOST", default_value = "127.0.0.1")]
     pub host: String,

@@ -106,7 +106,7 @@ pub async fn completions(
     // Every prompt is checked before any is submitted.
     let requests = encoded
         .into_iter()
-        .map(|(text, ids)| Ok((text, engine_request(&state, ids, &req.options)?)))
+        .map(|(text, ids)| Ok((text, engine_request(&state, ids, &req.options, None)?)))
         .collect::<Result<Vec<_>, ApiError>>()?;
     let mut running = Vec::new();
     for (prompt_text, request) in requests {
@@ -114,7 +114,7 @@ pub async fn completions(
             request_id: request_id.clone(),
             endpoint: "completions",
         };
-        let run = InFlight::submit(&state, request, &req.options.stop, label, arrived)?;
+        let run = InFlight::submit(&state, request, &req.options.stop, None, label, arrived)?;
         running.push(Running { prompt_text, run });
     }
     let id = running

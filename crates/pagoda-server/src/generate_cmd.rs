@@ -77,6 +77,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             ignore_eos: args.ignore_eos,
         },
         n: 1,
+        reasoning: None,
     };
     let context = loaded.config().max_position_embeddings;
     if prompt_len == 0 {

@@ -7,15 +7,18 @@ use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, FinishReason, Request, SamplingParams, StopCondition};
 use pagoda_models::IncrementalDecoder;
 
+use crate::reasoning_parser::{ReasoningParser, Split};
 use crate::state::AppState;
 use crate::stop_strings::StopMatcher;
 
 /// Builds the engine request, applying the checkpoint's defaults and
-/// checking the context window.
+/// checking the context window; `reasoning` bounds a reasoning model's
+/// thinking.
 pub fn engine_request(
     state: &AppState,
     prompt: Vec<u32>,
     o: &GenerationOptions,
+    reasoning: Option<pagoda_engine::ReasoningLimit>,
 ) -> Result<Request, ApiError> {
     let context = state.context_length;
     if prompt.len() >= context {
@@ -73,6 +76,7 @@ pub fn engine_request(
             ignore_eos: o.ignore_eos,
         },
         n: o.n,
+        reasoning,
     })
 }
 
@@ -84,56 +88,85 @@ pub fn token_text(state: &AppState, id: u32) -> String {
 /// What a choice produced in one step.
 #[derive(Debug, Default)]
 pub struct ChoiceDelta {
-    /// New text.
+    /// New text (the answer, for a reasoning model).
     pub text: String,
+    /// New thinking text of a reasoning model (always before any answer text).
+    pub reasoning: String,
     /// Log-probabilities of the tokens behind it: (token text, logprobs).
     pub logprobs: Vec<(String, TokenLogprobs)>,
     /// Set when the choice is done.
     pub finish_reason: Option<&'static str>,
 }
 
-/// One choice's detokenizer and stop matcher.
+/// One choice's detokenizer, reasoning splitter and stop matcher. Stop
+/// strings apply to the answer only, not to a reasoning model's thinking.
 pub struct ChoiceOutput {
     decoder: IncrementalDecoder,
+    reasoning: Option<ReasoningParser>,
     stops: StopMatcher,
     /// Tokens generated.
     pub tokens: usize,
+    /// Of them, tokens of the thinking block (its tags included).
+    pub reasoning_tokens: usize,
     /// Set once finished.
     pub finish_reason: Option<&'static str>,
 }
 
 impl ChoiceOutput {
-    /// A fresh choice with these stop strings.
-    pub fn new(stops: Vec<String>) -> Self {
+    /// A fresh choice with these stop strings; `reasoning` splits a
+    /// reasoning model's thinking from its answer.
+    pub fn new(stops: Vec<String>, reasoning: Option<ReasoningParser>) -> Self {
         Self {
             decoder: IncrementalDecoder::new(true),
+            reasoning,
             stops: StopMatcher::new(stops),
             tokens: 0,
+            reasoning_tokens: 0,
             finish_reason: None,
         }
     }
-}
 
-impl ChoiceOutput {
+    /// Runs decoded text through the reasoning splitter and the stop
+    /// matcher; `end` releases everything held.
+    fn release(&mut self, piece: &str, end: bool) -> ChoiceDelta {
+        let split = match &mut self.reasoning {
+            Some(parser) => {
+                let mut split = parser.push(piece);
+                if end {
+                    let rest = parser.finish();
+                    split.reasoning.push_str(&rest.reasoning);
+                    split.content.push_str(&rest.content);
+                }
+                split
+            }
+            None => Split {
+                reasoning: String::new(),
+                content: piece.to_string(),
+            },
+        };
+        let released = self.stops.push(&split.content);
+        let mut text = released.text;
+        if end && !released.stopped {
+            text.push_str(&self.stops.flush());
+        }
+        ChoiceDelta {
+            text,
+            reasoning: split.reasoning,
+            logprobs: Vec::new(),
+            finish_reason: released.stopped.then_some("stop"),
+        }
+    }
+
     /// Ends the choice with `reason` (the engine finished it, or the
     /// request ran out of time): what is held back is released, unless it
     /// completes a stop string, which makes the reason `stop`.
     pub fn finish(&mut self, state: &AppState, reason: &'static str) -> ChoiceDelta {
-        let mut text = self.decoder.flush(&state.tokenizer).unwrap_or_default();
-        let released = self.stops.push(&text);
-        text = released.text;
-        let reason = if released.stopped {
-            "stop"
-        } else {
-            text.push_str(&self.stops.flush());
-            reason
-        };
+        let text = self.decoder.flush(&state.tokenizer).unwrap_or_default();
+        let mut delta = self.release(&text, true);
+        let reason = delta.finish_reason.unwrap_or(reason);
         self.finish_reason = Some(reason);
-        ChoiceDelta {
-            text,
-            logprobs: Vec::new(),
-            finish_reason: Some(reason),
-        }
+        delta.finish_reason = Some(reason);
+        delta
     }
 }
 
@@ -168,17 +201,23 @@ pub fn apply_event(
                 .decoder
                 .push(&state.tokenizer, token)
                 .map_err(|e| crate::api_error::internal("decoding tokens", e))?;
-            let released = c.stops.push(&piece);
-            let mut delta = ChoiceDelta {
-                text: released.text,
-                ..ChoiceDelta::default()
-            };
+            let was_reasoning = c
+                .reasoning
+                .as_ref()
+                .is_some_and(ReasoningParser::in_reasoning);
+            let mut delta = c.release(&piece, false);
+            if was_reasoning
+                || c.reasoning
+                    .as_ref()
+                    .is_some_and(ReasoningParser::in_reasoning)
+            {
+                c.reasoning_tokens += 1;
+            }
             if let Some(lp) = logprobs {
                 delta.logprobs.push((token_text(state, token), lp));
             }
-            if released.stopped {
-                c.finish_reason = Some("stop");
-                delta.finish_reason = Some("stop");
+            if delta.finish_reason.is_some() {
+                c.finish_reason = delta.finish_reason;
             }
             Ok(Some((choice, delta)))
         }

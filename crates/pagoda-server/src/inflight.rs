@@ -14,6 +14,7 @@ use pagoda_engine::{EngineEvent, Request, RequestStream};
 use crate::api_error::{internal, submit_error};
 use crate::generation::{apply_event, ChoiceDelta, ChoiceOutput};
 use crate::metrics;
+use crate::reasoning_parser::ReasoningParser;
 use crate::state::SharedState;
 
 /// Who asked, for the log line.
@@ -28,8 +29,10 @@ pub struct RequestLabel {
 /// Every choice's output, read to the end.
 #[derive(Debug, Default)]
 pub struct Collected {
-    /// Each choice's text.
+    /// Each choice's text (its answer, for a reasoning model).
     pub texts: Vec<String>,
+    /// Each choice's thinking (empty unless the model reasons).
+    pub reasoning: Vec<String>,
     /// Each choice's tokens with their log-probabilities (when asked for).
     pub logprobs: Vec<Vec<(String, TokenLogprobs)>>,
 }
@@ -51,11 +54,13 @@ pub struct InFlight {
 
 impl InFlight {
     /// Submits `request` (arrived at `arrived`) to the engine; each of its
-    /// choices stops at one of `stops`.
+    /// choices stops at one of `stops`, and has its thinking split out by
+    /// a copy of `reasoning`.
     pub fn submit(
         state: &SharedState,
         request: Request,
         stops: &[String],
+        reasoning: Option<ReasoningParser>,
         label: RequestLabel,
         arrived: Instant,
     ) -> Result<Self, ApiError> {
@@ -66,7 +71,9 @@ impl InFlight {
         Ok(Self {
             state: state.clone(),
             stream,
-            choices: (0..n).map(|_| ChoiceOutput::new(stops.to_vec())).collect(),
+            choices: (0..n)
+                .map(|_| ChoiceOutput::new(stops.to_vec(), reasoning.clone()))
+                .collect(),
             prompt_tokens,
             label,
             arrived,
@@ -92,10 +99,12 @@ impl InFlight {
         let n = self.choices.len();
         let mut out = Collected {
             texts: vec![String::new(); n],
+            reasoning: vec![String::new(); n],
             logprobs: vec![Vec::new(); n],
         };
         while let Some((i, delta)) = self.next().await? {
             out.texts[i].push_str(&delta.text);
+            out.reasoning[i].push_str(&delta.reasoning);
             out.logprobs[i].extend(delta.logprobs);
         }
         Ok(out)
@@ -109,6 +118,11 @@ impl InFlight {
     /// Tokens generated so far, all choices together.
     pub fn completion_tokens(&self) -> usize {
         self.choices.iter().map(|c| c.tokens).sum()
+    }
+
+    /// Tokens spent thinking so far, all choices together.
+    pub fn reasoning_tokens(&self) -> usize {
+        self.choices.iter().map(|c| c.reasoning_tokens).sum()
     }
 
     /// Each choice's finish reason (`None` while running).
@@ -217,6 +231,7 @@ impl InFlight {
             outcome,
             prompt_tokens = self.prompt_tokens,
             completion_tokens = self.completion_tokens(),
+            reasoning_tokens = self.reasoning_tokens(),
             ttft_ms = ttft.map(millis),
             total_ms = millis(total),
             "generation finished"

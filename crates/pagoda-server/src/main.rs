@@ -15,6 +15,8 @@ mod logging;
 mod metrics;
 mod models;
 mod openapi;
+mod reasoning;
+mod reasoning_parser;
 mod routes;
 mod serve_cmd;
 mod sse;

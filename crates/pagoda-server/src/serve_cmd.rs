@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::auth::ApiKeys;
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
+use crate::reasoning::{EffortBudgets, Reasoning};
 use crate::routes::{cors, router};
 use crate::state::{unix_now, AppState, ServerState};
 
@@ -22,7 +23,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
     if args.debug_load_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
     }
-    let loaded = load_model_with(&args.model, &args.activations.load_options())
+    let mut loaded = load_model_with(&args.model, &args.activations.load_options())
         .with_context(|| format!("loading {}", args.model.display()))?;
     let config = loaded.config().clone();
     tracing::info!(
@@ -31,6 +32,32 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         precision = %loaded.precision,
         "model loaded"
     );
+    if let Some(path) = &args.chat_template {
+        loaded.chat_template = Some(read_chat_template(path, &loaded.tokenizer)?);
+        tracing::info!(path = %path.display(), "chat template from file");
+    }
+    let reasoning = Reasoning::setup(
+        args.reasoning,
+        &args.reasoning_open_tag,
+        &args.reasoning_close_tag,
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        EffortBudgets {
+            low: args.reasoning_budget_low,
+            medium: args.reasoning_budget_medium,
+            high: args.reasoning_budget_high,
+        },
+    )
+    .context("--reasoning")?;
+    match &reasoning {
+        Some(r) => tracing::info!(
+            open = %r.tags().open,
+            close = %r.tags().close,
+            answer_markers = ?r.tags().answer_markers,
+            "reasoning output: thinking is returned as reasoning_content"
+        ),
+        None => tracing::info!("reasoning output: off"),
+    }
     let scheduler = SchedulerConfig {
         max_num_seqs: args.max_num_seqs,
         max_tokens_per_step: args.max_tokens_per_step,
@@ -56,7 +83,22 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
         request_timeout: (args.request_timeout_secs > 0)
             .then(|| Duration::from_secs(args.request_timeout_secs)),
+        reasoning,
     })
+}
+
+/// Reads a chat template file, with the tokenizer's bos/eos for its variables.
+fn read_chat_template(
+    path: &std::path::Path,
+    tokenizer: &pagoda_models::Tokenizer,
+) -> anyhow::Result<pagoda_models::ChatTemplate> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the chat template {}", path.display()))?;
+    let text = |t: Option<&pagoda_models::tokenizer::SpecialToken>| {
+        t.map(|t| t.text.clone()).unwrap_or_default()
+    };
+    pagoda_models::ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))
+        .with_context(|| format!("the chat template {}", path.display()))
 }
 
 /// Runs the server until a shutdown signal (or a failed load).

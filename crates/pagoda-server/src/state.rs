@@ -15,6 +15,7 @@ use pagoda_models::{ChatTemplate, Tokenizer};
 
 use crate::api_error::HttpError;
 use crate::metrics::Metrics;
+use crate::reasoning::Reasoning;
 
 /// The served model: engine, tokenizer, chat template, identity and limits.
 pub struct AppState {
@@ -36,6 +37,8 @@ pub struct AppState {
     pub fingerprint: String,
     /// Longest a request may run; past it, its choices end with `length`.
     pub request_timeout: Option<Duration>,
+    /// How the model reasons, if it does.
+    pub reasoning: Option<Reasoning>,
 }
 
 /// The served model as handlers receive it.

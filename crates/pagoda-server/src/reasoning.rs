@@ -1,0 +1,141 @@
+//! A served model's reasoning support: whether its output opens with a
+//! thinking block (detected from the chat template and the tokenizer, or
+//! set in the configuration), the tags' token ids the engine watches, and
+//! the token budgets that `reasoning_effort` names.
+
+use std::sync::Arc;
+
+use pagoda_api::{ReasoningEffort, ReasoningRequest};
+use pagoda_engine::ReasoningLimit;
+use pagoda_models::{ChatTemplate, Tokenizer};
+
+use crate::reasoning_parser::{ReasoningParser, ReasoningTags};
+
+/// Whether a model's output is split into thinking and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasoningMode {
+    /// On when the chat template uses the tags and the tokenizer has them
+    /// as tokens (DeepSeek-R1 and its distills, QwQ, Qwen3).
+    Auto,
+    /// Always on.
+    On,
+    /// Always off: the output is all content, tags and all.
+    Off,
+}
+
+/// Thinking budgets, in tokens, of each `reasoning_effort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffortBudgets {
+    /// `low`.
+    pub low: usize,
+    /// `medium`.
+    pub medium: usize,
+    /// `high`.
+    pub high: usize,
+}
+
+/// Tool-call openings of the formats pagoda knows: inside an unclosed
+/// thinking block they begin the answer (where the template uses them).
+const TOOL_CALL_MARKERS: [&str; 2] = ["<｜tool▁calls▁begin｜>", "<tool_call>"];
+
+/// How the served model reasons.
+#[derive(Debug, Clone)]
+pub struct Reasoning {
+    tags: Arc<ReasoningTags>,
+    open_ids: Vec<u32>,
+    end_ids: Vec<Vec<u32>>,
+    close_with: Vec<u32>,
+    budgets: EffortBudgets,
+}
+
+impl Reasoning {
+    /// Sets up reasoning for a model per `mode`; `None` when it is off.
+    pub fn setup(
+        mode: ReasoningMode,
+        open: &str,
+        close: &str,
+        template: Option<&ChatTemplate>,
+        tokenizer: &Tokenizer,
+        budgets: EffortBudgets,
+    ) -> anyhow::Result<Option<Self>> {
+        let source = template.map(ChatTemplate::source).unwrap_or_default();
+        match mode {
+            ReasoningMode::Off => return Ok(None),
+            ReasoningMode::On => {}
+            ReasoningMode::Auto => {
+                let in_template = source.contains(open) || source.contains(close);
+                let tokens =
+                    tokenizer.token_to_id(open).is_some() && tokenizer.token_to_id(close).is_some();
+                if !(in_template && tokens) {
+                    return Ok(None);
+                }
+            }
+        }
+        if open.is_empty() || close.is_empty() || open == close {
+            anyhow::bail!("reasoning tags must be two different, non-empty strings");
+        }
+        let answer_markers: Vec<String> = TOOL_CALL_MARKERS
+            .iter()
+            .filter(|m| source.contains(*m))
+            .map(|m| m.to_string())
+            .collect();
+        let encode = |text: &str| tokenizer.encode(text, false);
+        let mut end_ids = vec![encode(close)?];
+        for m in &answer_markers {
+            end_ids.push(encode(m)?);
+        }
+        Ok(Some(Self {
+            open_ids: encode(open)?,
+            close_with: encode(&format!("\n{close}\n\n"))?,
+            end_ids,
+            tags: Arc::new(ReasoningTags {
+                open: open.to_string(),
+                close: close.to_string(),
+                answer_markers,
+            }),
+            budgets,
+        }))
+    }
+
+    /// The tags.
+    pub fn tags(&self) -> &ReasoningTags {
+        &self.tags
+    }
+
+    /// Whether a prompt rendered as `prompt` leaves the model inside the
+    /// thinking block (templates that end the prompt with `<think>\n`).
+    pub fn starts_inside(&self, prompt: &str) -> bool {
+        prompt.trim_end().ends_with(self.tags.open.as_str())
+    }
+
+    /// A fresh output splitter for one choice.
+    pub fn parser(&self, starts_inside: bool) -> ReasoningParser {
+        ReasoningParser::new(self.tags.clone(), starts_inside)
+    }
+
+    /// The thinking budget a request asks for: its `max_reasoning_tokens`
+    /// or its effort's budget, the smaller of the two; `None`: no limit.
+    pub fn budget(&self, asked: ReasoningRequest) -> Option<usize> {
+        let effort = asked.effort.map(|e| match e {
+            ReasoningEffort::None => 0,
+            ReasoningEffort::Low => self.budgets.low,
+            ReasoningEffort::Medium => self.budgets.medium,
+            ReasoningEffort::High => self.budgets.high,
+        });
+        match (effort, asked.max_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What the engine needs to hold a choice to `budget` tokens of thinking.
+    pub fn limit(&self, starts_inside: bool, budget: usize) -> ReasoningLimit {
+        ReasoningLimit {
+            starts_inside,
+            open: self.open_ids.clone(),
+            ends: self.end_ids.clone(),
+            max_tokens: budget,
+            close_with: self.close_with.clone(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Reasoning output end to end: `pagoda serve` on the tiny R1-distill-style
+//! checkpoint (`tests/fixtures/tiny-r1-qwen2`: Qwen2 weights, R1's added
+//! tokens, DeepSeek-R1's real chat template), over HTTP.
+//!
+//! The weights are random, so the model never closes its thinking on its
+//! own within a few tokens: these tests lean on the template variant that
+//! ends the prompt with `<think>\n` (the output starts inside the block) and
+//! on the thinking budget, with which the server closes the block itself.
+
+use std::path::PathBuf;
+
+use pagoda_tests::{workspace_root, Server};
+use serde_json::{json, Value};
+
+fn fixture() -> PathBuf {
+    workspace_root().join("tests/fixtures/tiny-r1-qwen2")
+}
+
+fn think_template() -> String {
+    fixture()
+        .join("chat_template_think.jinja")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn chat(server: &Server, body: Value) -> Value {
+    let r = server
+        .request("POST", "/v1/chat/completions", Some(&body.to_string()))
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn body(extra: Value) -> Value {
+    let mut b = json!({
+        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+        "temperature": 0,
+        "max_tokens": 16,
+    });
+    if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    b
+}
+
+/// (reasoning, content, finish_reason) of choice 0 of a plain answer.
+fn parts(answer: &Value) -> (Option<String>, String, String) {
+    let m = &answer["choices"][0]["message"];
+    (
+        m["reasoning_content"].as_str().map(str::to_string),
+        m["content"].as_str().expect("content").to_string(),
+        answer["choices"][0]["finish_reason"]
+            .as_str()
+            .expect("finish_reason")
+            .to_string(),
+    )
+}
+
+/// Reassembles a stream: (reasoning, content, finish_reason, usage), and
+/// checks that no reasoning arrives after content.
+fn streamed(server: &Server, mut b: Value) -> (String, String, String, Value) {
+    b["stream"] = json!(true);
+    b["stream_options"] = json!({"include_usage": true});
+    let r = server
+        .request("POST", "/v1/chat/completions", Some(&b.to_string()))
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (mut reasoning, mut content, mut finish, mut usage) =
+        (String::new(), String::new(), String::new(), Value::Null);
+    for line in r.body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).expect("chunk JSON");
+        if !chunk["usage"].is_null() {
+            usage = chunk["usage"].clone();
+        }
+        let Some(choice) = chunk["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if let Some(r) = delta["reasoning_content"].as_str() {
+            assert!(
+                content.is_empty(),
+                "reasoning {r:?} after content {content:?}"
+            );
+            reasoning.push_str(r);
+        }
+        if let Some(c) = delta["content"].as_str() {
+            content.push_str(c);
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    (reasoning, content, finish, usage)
+}
+
+fn reasoning_tokens(answer: &Value) -> u64 {
+    answer["usage"]["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .expect("usage.completion_tokens_details.reasoning_tokens")
+}
+
+#[test]
+fn thinking_comes_back_apart_from_the_answer_and_a_budget_closes_it() {
+    let server = Server::start_model(&fixture(), &["--chat-template", &think_template()]);
+    assert!(
+        server
+            .log()
+            .contains("thinking is returned as reasoning_content"),
+        "reasoning was detected from the template and tokenizer: {}",
+        server.log()
+    );
+
+    // The prompt opens the block and the model never closes it: all of the
+    // output is reasoning, and the choice ends by length.
+    let open = chat(&server, body(json!({"max_tokens": 4})));
+    let (r4, c4, f4) = parts(&open);
+    let r4 = r4.expect("reasoning_content");
+    assert!(!r4.is_empty());
+    assert_eq!((c4.as_str(), f4.as_str()), ("", "length"));
+    assert_eq!(reasoning_tokens(&open), 4);
+    assert_eq!(open["usage"]["completion_tokens"], 4);
+
+    // A budget of 4: the same 4 tokens of thinking, then the server closes
+    // the block and the model answers.
+    let budget = body(json!({"max_reasoning_tokens": 4}));
+    let closed = chat(&server, budget.clone());
+    let (r, c, f) = parts(&closed);
+    assert_eq!(r.as_deref(), Some(r4.as_str()));
+    assert!(!c.is_empty(), "an answer follows the closed block");
+    assert!(!c.contains("think>"), "no tag in content: {c:?}");
+    assert_eq!(f, "length");
+    let thinking = reasoning_tokens(&closed);
+    assert!(
+        thinking > 4 && thinking < 16,
+        "4 tokens of thinking plus the close tag: {thinking}"
+    );
+
+    // Streamed: the same parts, reasoning chunks before content chunks.
+    let (sr, sc, sf, usage) = streamed(&server, budget);
+    assert_eq!(
+        (sr.as_str(), sc.as_str(), sf.as_str()),
+        (r4.as_str(), c.as_str(), "length")
+    );
+    assert_eq!(
+        usage["completion_tokens_details"]["reasoning_tokens"],
+        thinking
+    );
+
+    // `reasoning_effort: none` closes the block at once; `low` is a budget
+    // larger than this request's max_tokens: nothing is cut.
+    let none = chat(&server, body(json!({"reasoning_effort": "none"})));
+    let (r, c, _) = parts(&none);
+    assert_eq!(r, None, "no thinking at all");
+    assert!(!c.is_empty() && !c.contains("think>"), "{c:?}");
+    let low = chat(
+        &server,
+        body(json!({"reasoning_effort": "low", "max_tokens": 4})),
+    );
+    assert_eq!(parts(&low), parts(&open));
+
+    // n choices each get their own split.
+    let two = chat(
+        &server,
+        body(json!({"n": 2, "temperature": 1.0, "seed": 3, "max_reasoning_tokens": 2})),
+    );
+    for choice in two["choices"].as_array().expect("choices") {
+        let content = choice["message"]["content"].as_str().expect("content");
+        assert!(!content.contains("think>"), "{content:?}");
+    }
+
+    let bad = server
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&body(json!({"reasoning_effort": "max"})).to_string()),
+        )
+        .expect("request");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["param"], "reasoning_effort");
+}
+
+#[test]
+fn earlier_reasoning_stays_out_of_the_prompt_as_the_template_wants() {
+    // DeepSeek-R1's own template (the output does not start inside a block).
+    let server = Server::start_model(&fixture(), &[]);
+    let prompt_tokens = |assistant: Value| {
+        let mut turn = json!({"role": "assistant", "content": "Four."});
+        if let (Some(t), Some(a)) = (turn.as_object_mut(), assistant.as_object()) {
+            for (k, v) in a {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+        let answer = chat(
+            &server,
+            json!({
+                "messages": [
+                    {"role": "user", "content": "What is 2 + 2?"},
+                    turn,
+                    {"role": "user", "content": "And 3 + 3?"},
+                ],
+                "max_tokens": 1,
+            }),
+        );
+        answer["usage"]["prompt_tokens"]
+            .as_u64()
+            .expect("prompt_tokens")
+    };
+    let plain = prompt_tokens(json!({}));
+    let long = "a long chain of thought that must not be sent back to the model";
+    assert_eq!(prompt_tokens(json!({"reasoning_content": long})), plain);
+    assert_eq!(prompt_tokens(json!({"reasoning": long})), plain);
+    // R1's template cuts an inline block from an earlier answer.
+    // (transformers renders the newlines after the tag as they are).
+    assert_eq!(
+        prompt_tokens(json!({"content": format!("<think>\n{long}\n</think>\n\nFour.")})),
+        prompt_tokens(json!({"content": "\n\nFour."})),
+    );
+}
+
+#[test]
+fn reasoning_off_returns_the_raw_output() {
+    let server = Server::start_model(
+        &fixture(),
+        &["--chat-template", &think_template(), "--reasoning", "off"],
+    );
+    let answer = chat(&server, body(json!({"max_tokens": 4})));
+    let (r, c, _) = parts(&answer);
+    assert_eq!(r, None);
+    assert!(!c.is_empty());
+    assert!(answer["usage"].get("completion_tokens_details").is_none());
+}
