@@ -40,12 +40,12 @@ def free_port() -> int:
 class Server:
     """A `pagoda serve` process; `url` is its base URL."""
 
-    def __init__(self, *extra: str):
+    def __init__(self, *extra: str, model: Path = MODEL):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             str(pagoda_bin()), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--model", str(MODEL), "--served-model-name", MODEL_NAME,
+            "--model", str(model), "--served-model-name", MODEL_NAME,
             # f32 activations: greedy answers are transformers' exactly (the
             # default, int8, follows llama.cpp's), so tests can expect "Paris".
             "--activations", "f32", *extra,
