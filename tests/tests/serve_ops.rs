@@ -80,6 +80,12 @@ fn metrics_count_requests_tokens_and_latencies_and_a_gone_client_is_aborted() {
         .expect("chat");
     assert_eq!(bad.status, 400);
     let m = |s: &str| server.metric(s);
+    // The engine publishes its counters after each step, and a response may
+    // reach the client just before that: wait (bounded) for the last step.
+    let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while m("pagoda_generation_tokens_total") != Some(10.0) && std::time::Instant::now() < settled {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(
         m(r#"pagoda_http_requests_total{route="/v1/chat/completions",status="200"}"#),
         Some(2.0)
@@ -102,6 +108,12 @@ fn metrics_count_requests_tokens_and_latencies_and_a_gone_client_is_aborted() {
         Some(2.0)
     );
     assert!(m("pagoda_kv_blocks_total").is_some_and(|b| b > 0.0));
+    // SmolLM2: 30 layers × 3 kv heads × 64 × (K + V) × 4 bytes, no compression.
+    assert_eq!(m("pagoda_kv_cache_bytes_per_token"), Some(46080.0));
+    assert_eq!(
+        m("pagoda_kv_cache_multi_head_bytes_per_token"),
+        Some(46080.0)
+    );
     assert_eq!(m("pagoda_kv_blocks_used"), Some(0.0));
     assert_eq!(m("pagoda_num_requests_waiting"), Some(0.0));
     assert_eq!(m("pagoda_num_requests_running"), Some(0.0));

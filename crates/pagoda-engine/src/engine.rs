@@ -176,6 +176,7 @@ impl EngineCore {
             tokens = size.tokens(),
             mib = size.bytes / (1024 * 1024),
             bytes_per_token = layout.bytes_per_token(),
+            multi_head_bytes_per_token = layout.multi_head_bytes_per_token(),
             prefix_caching,
             "KV pool allocated"
         );

@@ -99,11 +99,7 @@ impl KvBudget {
 mod tests {
     use super::*;
 
-    const LAYOUT: KvLayout = KvLayout {
-        num_layers: 30,
-        kv_heads: 3,
-        head_dim: 64,
-    };
+    const LAYOUT: KvLayout = KvLayout::per_head(30, 3, 64);
 
     #[test]
     fn a_byte_budget_buys_whole_blocks() {

@@ -299,11 +299,7 @@ mod tests {
     #[test]
     fn paged_matches_contiguous_for_prefill_and_chunked_continuation() {
         let (heads, kv_heads, hd, len) = (4, 2, 8, 11);
-        let layout = KvLayout {
-            num_layers: 1,
-            kv_heads,
-            head_dim: hd,
-        };
+        let layout = KvLayout::per_head(1, kv_heads, hd);
         let mut cache = PagedKvCache::new(layout, 4, 8).expect("cache");
         // Blocks deliberately out of order.
         let table = [BlockId(5), BlockId(0), BlockId(7)];
@@ -349,11 +345,7 @@ mod tests {
     #[test]
     fn the_sixteen_slot_path_matches_the_reference_in_every_tile_shape() {
         let (heads, kv_heads, hd, len) = (3, 1, 8, 37);
-        let layout = KvLayout {
-            num_layers: 1,
-            kv_heads,
-            head_dim: hd,
-        };
+        let layout = KvLayout::per_head(1, kv_heads, hd);
         let mut cache = PagedKvCache::new(layout, FAST_BLOCK, 4).expect("cache");
         let table = [BlockId(2), BlockId(0), BlockId(3)];
         let q = values(len * heads * hd, 0.3);
@@ -399,11 +391,7 @@ mod tests {
     #[test]
     fn a_sequence_does_not_depend_on_its_batch_mates() {
         let (heads, kv_heads, hd) = (2, 1, 4);
-        let layout = KvLayout {
-            num_layers: 1,
-            kv_heads,
-            head_dim: hd,
-        };
+        let layout = KvLayout::per_head(1, kv_heads, hd);
         let mut cache = PagedKvCache::new(layout, 2, 8).expect("cache");
         let (ta, tb) = (
             [BlockId(0), BlockId(1)],

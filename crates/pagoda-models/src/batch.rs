@@ -1,7 +1,8 @@
 //! The input of one forward pass: the new tokens of several sequences,
 //! flattened, each with where it starts and where its KV lives.
 
-use crate::kv_cache::BlockId;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::{BlockId, KvLayout, PagedKvCache};
 
 /// Which positions of a chunk need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,4 +59,66 @@ impl Logits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.vocab_size..(i + 1) * self.vocab_size]
     }
+}
+
+/// Checks a batch before a forward pass: the cache was built for `layout`,
+/// every chunk has tokens, stays inside a context of `context` positions,
+/// and has a block table that covers it.
+pub(crate) fn check_batch(
+    batch: &[SeqChunk<'_>],
+    cache: &PagedKvCache,
+    layout: KvLayout,
+    context: usize,
+) -> Result<()> {
+    if cache.layout() != layout {
+        return Err(ModelError::InvalidBatch(format!(
+            "the KV cache was built for {:?}, the model needs {layout:?}",
+            cache.layout(),
+        )));
+    }
+    for chunk in batch {
+        if chunk.tokens.is_empty() {
+            return Err(ModelError::InvalidBatch("a chunk with no tokens".into()));
+        }
+        let end = chunk.start_pos + chunk.tokens.len();
+        if end > context {
+            return Err(ModelError::InvalidBatch(format!(
+                "position {} is past the context window of {context}",
+                end - 1,
+            )));
+        }
+        cache.check_table(chunk.block_table, end)?;
+    }
+    Ok(())
+}
+
+/// The token ids of a batch, flattened, and the position of each.
+pub(crate) fn flat_tokens(batch: &[SeqChunk<'_>]) -> (Vec<u32>, Vec<usize>) {
+    let tokens = batch
+        .iter()
+        .flat_map(|s| s.tokens.iter().copied())
+        .collect();
+    let positions = batch
+        .iter()
+        .flat_map(|s| s.start_pos..s.start_pos + s.tokens.len())
+        .collect();
+    (tokens, positions)
+}
+
+/// The rows of `x` (`hidden` values per token of the flattened batch) whose
+/// logits the chunks asked for, in order.
+pub(crate) fn rows_wanting_logits(batch: &[SeqChunk<'_>], x: &[f32], hidden: usize) -> Vec<f32> {
+    let mut selected = Vec::new();
+    let mut offset = 0;
+    for chunk in batch {
+        let n = chunk.tokens.len();
+        let range = match chunk.logits {
+            LogitsWanted::None => offset..offset,
+            LogitsWanted::Last => offset + n - 1..offset + n,
+            LogitsWanted::All => offset..offset + n,
+        };
+        selected.extend_from_slice(&x[range.start * hidden..range.end * hidden]);
+        offset += n;
+    }
+    selected
 }

@@ -14,6 +14,13 @@ pub enum Architecture {
     Llama,
     /// Qwen2 and DeepSeek-R1-Distill-Qwen: biases on the q/k/v projections.
     Qwen2,
+    /// DeepSeek-V2 (and V2-Lite, Coder-V2): multi-head latent attention and
+    /// softmax-routed experts ([`crate::deepseek`]). Its [`ModelConfig`] is
+    /// a summary; the model keeps its full [`crate::deepseek_config::DeepseekConfig`].
+    DeepseekV2,
+    /// DeepSeek-V3 (and R1): V2's attention with sigmoid routing corrected by
+    /// a per-expert bias ([`crate::deepseek`]).
+    DeepseekV3,
 }
 
 impl Architecture {
@@ -22,6 +29,8 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::DeepseekV2 => "deepseek_v2",
+            Architecture::DeepseekV3 => "deepseek_v3",
         }
     }
 }
@@ -60,6 +69,83 @@ pub enum RopeScaling {
     },
     /// Per-frequency divisors read from a GGUF `rope_freqs.weight` tensor.
     FreqFactors(Vec<f32>),
+    /// YaRN (Peng et al., <https://arxiv.org/abs/2309.00071>) as Hugging
+    /// Face's `_compute_yarn_parameters` computes it: frequencies blended
+    /// between interpolated and kept along a ramp between the dimensions
+    /// that rotate `beta_fast` and `beta_slow` times over the original
+    /// context, and cos/sin scaled by an attention factor. (DeepSeek-V2/V3
+    /// also multiply their softmax scale by `mscale²`, see
+    /// [`RopeScaling::yarn_softmax_mscale`].) Values are kept in f64 as the
+    /// reference computes them.
+    Yarn {
+        /// How much the context is extended.
+        factor: f64,
+        /// The context length the model was pre-trained on.
+        original_max_position_embeddings: usize,
+        /// Rotations above which dimensions are kept (extrapolated).
+        beta_fast: f64,
+        /// Rotations below which dimensions are interpolated.
+        beta_slow: f64,
+        /// Numerator coefficient of the default attention factor; 0 when absent.
+        mscale: f64,
+        /// Denominator coefficient of the default attention factor (and
+        /// DeepSeek's softmax correction); 0 when absent.
+        mscale_all_dim: f64,
+        /// The cos/sin factor, when the config sets it explicitly.
+        attention_factor: Option<f64>,
+        /// Whether the ramp's bounds are rounded to whole dimensions.
+        truncate: bool,
+    },
+}
+
+/// YaRN's magnitude correction `0.1 · mscale · ln(scale) + 1` (1 for
+/// `scale <= 1`), as `yarn_get_mscale` in transformers.
+pub fn yarn_get_mscale(scale: f64, mscale: f64) -> f64 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * mscale * scale.ln() + 1.0
+    }
+}
+
+impl RopeScaling {
+    /// The factor applied to every cos and sin (YaRN's attention factor; 1
+    /// for the other scalings).
+    pub fn attention_factor(&self) -> f64 {
+        match *self {
+            RopeScaling::Yarn {
+                factor,
+                mscale,
+                mscale_all_dim,
+                attention_factor,
+                ..
+            } => attention_factor.unwrap_or_else(|| {
+                if mscale != 0.0 && mscale_all_dim != 0.0 {
+                    yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+                } else {
+                    yarn_get_mscale(factor, 1.0)
+                }
+            }),
+            _ => 1.0,
+        }
+    }
+
+    /// DeepSeek-V2/V3's correction of the softmax scale under YaRN:
+    /// `mscale²` with `mscale = yarn_get_mscale(factor, mscale_all_dim)`
+    /// when `mscale_all_dim` is set, else 1 (transformers' `yarn_apply_mscale`).
+    pub fn yarn_softmax_mscale(&self) -> f64 {
+        match *self {
+            RopeScaling::Yarn {
+                factor,
+                mscale_all_dim,
+                ..
+            } if mscale_all_dim != 0.0 => {
+                let m = yarn_get_mscale(factor, mscale_all_dim);
+                m * m
+            }
+            _ => 1.0,
+        }
+    }
 }
 
 /// Rotary embedding parameters.
@@ -183,7 +269,7 @@ pub struct HfRopeScaling {
     #[serde(alias = "type")]
     pub rope_type: Option<String>,
     /// Scaling factor.
-    pub factor: Option<f32>,
+    pub factor: Option<f64>,
     /// Llama 3 low-frequency factor.
     pub low_freq_factor: Option<f32>,
     /// Llama 3 high-frequency factor.
@@ -192,6 +278,19 @@ pub struct HfRopeScaling {
     pub original_max_position_embeddings: Option<usize>,
     /// RoPE base, inside `rope_parameters` (transformers 5 configs).
     pub rope_theta: Option<f32>,
+    /// YaRN: rotations above which dimensions are kept (default 32).
+    pub beta_fast: Option<f64>,
+    /// YaRN: rotations below which dimensions are interpolated (default 1).
+    pub beta_slow: Option<f64>,
+    /// YaRN: numerator coefficient of the attention factor.
+    pub mscale: Option<f64>,
+    /// YaRN: denominator coefficient of the attention factor (and of
+    /// DeepSeek's softmax correction).
+    pub mscale_all_dim: Option<f64>,
+    /// YaRN: an explicit cos/sin factor.
+    pub attention_factor: Option<f64>,
+    /// YaRN: whether the ramp's bounds are rounded (default true).
+    pub truncate: Option<bool>,
 }
 
 fn default_rope_theta() -> f32 {
@@ -269,7 +368,7 @@ impl HfConfig {
             ("llama", _) | (_, "LlamaForCausalLM") => Ok(Architecture::Llama),
             ("qwen2", _) | (_, "Qwen2ForCausalLM") => Ok(Architecture::Qwen2),
             _ => Err(format!(
-                "model_type `{model_type}` (architectures `{arch}`); supported: llama, qwen2"
+                "model_type `{model_type}` (architectures `{arch}`); supported: llama, qwen2, deepseek_v2, deepseek_v3"
             )),
         }
     }
@@ -294,7 +393,7 @@ impl HfConfig {
         let rope = self.rope_scaling.as_ref().or(self.rope_parameters.as_ref());
         let scaling = match rope {
             None => RopeScaling::None,
-            Some(s) => resolve_hf_scaling(s)?,
+            Some(s) => resolve_hf_scaling(s, self.max_position_embeddings)?,
         };
         let theta = self
             .rope_parameters
@@ -326,15 +425,44 @@ impl HfConfig {
     }
 }
 
-fn resolve_hf_scaling(s: &HfRopeScaling) -> Result<RopeScaling, String> {
+/// The scaling `rope_scaling` (or `rope_parameters`) describes, for a model
+/// whose context is `max_position_embeddings` (YaRN's defaults derive from it).
+pub fn resolve_hf_scaling(
+    s: &HfRopeScaling,
+    max_position_embeddings: usize,
+) -> Result<RopeScaling, String> {
     let kind = s.rope_type.as_deref().unwrap_or("default");
     let factor = || {
         s.factor
+            .map(|f| f as f32)
             .ok_or_else(|| format!("rope_scaling of type `{kind}` needs `factor`"))
     };
     match kind {
         "default" => Ok(RopeScaling::None),
         "linear" => Ok(RopeScaling::Linear { factor: factor()? }),
+        "yarn" => {
+            // transformers' `standardize_rope_params` and `_compute_yarn_parameters`.
+            let original = s
+                .original_max_position_embeddings
+                .unwrap_or(max_position_embeddings);
+            if original == 0 {
+                return Err("rope_scaling: original_max_position_embeddings must be positive".into());
+            }
+            let factor = s
+                .factor
+                .unwrap_or(max_position_embeddings as f64 / original as f64);
+            let nonzero_or = |v: Option<f64>, default: f64| v.filter(|&v| v != 0.0).unwrap_or(default);
+            Ok(RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: original,
+                beta_fast: nonzero_or(s.beta_fast, 32.0),
+                beta_slow: nonzero_or(s.beta_slow, 1.0),
+                mscale: s.mscale.unwrap_or(0.0),
+                mscale_all_dim: s.mscale_all_dim.unwrap_or(0.0),
+                attention_factor: s.attention_factor,
+                truncate: s.truncate.unwrap_or(true),
+            })
+        }
         "llama3" => Ok(RopeScaling::Llama3 {
             factor: factor()?,
             low_freq_factor: s.low_freq_factor.unwrap_or(1.0),
@@ -342,7 +470,7 @@ fn resolve_hf_scaling(s: &HfRopeScaling) -> Result<RopeScaling, String> {
             original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
         }),
         other => Err(format!(
-            "rope_scaling type `{other}` is not implemented (supported: default, linear, llama3)"
+            "rope_scaling type `{other}` is not implemented (supported: default, linear, llama3, yarn)"
         )),
     }
 }

@@ -18,7 +18,7 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
             return Err(ModelError::Unsupported {
                 path: file.path().to_path_buf(),
                 what: "architecture",
-                value: format!("`{other}` (supported: llama, qwen2)"),
+                value: format!("`{other}` (supported: llama, qwen2, deepseek2)"),
             })
         }
     };

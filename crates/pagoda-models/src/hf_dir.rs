@@ -10,6 +10,7 @@ use candle_core::{DType, Device};
 use serde::Deserialize;
 
 use crate::config::HfConfig;
+use crate::deepseek_config::{DeepseekConfig, DeepseekHfConfig};
 use crate::error::{candle_reason, ModelError, Result};
 use crate::generation_config::GenerationDefaults;
 use crate::tensor_source::TensorSource;
@@ -28,10 +29,53 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, format: &'static str) ->
     })
 }
 
-/// Reads and resolves `config.json`.
+/// Reads `config.json` as written, without resolving it (the fields the
+/// tokenizer needs are common to every family).
+pub fn read_raw_config(dir: &Path) -> Result<HfConfig> {
+    read_json(&dir.join("config.json"), "config.json")
+}
+
+/// What a checkpoint's `config.json` describes, resolved.
+#[derive(Debug, Clone)]
+pub enum CheckpointConfig {
+    /// A llama-style decoder ([`crate::llama::Llama`]).
+    Llama(crate::config::ModelConfig),
+    /// A DeepSeek-V2/V3 decoder ([`crate::deepseek::Deepseek`]).
+    Deepseek(Box<DeepseekConfig>),
+}
+
+/// Reads `config.json` and resolves it for the family its `model_type`
+/// (or `architectures`) names.
+pub fn read_checkpoint_config(dir: &Path) -> Result<(HfConfig, CheckpointConfig)> {
+    let path = dir.join("config.json");
+    let raw = read_raw_config(dir)?;
+    let arch = raw.architectures.first().map(String::as_str);
+    let model_type = match (raw.model_type.as_deref(), arch) {
+        (Some(t), _) => t,
+        (None, Some("DeepseekV2ForCausalLM")) => "deepseek_v2",
+        (None, Some("DeepseekV3ForCausalLM")) => "deepseek_v3",
+        (None, _) => "",
+    };
+    if DeepseekHfConfig::version_of(model_type).is_none() {
+        let (raw, config) = read_config(dir)?;
+        return Ok((raw, CheckpointConfig::Llama(config)));
+    }
+    let mut deepseek: DeepseekHfConfig = read_json(&path, "config.json")?;
+    deepseek.model_type = model_type.to_string();
+    let resolved = deepseek
+        .resolve()
+        .map_err(|reason| ModelError::InvalidFile {
+            path: path.clone(),
+            format: "config.json",
+            reason,
+        })?;
+    Ok((raw, CheckpointConfig::Deepseek(Box::new(resolved))))
+}
+
+/// Reads and resolves the `config.json` of a llama-style checkpoint.
 pub fn read_config(dir: &Path) -> Result<(HfConfig, crate::config::ModelConfig)> {
     let path = dir.join("config.json");
-    let raw: HfConfig = read_json(&path, "config.json")?;
+    let raw = read_raw_config(dir)?;
     let resolved = raw.resolve().map_err(|reason| {
         if reason.contains("model_type") {
             ModelError::Unsupported {

@@ -8,18 +8,33 @@
 //! the K/V of new tokens into the slots a batch names and reads them back in
 //! attention.
 //!
-//! Layout of one layer's K (and likewise V), in `f32`:
+//! A model declares what a token stores per layer ([`KvKind`]):
 //!
-//! ```text
-//! block 0                      block 1
-//! ├─ kv head 0 ─────────────┤  ├─ kv head 0 ───── ...
-//! │ slot 0: [head_dim]      │  │
-//! │ slot 1: [head_dim]      │  │
-//! │ ...  (block_size slots) │  │
-//! ├─ kv head 1 ─────────────┤
-//! ```
+//! - **Per-head K and V** (llama, qwen2). One layer's K (and likewise V), in `f32`:
 //!
-//! so that one head's keys within a block are contiguous for the attention loop.
+//!   ```text
+//!   block 0                      block 1
+//!   ├─ kv head 0 ─────────────┤  ├─ kv head 0 ───── ...
+//!   │ slot 0: [head_dim]      │  │
+//!   │ slot 1: [head_dim]      │  │
+//!   │ ...  (block_size slots) │  │
+//!   ├─ kv head 1 ─────────────┤
+//!   ```
+//!
+//!   so that one head's keys within a block are contiguous for the attention
+//!   loop (keys are stored transposed within a head, see [`LayerView::keys_t`]).
+//!
+//! - **A compressed latent** (DeepSeek-V2/V3 multi-head latent attention): one
+//!   row per token of `kv_lora_rank + qk_rope_head_dim` values — the latent
+//!   after `kv_a_layernorm`, then the rotated shared rope key — serving as both
+//!   key and value of every head; no per-head K/V is stored:
+//!
+//!   ```text
+//!   block 0
+//!   │ slot 0: [latent (kv_lora_rank) | k_rope (qk_rope_head_dim)]
+//!   │ slot 1: [latent                | k_rope                  ]
+//!   │ ...  (block_size slots)
+//!   ```
 
 use crate::error::{ModelError, Result};
 
@@ -34,25 +49,108 @@ impl BlockId {
     }
 }
 
-/// What one layer stores per token, as declared by a model.
+/// What the KV pool holds for a model, as declared by the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLayout {
-    /// Number of layers, each with its own K and V buffers.
+    /// Number of layers, each with its own buffers.
     pub num_layers: usize,
-    /// Number of key/value heads.
-    pub kv_heads: usize,
-    /// Values per head per token.
-    pub head_dim: usize,
+    /// What one token stores in one layer.
+    pub kind: KvKind,
 }
 
-impl KvLayout {
-    /// Bytes one token occupies in the whole cache (K and V, all layers, f32).
-    pub fn bytes_per_token(&self) -> usize {
-        2 * self.num_layers * self.kv_heads * self.head_dim * std::mem::size_of::<f32>()
+/// What one token stores in one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvKind {
+    /// A key and a value per kv head (multi-head and grouped-query attention).
+    PerHead {
+        /// Number of key/value heads.
+        kv_heads: usize,
+        /// Values per head per token (of K, and again of V).
+        head_dim: usize,
+    },
+    /// One compressed latent shared by every head (multi-head latent attention).
+    Latent(LatentKv),
+}
+
+/// The per-token latent of multi-head latent attention, and the per-head
+/// shapes it stands for (to report what uncompressed K/V would take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentKv {
+    /// Width of the compressed latent (`kv_lora_rank`), stored after its norm.
+    pub kv_lora_rank: usize,
+    /// Width of the shared rotary key (`qk_rope_head_dim`), stored rotated.
+    pub qk_rope_head_dim: usize,
+    /// Attention heads the latent is expanded to.
+    pub num_heads: usize,
+    /// Per-head key width without position (`qk_nope_head_dim`).
+    pub qk_nope_head_dim: usize,
+    /// Per-head value width (`v_head_dim`).
+    pub v_head_dim: usize,
+}
+
+impl LatentKv {
+    /// Values of one token's row: the latent, then the rope key.
+    pub fn width(&self) -> usize {
+        self.kv_lora_rank + self.qk_rope_head_dim
     }
 }
 
-/// One layer's K and V buffers.
+const F32_BYTES: usize = std::mem::size_of::<f32>();
+
+impl KvLayout {
+    /// Per-head K and V (today's llama layout).
+    pub const fn per_head(num_layers: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self {
+            num_layers,
+            kind: KvKind::PerHead { kv_heads, head_dim },
+        }
+    }
+
+    /// One latent row per token per layer.
+    pub const fn latent(num_layers: usize, latent: LatentKv) -> Self {
+        Self {
+            num_layers,
+            kind: KvKind::Latent(latent),
+        }
+    }
+
+    /// Values one token stores in one layer's key buffer (the whole latent
+    /// row for a latent layout) and in its value buffer (none for a latent
+    /// layout: the latent serves as both).
+    fn values_per_slot(&self) -> (usize, usize) {
+        match self.kind {
+            KvKind::PerHead { kv_heads, head_dim } => (kv_heads * head_dim, kv_heads * head_dim),
+            KvKind::Latent(l) => (l.width(), 0),
+        }
+    }
+
+    /// Bytes one token occupies in the whole cache (all layers, f32), as
+    /// the pool really stores it.
+    pub fn bytes_per_token(&self) -> usize {
+        let (k, v) = self.values_per_slot();
+        self.num_layers * (k + v) * F32_BYTES
+    }
+
+    /// Bytes one token would occupy with plain per-head K and V (all layers,
+    /// f32): for a latent layout, `num_layers × num_heads ×
+    /// (qk_nope_head_dim + qk_rope_head_dim + v_head_dim) × 4` — what the
+    /// latent saves is the ratio of this to [`Self::bytes_per_token`]. For a
+    /// per-head layout the two are equal.
+    pub fn multi_head_bytes_per_token(&self) -> usize {
+        match self.kind {
+            KvKind::PerHead { .. } => self.bytes_per_token(),
+            KvKind::Latent(l) => {
+                self.num_layers
+                    * l.num_heads
+                    * (l.qk_nope_head_dim + l.qk_rope_head_dim + l.v_head_dim)
+                    * F32_BYTES
+            }
+        }
+    }
+}
+
+/// One layer's buffers: K and V for a per-head layout; for a latent layout
+/// `k` holds the latent rows and `v` is empty.
 #[derive(Debug)]
 pub struct LayerKv {
     k: Vec<f32>,
@@ -76,11 +174,12 @@ impl PagedKvCache {
                 "a KV cache needs at least one block of at least one slot".into(),
             ));
         }
-        let per_layer = num_blocks * block_size * layout.kv_heads * layout.head_dim;
+        let (k, v) = layout.values_per_slot();
+        let slots = num_blocks * block_size;
         let layers = (0..layout.num_layers)
             .map(|_| LayerKv {
-                k: vec![0.0; per_layer],
-                v: vec![0.0; per_layer],
+                k: vec![0.0; slots * k],
+                v: vec![0.0; slots * v],
             })
             .collect();
         Ok(Self {
@@ -135,8 +234,18 @@ impl PagedKvCache {
         Ok(())
     }
 
+    /// The K/V head shape of a per-head layout (`(0, 0)` for a latent one,
+    /// whose per-head views are empty).
+    fn heads(&self) -> (usize, usize) {
+        match self.layout.kind {
+            KvKind::PerHead { kv_heads, head_dim } => (kv_heads, head_dim),
+            KvKind::Latent(_) => (0, 0),
+        }
+    }
+
     /// Writes the K and V of `len` new tokens, laid out `[len, kv_heads * head_dim]`,
-    /// at positions `start_pos..start_pos + len` of the sequence owning `block_table`.
+    /// at positions `start_pos..start_pos + len` of the sequence owning `block_table`
+    /// (a per-head layout; for a latent one see [`Self::write_latent`]).
     /// The table must have been checked with [`Self::check_table`].
     pub fn write(
         &mut self,
@@ -146,8 +255,10 @@ impl PagedKvCache {
         k: &[f32],
         v: &[f32],
     ) {
-        let hd = self.layout.head_dim;
-        let heads = self.layout.kv_heads;
+        let (heads, hd) = self.heads();
+        if heads * hd == 0 {
+            return;
+        }
         let bs = self.block_size;
         let kv = &mut self.layers[layer];
         for (i, (k_row, v_row)) in k
@@ -170,25 +281,89 @@ impl PagedKvCache {
         }
     }
 
-    /// Copies every layer's K and V of block `src` into block `dst` (a
-    /// forked sequence's private copy of a shared, partially filled block).
+    /// Writes the latent rows of `len` new tokens, laid out
+    /// `[len, kv_lora_rank + qk_rope_head_dim]`, at positions
+    /// `start_pos..start_pos + len` of the sequence owning `block_table`
+    /// (which must have been checked with [`Self::check_table`]). Fails on a
+    /// per-head pool or rows of the wrong width.
+    pub fn write_latent(
+        &mut self,
+        layer: usize,
+        block_table: &[BlockId],
+        start_pos: usize,
+        rows: &[f32],
+    ) -> Result<()> {
+        let KvKind::Latent(latent) = self.layout.kind else {
+            return Err(ModelError::InvalidBatch(
+                "latent rows written to a per-head KV cache".into(),
+            ));
+        };
+        let width = latent.width();
+        if !rows.len().is_multiple_of(width) {
+            return Err(ModelError::InvalidBatch(format!(
+                "{} values are not whole latent rows of {width}",
+                rows.len()
+            )));
+        }
+        let bs = self.block_size;
+        let Some(kv) = self.layers.get_mut(layer) else {
+            return Err(ModelError::InvalidBatch(format!(
+                "layer {layer} of a cache of {}",
+                self.layout.num_layers
+            )));
+        };
+        for (i, row) in rows.chunks_exact(width).enumerate() {
+            let pos = start_pos + i;
+            let dst = (block_table[pos / bs].index() * bs + pos % bs) * width;
+            kv.k[dst..dst + width].copy_from_slice(row);
+        }
+        Ok(())
+    }
+
+    /// Copies every layer's K and V (or latent rows) of block `src` into
+    /// block `dst` (a forked sequence's private copy of a shared, partially
+    /// filled block).
     pub fn copy_block(&mut self, src: BlockId, dst: BlockId) {
-        let n = self.block_size * self.layout.kv_heads * self.layout.head_dim;
-        let (s, d) = (src.index() * n, dst.index() * n);
+        let (k, v) = self.layout.values_per_slot();
+        let (nk, nv) = (self.block_size * k, self.block_size * v);
         for layer in &mut self.layers {
-            layer.k.copy_within(s..s + n, d);
-            layer.v.copy_within(s..s + n, d);
+            let (s, d) = (src.index() * nk, dst.index() * nk);
+            layer.k.copy_within(s..s + nk, d);
+            let (s, d) = (src.index() * nv, dst.index() * nv);
+            layer.v.copy_within(s..s + nv, d);
         }
     }
 
-    /// Read access to one layer for attention.
+    /// Read access to one layer of a per-head pool for attention (on a
+    /// latent pool the view's slices are empty: use [`Self::latent_layer`]).
     pub fn layer(&self, layer: usize) -> LayerView<'_> {
+        let (kv_heads, head_dim) = self.heads();
         LayerView {
             kv: &self.layers[layer],
             block_size: self.block_size,
-            kv_heads: self.layout.kv_heads,
-            head_dim: self.layout.head_dim,
+            kv_heads,
+            head_dim,
         }
+    }
+
+    /// Read access to one layer of a latent pool; fails on a per-head pool.
+    pub fn latent_layer(&self, layer: usize) -> Result<LatentLayerView<'_>> {
+        let KvKind::Latent(latent) = self.layout.kind else {
+            return Err(ModelError::InvalidBatch(
+                "a latent view of a per-head KV cache".into(),
+            ));
+        };
+        let kv = self.layers.get(layer).ok_or_else(|| {
+            ModelError::InvalidBatch(format!(
+                "layer {layer} of a cache of {}",
+                self.layout.num_layers
+            ))
+        })?;
+        Ok(LatentLayerView {
+            rows: &kv.k,
+            block_size: self.block_size,
+            latent,
+        })
     }
 }
 
@@ -229,17 +404,42 @@ impl<'a> LayerView<'a> {
     }
 }
 
+/// A read-only view of one layer of a latent pool.
+#[derive(Debug, Clone, Copy)]
+pub struct LatentLayerView<'a> {
+    rows: &'a [f32],
+    block_size: usize,
+    latent: LatentKv,
+}
+
+impl<'a> LatentLayerView<'a> {
+    /// Positions per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The shape of a row.
+    pub fn latent(&self) -> LatentKv {
+        self.latent
+    }
+
+    /// The rows of the first `slots` positions of `block`: `[slots,
+    /// kv_lora_rank + qk_rope_head_dim]`, each the normed latent then the
+    /// rotated rope key.
+    pub fn rows(&self, block: BlockId, slots: usize) -> &'a [f32] {
+        let width = self.latent.width();
+        let start = block.index() * self.block_size * width;
+        &self.rows[start..start + slots * width]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn writes_land_in_the_named_blocks() {
-        let layout = KvLayout {
-            num_layers: 1,
-            kv_heads: 2,
-            head_dim: 3,
-        };
+        let layout = KvLayout::per_head(1, 2, 3);
         let mut cache = PagedKvCache::new(layout, 2, 4).expect("cache");
         let table = [BlockId(3), BlockId(1)];
         cache
@@ -267,11 +467,7 @@ mod tests {
 
     #[test]
     fn copied_blocks_hold_the_same_values() {
-        let layout = KvLayout {
-            num_layers: 2,
-            kv_heads: 1,
-            head_dim: 2,
-        };
+        let layout = KvLayout::per_head(2, 1, 2);
         let mut cache = PagedKvCache::new(layout, 2, 3).expect("cache");
         for layer in 0..2 {
             cache.write(
@@ -292,14 +488,61 @@ mod tests {
 
     #[test]
     fn short_or_out_of_range_tables_are_rejected() {
-        let layout = KvLayout {
-            num_layers: 1,
-            kv_heads: 1,
-            head_dim: 1,
-        };
+        let layout = KvLayout::per_head(1, 1, 1);
         let cache = PagedKvCache::new(layout, 4, 2).expect("cache");
         assert!(cache.check_table(&[BlockId(0)], 5).is_err());
         assert!(cache.check_table(&[BlockId(0), BlockId(2)], 5).is_err());
         assert!(cache.check_table(&[BlockId(0), BlockId(1)], 8).is_ok());
+    }
+
+    /// DeepSeek-V2-Lite's attention shape.
+    const LITE: LatentKv = LatentKv {
+        kv_lora_rank: 512,
+        qk_rope_head_dim: 64,
+        num_heads: 16,
+        qk_nope_head_dim: 128,
+        v_head_dim: 128,
+    };
+
+    #[test]
+    fn a_latent_pool_holds_one_row_of_latent_and_rope_key_per_token() {
+        let layout = KvLayout::latent(27, LITE);
+        // 27 layers · (512 + 64) values · 4 bytes, once (no separate V).
+        assert_eq!(layout.bytes_per_token(), 27 * 576 * 4);
+        // Per-head K (128 + 64) and V (128) of 16 heads would take 320/36 ≈ 8.9 times more.
+        assert_eq!(layout.multi_head_bytes_per_token(), 27 * 16 * 320 * 4);
+        let per_head = KvLayout::per_head(30, 3, 64);
+        assert_eq!(
+            per_head.multi_head_bytes_per_token(),
+            per_head.bytes_per_token()
+        );
+
+        let small = LatentKv {
+            kv_lora_rank: 3,
+            qk_rope_head_dim: 2,
+            num_heads: 4,
+            qk_nope_head_dim: 2,
+            v_head_dim: 2,
+        };
+        let mut cache = PagedKvCache::new(KvLayout::latent(2, small), 2, 3).expect("cache");
+        // Exactly kv_lora_rank + qk_rope_head_dim values per slot, per layer, nothing else.
+        assert_eq!(cache.size_in_bytes(), 3 * 2 * 2 * 5 * 4);
+        for layer in &cache.layers {
+            assert_eq!((layer.k.len(), layer.v.len()), (3 * 2 * 5, 0));
+        }
+        let table = [BlockId(2), BlockId(0)];
+        cache.check_table(&table, 3).expect("table");
+        let rows: Vec<f32> = (0..15).map(|i| i as f32).collect();
+        cache.write_latent(1, &table, 0, &rows).expect("write");
+        let view = cache.latent_layer(1).expect("latent view");
+        assert_eq!(view.rows(BlockId(2), 2), &rows[..10]);
+        assert_eq!(view.rows(BlockId(0), 1), &rows[10..]);
+        cache.copy_block(BlockId(2), BlockId(1));
+        let view = cache.latent_layer(1).expect("latent view");
+        assert_eq!(view.rows(BlockId(1), 2), &rows[..10]);
+        assert!(cache.write_latent(0, &table, 0, &rows[..4]).is_err());
+        let mut heads = PagedKvCache::new(per_head, 2, 1).expect("cache");
+        assert!(heads.write_latent(0, &[BlockId(0)], 0, &rows[..5]).is_err());
+        assert!(heads.latent_layer(0).is_err());
     }
 }

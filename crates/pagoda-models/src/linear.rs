@@ -9,6 +9,7 @@ use candle_core::{Device, Module, Tensor};
 use crate::error::{ModelError, Result};
 use crate::panel_matrix::PanelMatrix;
 use crate::qmatmul::{DenseMatrix, QuantMatrix};
+use crate::tensor_source::TensorSource;
 use crate::weight::Weight;
 
 /// How pagoda's block kernels (GGUF Q4_0, Q4_1, Q8_0 weights) treat the
@@ -45,8 +46,11 @@ enum Kernel {
     BlocksInt8(Arc<PanelMatrix>),
     /// pagoda's batch-invariant dense f32 kernel.
     Dense(Arc<DenseMatrix>),
-    /// candle: dense matrices whose width is not a multiple of 32, and its
-    /// quantized kernels for the other GGUF types.
+    /// The same kernel on a matrix whose width is not a multiple of 32,
+    /// stored with zero columns up to the next multiple (each input row is
+    /// padded the same way): batch-invariant too.
+    DensePadded(Arc<DenseMatrix>),
+    /// candle's quantized kernels for the other GGUF types.
     Candle(QMatMul),
 }
 
@@ -103,7 +107,20 @@ impl Linear {
                     .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
                 Kernel::Dense(Arc::new(m))
             }
-            Weight::Dense(t) => Kernel::Candle(QMatMul::Tensor(t)),
+            Weight::Dense(t) => {
+                let data = t.flatten_all()?.to_vec1::<f32>()?;
+                let padded_cols = in_features.next_multiple_of(32);
+                let mut padded = vec![0.0f32; out_features * padded_cols];
+                for (dst, src) in padded
+                    .chunks_exact_mut(padded_cols)
+                    .zip(data.chunks_exact(in_features.max(1)))
+                {
+                    dst[..in_features].copy_from_slice(src);
+                }
+                let m = DenseMatrix::new(out_features, padded_cols, padded)
+                    .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                Kernel::DensePadded(Arc::new(m))
+            }
             Weight::DenseRows(m) => Kernel::Dense(m),
         };
         Ok(Self {
@@ -112,6 +129,25 @@ impl Linear {
             in_features,
             out_features,
         })
+    }
+
+    /// Loads `{prefix}.weight`, checked to be `[out, inp]`, and
+    /// `{prefix}.bias` when `bias` is set (an error names a missing tensor).
+    pub fn load(
+        src: &dyn TensorSource,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        activations: Activations,
+    ) -> Result<Self> {
+        let weight = src.require_shape(&format!("{prefix}.weight"), &[out, inp])?;
+        let bias = if bias {
+            Some(src.require_vector(&format!("{prefix}.bias"), out)?)
+        } else {
+            None
+        };
+        Self::with_activations(weight, bias, activations)
     }
 
     /// Number of inputs per row.
@@ -171,6 +207,17 @@ impl Linear {
             Kernel::Blocks(m) => m.matmul(x, rows),
             Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
             Kernel::Dense(m) => m.matmul(x, rows),
+            Kernel::DensePadded(m) => {
+                let cols = m.cols();
+                let mut padded = vec![0.0f32; rows * cols];
+                for (dst, src) in padded
+                    .chunks_exact_mut(cols)
+                    .zip(x.chunks_exact(self.in_features.max(1)))
+                {
+                    dst[..self.in_features].copy_from_slice(src);
+                }
+                m.matmul(&padded, rows)
+            }
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
                 w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?

@@ -10,7 +10,7 @@
 //! attention runs per sequence, through its block table into the paged cache.
 
 use crate::attention::{paged_attention, SeqQueries};
-use crate::batch::{Logits, LogitsWanted, SeqChunk};
+use crate::batch::{check_batch, flat_tokens, rows_wanting_logits, Logits, SeqChunk};
 use crate::config::ModelConfig;
 use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
@@ -19,6 +19,7 @@ use crate::linear::{Activations, Linear};
 use crate::model::CausalLm;
 use crate::norm::RmsNorm;
 use crate::rope::{Rope, RopeAngles};
+use crate::swiglu::SwiGlu;
 use crate::tensor_source::TensorSource;
 
 /// Multi-head self-attention with grouped-query heads.
@@ -30,21 +31,13 @@ struct SelfAttention {
     o_proj: Linear,
 }
 
-/// The SwiGLU feed-forward block.
-#[derive(Debug)]
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
 /// One transformer block.
 #[derive(Debug)]
 struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: SelfAttention,
     post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    mlp: SwiGlu,
 }
 
 /// A llama-style causal language model.
@@ -66,13 +59,7 @@ fn linear(
     bias: bool,
     activations: Activations,
 ) -> Result<Linear> {
-    let weight = src.require_shape(&format!("{prefix}.weight"), &[out, inp])?;
-    let bias = if bias {
-        Some(src.require_vector(&format!("{prefix}.bias"), out)?)
-    } else {
-        None
-    };
-    Linear::with_activations(weight, bias, activations)
+    Linear::load(src, prefix, out, inp, bias, activations)
 }
 
 impl Llama {
@@ -148,32 +135,14 @@ impl Llama {
                         src.require_vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
                         c.rms_norm_eps,
                     ),
-                    mlp: Mlp {
-                        gate_proj: linear(
-                            src,
-                            &format!("{p}.mlp.gate_proj"),
-                            c.intermediate_size,
-                            h,
-                            false,
-                            act,
-                        )?,
-                        up_proj: linear(
-                            src,
-                            &format!("{p}.mlp.up_proj"),
-                            c.intermediate_size,
-                            h,
-                            false,
-                            act,
-                        )?,
-                        down_proj: linear(
-                            src,
-                            &format!("{p}.mlp.down_proj"),
-                            h,
-                            c.intermediate_size,
-                            false,
-                            act,
-                        )?,
-                    },
+                    mlp: SwiGlu::load(
+                        src,
+                        &format!("{p}.mlp"),
+                        h,
+                        c.intermediate_size,
+                        false,
+                        act,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -201,31 +170,6 @@ impl Llama {
             lm_head,
             rope,
         })
-    }
-
-    fn check_batch(&self, batch: &[SeqChunk<'_>], cache: &PagedKvCache) -> Result<()> {
-        if cache.layout() != self.kv_layout() {
-            return Err(ModelError::InvalidBatch(format!(
-                "the KV cache was built for {:?}, the model needs {:?}",
-                cache.layout(),
-                self.kv_layout()
-            )));
-        }
-        for chunk in batch {
-            if chunk.tokens.is_empty() {
-                return Err(ModelError::InvalidBatch("a chunk with no tokens".into()));
-            }
-            let end = chunk.start_pos + chunk.tokens.len();
-            if end > self.config.max_position_embeddings {
-                return Err(ModelError::InvalidBatch(format!(
-                    "position {} is past the context window of {}",
-                    end - 1,
-                    self.config.max_position_embeddings
-                )));
-            }
-            cache.check_table(chunk.block_table, end)?;
-        }
-        Ok(())
     }
 }
 
@@ -290,20 +234,8 @@ impl SelfAttention {
     }
 }
 
-impl Mlp {
-    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let gate_up = Linear::forward_group(&[&self.gate_proj, &self.up_proj], x, rows)?;
-        let Ok([mut gate, up]) = <[Vec<f32>; 2]>::try_from(gate_up) else {
-            return Err(ModelError::InvalidBatch("two projections expected".into()));
-        };
-        for (g, u) in gate.iter_mut().zip(&up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-        self.down_proj.forward(&gate, rows)
-    }
-}
-
-fn add_in_place(acc: &mut [f32], delta: &[f32]) {
+/// `acc += delta`, element by element.
+pub(crate) fn add_in_place(acc: &mut [f32], delta: &[f32]) {
     acc.iter_mut().zip(delta).for_each(|(a, d)| *a += d);
 }
 
@@ -313,11 +245,11 @@ impl CausalLm for Llama {
     }
 
     fn kv_layout(&self) -> KvLayout {
-        KvLayout {
-            num_layers: self.config.num_hidden_layers,
-            kv_heads: self.config.num_key_value_heads,
-            head_dim: self.config.head_dim,
-        }
+        KvLayout::per_head(
+            self.config.num_hidden_layers,
+            self.config.num_key_value_heads,
+            self.config.head_dim,
+        )
     }
 
     fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
@@ -327,16 +259,14 @@ impl CausalLm for Llama {
 
 impl Llama {
     fn forward_batch(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
-        self.check_batch(batch, cache)?;
+        check_batch(
+            batch,
+            cache,
+            self.kv_layout(),
+            self.config.max_position_embeddings,
+        )?;
         let c = &self.config;
-        let tokens: Vec<u32> = batch
-            .iter()
-            .flat_map(|s| s.tokens.iter().copied())
-            .collect();
-        let positions: Vec<usize> = batch
-            .iter()
-            .flat_map(|s| s.start_pos..s.start_pos + s.tokens.len())
-            .collect();
+        let (tokens, positions) = flat_tokens(batch);
         let rows = tokens.len();
         let angles = self.rope.angles(&positions);
         let step = Step {
@@ -358,18 +288,7 @@ impl Llama {
 
         // Only the rows that need logits go through the final norm and the head.
         let hidden = c.hidden_size;
-        let mut selected = Vec::new();
-        let mut offset = 0;
-        for chunk in batch {
-            let n = chunk.tokens.len();
-            let range = match chunk.logits {
-                LogitsWanted::None => offset..offset,
-                LogitsWanted::Last => offset + n - 1..offset + n,
-                LogitsWanted::All => offset..offset + n,
-            };
-            selected.extend_from_slice(&x[range.start * hidden..range.end * hidden]);
-            offset += n;
-        }
+        let selected = rows_wanting_logits(batch, &x, hidden);
         let selected_rows = selected.len() / hidden;
         if selected_rows == 0 {
             return Ok(Logits {

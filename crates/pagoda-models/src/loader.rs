@@ -8,12 +8,17 @@ use std::sync::Arc;
 
 use crate::chat_template::ChatTemplate;
 use crate::config::ModelConfig;
+use crate::deepseek::Deepseek;
 use crate::error::{ModelError, Result};
 use crate::generation_config::GenerationDefaults;
 use crate::gguf_config::gguf_model_config;
+use crate::gguf_deepseek::{deepseek_config_from_gguf, DeepseekGguf};
 use crate::gguf_file::GgufFile;
 use crate::gguf_tokenizer::tokenizer_from_gguf;
-use crate::hf_dir::{read_config, read_generation_config, read_tokenizer, SafetensorsSource};
+use crate::hf_dir::{
+    read_checkpoint_config, read_generation_config, read_raw_config, read_tokenizer,
+    CheckpointConfig, SafetensorsSource,
+};
 use crate::llama::Llama;
 use crate::model::CausalLm;
 use crate::tokenizer::Tokenizer;
@@ -119,7 +124,7 @@ fn template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<Chat
 /// header, or a checkpoint directory's tokenizer files): no weights are read.
 pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     if path.is_dir() {
-        let (raw, _) = read_config(path)?;
+        let raw = read_raw_config(path)?;
         let generation = read_generation_config(path)?;
         let parts = read_tokenizer(path, &raw, &generation)?;
         let chat_template = template(parts.chat_template, &parts.tokenizer)?;
@@ -137,13 +142,24 @@ pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> 
 /// Loads a GGUF file.
 pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;
-    let config = gguf_model_config(&file)?;
+    let deepseek = file.meta().str("general.architecture")? == crate::gguf_deepseek::ARCHITECTURE;
+    let config = if deepseek {
+        CheckpointConfig::Deepseek(Box::new(deepseek_config_from_gguf(&file)?))
+    } else {
+        CheckpointConfig::Llama(gguf_model_config(&file)?)
+    };
     let tokenizer = tokenizer_from_gguf(file.meta())?;
     let chat_template = file.meta().optional("tokenizer.chat_template", |m, k| {
         m.str(k).map(str::to_string)
     })?;
     let chat_template = template(chat_template, &tokenizer)?;
-    let model = Llama::load_with(config, &file, options.activations)?;
+    let model: Arc<dyn CausalLm> = match config {
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &file, options.activations)?),
+        CheckpointConfig::Deepseek(c) => {
+            let source = DeepseekGguf::new(&file, &c);
+            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+        }
+    };
     let file_type = file
         .meta()
         .optional("general.file_type", |m, k| m.u32(k))?
@@ -160,7 +176,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         options.activations.name()
     );
     Ok(LoadedModel {
-        model: Arc::new(model),
+        model,
         tokenizer,
         chat_template,
         generation: GenerationDefaults::default(),
@@ -172,7 +188,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
 
 /// Loads a Hugging Face checkpoint directory.
 pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
-    let (raw, config) = read_config(dir)?;
+    let (raw, config) = read_checkpoint_config(dir)?;
     let generation = read_generation_config(dir)?;
     let parts = read_tokenizer(dir, &raw, &generation)?;
     let chat_template = template(parts.chat_template, &parts.tokenizer)?;
@@ -183,9 +199,14 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
             "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
         ),
     };
-    let model = Llama::load_with(config, &source, options.activations)?;
+    let model: Arc<dyn CausalLm> = match config {
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &source, options.activations)?),
+        CheckpointConfig::Deepseek(c) => {
+            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+        }
+    };
     Ok(LoadedModel {
-        model: Arc::new(model),
+        model,
         tokenizer: parts.tokenizer,
         chat_template,
         generation,

@@ -1,7 +1,8 @@
-//! The llama and qwen2 forward passes against Hugging Face transformers, on
-//! the tiny random-weight checkpoints made by `scripts/make_fixtures.py`
-//! (f32, bf16, sharded f16; tied and untied heads; GQA; llama3 rope scaling;
-//! qwen2 biases).
+//! The llama, qwen2 and DeepSeek-V2/V3 forward passes against Hugging Face
+//! transformers, on the tiny random-weight checkpoints made by
+//! `scripts/make_fixtures.py` (f32, bf16, sharded f16; tied and untied
+//! heads; GQA; llama3 rope scaling; qwen2 biases; latent attention, YaRN
+//! and routed experts).
 //!
 //! Tolerance: every logit within 1e-4 of transformers' f32 result (logits
 //! here are of order 1–10; the difference comes from summation order alone),
@@ -62,8 +63,13 @@ fn reference(dir: &Path) -> Reference {
 }
 
 fn check_fixture(name: &str) {
+    check_model(&fixtures().join(name), name);
+}
+
+/// Checks the model at `path` against the reference of fixture `name`.
+fn check_model(path: &Path, name: &str) {
     let dir = fixtures().join(name);
-    let loaded = load_model(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let loaded = load_model(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let model = loaded.model.as_ref();
     let r = reference(&dir);
     let vocab = model.config().vocab_size;
@@ -206,6 +212,52 @@ fn tiny_llama_sharded_f16_untied_matches_transformers() {
 #[test]
 fn tiny_qwen2_matches_transformers() {
     check_fixture("tiny-qwen2");
+}
+
+/// DeepSeek-V2: plain `q_proj`, latent attention, one dense layer then
+/// group-limited softmax routing over 8 experts (top 2) with shared experts.
+#[test]
+fn tiny_deepseek_v2_matches_transformers() {
+    check_fixture("tiny-deepseek-v2");
+}
+
+/// DeepSeek-V3: low-rank queries, YaRN (positions past the original 32),
+/// sigmoid routing steered by a non-zero `e_score_correction_bias`.
+#[test]
+fn tiny_deepseek_v3_matches_transformers() {
+    check_fixture("tiny-deepseek-v3");
+}
+
+/// The same weights converted by llama.cpp's `convert_hf_to_gguf.py` (f32,
+/// per-head `attn_k_b`/`attn_v_b`, 3-D expert tensors) give transformers'
+/// logits: V2's group-limited routing is kept (see `gguf_deepseek.rs`).
+#[test]
+fn tiny_deepseek_v2_gguf_matches_transformers() {
+    check_model(
+        &fixtures().join("tiny-deepseek-v2.gguf"),
+        "tiny-deepseek-v2",
+    );
+}
+
+#[test]
+fn deepseek_caches_only_the_latent() {
+    for (name, arch) in [
+        ("tiny-deepseek-v2", "deepseek_v2"),
+        ("tiny-deepseek-v3", "deepseek_v3"),
+    ] {
+        let loaded = load_model(&fixtures().join(name)).expect("load");
+        let c = loaded.config();
+        assert_eq!(c.architecture.name(), arch);
+        assert_eq!(
+            (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+            (4, 4, 24)
+        );
+        let layout = loaded.model.kv_layout();
+        // 3 layers · (kv_lora_rank 32 + qk_rope_head_dim 8) f32 per token…
+        assert_eq!(layout.bytes_per_token(), 3 * 40 * 4);
+        // …where per-head K (16 + 8) and V (16) of 4 heads would take 4x.
+        assert_eq!(layout.multi_head_bytes_per_token(), 3 * 4 * 40 * 4);
+    }
 }
 
 #[test]

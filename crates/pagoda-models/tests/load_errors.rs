@@ -176,3 +176,45 @@ fn broken_checkpoint_directories_name_the_file() {
     .expect("write");
     assert_mentions(&load_err(&bad_shape), &["mlp.gate_proj.weight", "shape"]);
 }
+
+#[test]
+fn broken_deepseek_checkpoints_name_the_field_or_tensor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // A config without the latent's width.
+    let no_rank = dir.path().join("no-kv-lora-rank");
+    copy_fixture("tiny-deepseek-v3", &no_rank);
+    let config = std::fs::read_to_string(no_rank.join("config.json")).expect("read");
+    std::fs::write(
+        no_rank.join("config.json"),
+        config.replace("\"kv_lora_rank\": 32,", ""),
+    )
+    .expect("write");
+    assert_mentions(&load_err(&no_rank), &["config.json", "kv_lora_rank"]);
+
+    // Inconsistent routing.
+    let bad_groups = dir.path().join("bad-groups");
+    copy_fixture("tiny-deepseek-v3", &bad_groups);
+    std::fs::write(
+        bad_groups.join("config.json"),
+        config.replace("\"n_group\": 4,", "\"n_group\": 3,"),
+    )
+    .expect("write");
+    assert_mentions(&load_err(&bad_groups), &["config.json", "n_group"]);
+
+    // V3 without its selection bias.
+    let no_bias = dir.path().join("no-bias");
+    copy_fixture("tiny-deepseek-v3", &no_bias);
+    let weights = no_bias.join("model.safetensors");
+    let mut tensors =
+        candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).expect("load");
+    tensors.remove("model.layers.1.mlp.gate.e_score_correction_bias");
+    candle_core::safetensors::save(&tensors, &weights).expect("save");
+    assert_mentions(
+        &load_err(&no_bias),
+        &[
+            "model.layers.1.mlp.gate.e_score_correction_bias",
+            "missing from the checkpoint",
+        ],
+    );
+}

@@ -1,5 +1,5 @@
 //! Log output: `tracing` to stderr as text or JSON lines, filtered by
-//! `PAGODA_LOG` (default `info`).
+//! `PAGODA_LOG` (default `info`), coloured only when stderr is a terminal.
 
 use crate::cli::LogFormat;
 
@@ -9,7 +9,9 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or a collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

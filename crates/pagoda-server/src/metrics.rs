@@ -103,6 +103,16 @@ fn describe() {
     );
     describe_gauge!("pagoda_kv_blocks_total", "KV-cache blocks in the pool.");
     describe_gauge!(
+        "pagoda_kv_cache_bytes_per_token",
+        Unit::Bytes,
+        "Bytes one token takes in the KV cache, all layers (the compressed latent for MLA models)."
+    );
+    describe_gauge!(
+        "pagoda_kv_cache_multi_head_bytes_per_token",
+        Unit::Bytes,
+        "Bytes one token would take with plain per-head K and V for the same model."
+    );
+    describe_gauge!(
         "pagoda_kv_cache_usage_ratio",
         "Fraction of the KV pool held by sequences."
     );
@@ -155,6 +165,15 @@ fn describe() {
         Unit::Seconds,
         "From a generation's arrival to its end, whatever the outcome."
     );
+}
+
+/// Records what the served model's KV cache stores per token, and what
+/// plain multi-head K/V would take for the same model (they differ for
+/// multi-head latent attention).
+pub fn kv_layout(layout: pagoda_models::KvLayout) {
+    metrics::gauge!("pagoda_kv_cache_bytes_per_token").set(layout.bytes_per_token() as f64);
+    metrics::gauge!("pagoda_kv_cache_multi_head_bytes_per_token")
+        .set(layout.multi_head_bytes_per_token() as f64);
 }
 
 /// Counts a request's prompt tokens when it is accepted.

@@ -71,6 +71,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         true,
         scheduler,
     )?;
+    crate::metrics::kv_layout(loaded.model.kv_layout());
     let engine = EngineHandle::spawn(core, args.max_waiting)?;
     Ok(AppState {
         engine,

@@ -1,0 +1,163 @@
+//! Every model family through the paged engine, against Hugging Face
+//! transformers: the tiny random-weight checkpoints of
+//! `scripts/make_fixtures.py` (llama, qwen2, DeepSeek-V2 and DeepSeek-V3
+//! with multi-head latent attention and mixture of experts) decode greedily
+//! exactly the tokens transformers did — each prompt alone, and all of them
+//! together in small blocks under a small step budget, so that prompts are
+//! chunked, sequences share steps and the pool runs out (preemption).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pagoda_engine::{
+    EngineConfig, EngineCore, EngineEvent, Request, RequestId, SamplingParams, SchedulerConfig,
+    StopCondition,
+};
+use pagoda_models::{load_model, CausalLm};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// The fixture's prompts and transformers' greedy continuations.
+fn reference(name: &str) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let text = std::fs::read_to_string(fixture(name).join("reference.json")).expect("reference");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .expect("ids")
+            .iter()
+            .map(|t| t.as_u64().expect("id") as u32)
+            .collect()
+    };
+    let prompts = json["prompts"].as_array().expect("prompts");
+    let greedy = json["greedy"].as_array().expect("greedy");
+    prompts
+        .iter()
+        .zip(greedy)
+        .map(|(p, g)| (ids(p), ids(g)))
+        .collect()
+}
+
+fn greedy_request(prompt: &[u32], max_tokens: usize) -> Request {
+    Request {
+        prompt: prompt.to_vec(),
+        sampling: SamplingParams::greedy(),
+        stop: StopCondition {
+            max_tokens,
+            min_tokens: 0,
+            eos_token_ids: Vec::new(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: true,
+        },
+        n: 1,
+        reasoning: None,
+    }
+}
+
+/// Runs `requests` together; each one's tokens.
+fn run(
+    model: &Arc<dyn CausalLm>,
+    config: EngineConfig,
+    requests: &[Request],
+) -> (Vec<Vec<u32>>, u64) {
+    let mut engine = EngineCore::new(model.clone(), config).expect("engine");
+    let mut streams = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let (tx, rx) = flume::unbounded();
+        engine
+            .add_request(RequestId(i as u64), r.clone(), Box::new(tx))
+            .expect("accepted");
+        streams.push(rx);
+    }
+    for _ in 0..10_000 {
+        if engine.is_idle() {
+            break;
+        }
+        engine.step();
+    }
+    assert!(engine.is_idle(), "the engine did not finish");
+    assert_eq!(engine.stats().blocks_used, 0, "every block is free again");
+    let tokens = streams
+        .iter()
+        .map(|rx| {
+            rx.try_iter()
+                .filter_map(|e| match e {
+                    EngineEvent::Token { token, .. } => Some(token),
+                    EngineEvent::Failed(e) => panic!("request failed: {e}"),
+                    EngineEvent::Finished { .. } => None,
+                })
+                .collect()
+        })
+        .collect();
+    (tokens, engine.stats().preemptions)
+}
+
+fn config(
+    block_size: usize,
+    num_blocks: usize,
+    max_num_seqs: usize,
+    budget: usize,
+) -> EngineConfig {
+    EngineConfig {
+        block_size,
+        num_blocks,
+        prefix_caching: true,
+        scheduler: SchedulerConfig {
+            max_num_seqs,
+            max_tokens_per_step: budget,
+            max_waiting: 64,
+        },
+    }
+}
+
+fn check(name: &str) {
+    let model = load_model(&fixture(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .model;
+    let cases = reference(name);
+    let requests: Vec<Request> = cases
+        .iter()
+        .map(|(p, g)| greedy_request(p, g.len()))
+        .collect();
+    let expected: Vec<Vec<u32>> = cases.into_iter().map(|(_, g)| g).collect();
+    for (r, want) in requests.iter().zip(&expected) {
+        let (got, _) = run(&model, config(16, 16, 1, 512), std::slice::from_ref(r));
+        assert_eq!(&got[0], want, "{name}: alone");
+    }
+    // Blocks of 4, a 7-token step budget: chunked prompts, shared steps.
+    let (got, _) = run(&model, config(4, 64, 8, 7), &requests);
+    assert_eq!(got, expected, "{name}: batched");
+    // Twice each prompt, in a pool too small for all: preemption and
+    // prefix-cache hits.
+    let twice: Vec<Request> = requests.iter().chain(&requests).cloned().collect();
+    let (got, preemptions) = run(&model, config(4, 16, 6, 16), &twice);
+    let want: Vec<Vec<u32>> = expected.iter().chain(&expected).cloned().collect();
+    assert_eq!(got, want, "{name}: under pressure");
+    assert!(
+        preemptions > 0,
+        "{name}: the pool was meant to force preemption"
+    );
+}
+
+#[test]
+fn llama_decodes_as_transformers_through_the_engine() {
+    check("tiny-llama");
+}
+
+#[test]
+fn qwen2_decodes_as_transformers_through_the_engine() {
+    check("tiny-qwen2");
+}
+
+#[test]
+fn deepseek_v2_decodes_as_transformers_through_the_engine() {
+    check("tiny-deepseek-v2");
+}
+
+#[test]
+fn deepseek_v3_decodes_as_transformers_through_the_engine() {
+    check("tiny-deepseek-v3");
+}
