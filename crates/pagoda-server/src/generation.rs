@@ -5,7 +5,7 @@
 use pagoda_api::{ApiError, GenerationOptions};
 use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, FinishReason, Request, SamplingParams, StopCondition};
-use pagoda_models::IncrementalDecoder;
+use pagoda_models::{IncrementalDecoder, Tokenizer};
 
 use crate::reasoning_parser::{ReasoningParser, Split};
 use crate::state::AppState;
@@ -82,7 +82,11 @@ pub fn engine_request(
 
 /// The text of one token, for log-probability entries.
 pub fn token_text(state: &AppState, id: u32) -> String {
-    state.tokenizer.decode(&[id], false).unwrap_or_default()
+    text_of(&state.tokenizer, id)
+}
+
+fn text_of(tokenizer: &Tokenizer, id: u32) -> String {
+    tokenizer.decode(&[id], false).unwrap_or_default()
 }
 
 /// What a choice produced in one step.
@@ -160,8 +164,8 @@ impl ChoiceOutput {
     /// Ends the choice with `reason` (the engine finished it, or the
     /// request ran out of time): what is held back is released, unless it
     /// completes a stop string, which makes the reason `stop`.
-    pub fn finish(&mut self, state: &AppState, reason: &'static str) -> ChoiceDelta {
-        let text = self.decoder.flush(&state.tokenizer).unwrap_or_default();
+    pub fn finish(&mut self, tokenizer: &Tokenizer, reason: &'static str) -> ChoiceDelta {
+        let text = self.decoder.flush(tokenizer).unwrap_or_default();
         let mut delta = self.release(&text, true);
         let reason = delta.finish_reason.unwrap_or(reason);
         self.finish_reason = Some(reason);
@@ -180,7 +184,7 @@ fn reason(r: FinishReason) -> &'static str {
 /// Applies one engine event to the choices; returns the choice index and
 /// its delta, or an error for a failed request.
 pub fn apply_event(
-    state: &AppState,
+    tokenizer: &Tokenizer,
     choices: &mut [ChoiceOutput],
     event: EngineEvent,
 ) -> Result<Option<(usize, ChoiceDelta)>, ApiError> {
@@ -199,7 +203,7 @@ pub fn apply_event(
             c.tokens += 1;
             let piece = c
                 .decoder
-                .push(&state.tokenizer, token)
+                .push(tokenizer, token)
                 .map_err(|e| crate::api_error::internal("decoding tokens", e))?;
             let was_reasoning = c
                 .reasoning
@@ -214,7 +218,7 @@ pub fn apply_event(
                 c.reasoning_tokens += 1;
             }
             if let Some(lp) = logprobs {
-                delta.logprobs.push((token_text(state, token), lp));
+                delta.logprobs.push((text_of(tokenizer, token), lp));
             }
             if delta.finish_reason.is_some() {
                 c.finish_reason = delta.finish_reason;
@@ -230,8 +234,128 @@ pub fn apply_event(
             if c.finish_reason.is_some() {
                 return Ok(None);
             }
-            Ok(Some((choice, c.finish(state, reason(r)))))
+            Ok(Some((choice, c.finish(tokenizer, reason(r)))))
         }
         EngineEvent::Failed(e) => Err(crate::api_error::internal("generating", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::reasoning_parser::ReasoningTags;
+
+    /// The tiny R1-style fixture's tokenizer: `<think>`/`</think>` are
+    /// single added tokens, as in the real R1 vocabulary.
+    fn tokenizer() -> Tokenizer {
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-r1-qwen2");
+        pagoda_models::load_tokenizer(&dir).expect("tokenizer").0
+    }
+
+    fn parser(starts_inside: bool) -> ReasoningParser {
+        let tags = ReasoningTags {
+            open: "<think>".into(),
+            close: "</think>".into(),
+            answer_markers: vec!["<｜tool▁calls▁begin｜>".into()],
+        };
+        ReasoningParser::new(Arc::new(tags), starts_inside)
+    }
+
+    /// Feeds `ids` as engine token events, then a finish; returns
+    /// (reasoning, content, finish_reason, reasoning_tokens, tokens).
+    fn run(
+        t: &Tokenizer,
+        ids: &[u32],
+        starts_inside: bool,
+        stops: &[&str],
+    ) -> (String, String, &'static str, usize, usize) {
+        let stops = stops.iter().map(|s| s.to_string()).collect();
+        let mut choices = vec![ChoiceOutput::new(stops, Some(parser(starts_inside)))];
+        let (mut reasoning, mut content, mut finish) = (String::new(), String::new(), None);
+        let events = ids
+            .iter()
+            .map(|&token| EngineEvent::Token {
+                choice: 0,
+                token,
+                logprobs: None,
+            })
+            .chain([EngineEvent::Finished {
+                choice: 0,
+                reason: FinishReason::Length,
+                prompt_tokens: 1,
+                completion_tokens: ids.len(),
+            }]);
+        for event in events {
+            if let Some((_, d)) = apply_event(t, &mut choices, event).expect("applies") {
+                assert!(
+                    d.reasoning.is_empty() || content.is_empty(),
+                    "reasoning after content"
+                );
+                reasoning.push_str(&d.reasoning);
+                content.push_str(&d.text);
+                finish = finish.or(d.finish_reason);
+            }
+        }
+        let c = &choices[0];
+        (
+            reasoning,
+            content,
+            finish.expect("finished"),
+            c.reasoning_tokens,
+            c.tokens,
+        )
+    }
+
+    #[test]
+    fn scripted_token_streams_split_into_reasoning_and_answer() {
+        let t = tokenizer();
+        let encode = |s: &str| t.encode(s, false).expect("encode");
+        let think = t.token_to_id("<think>").expect("<think> is one token");
+        let close = t.token_to_id("</think>").expect("</think> is one token");
+
+        // The model opens the block itself; tags are single tokens.
+        let ids = encode("<think>\nTwo and two.\n</think>\n\nFour.");
+        assert_eq!(ids[0], think);
+        let at_close = ids.iter().position(|&i| i == close).expect("close tag");
+        let (r, c, f, rt, n) = run(&t, &ids, false, &[]);
+        assert_eq!(
+            (r.as_str(), c.as_str(), f),
+            ("Two and two.", "Four.", "length")
+        );
+        assert_eq!(rt, at_close + 1, "the block's tokens, both tags included");
+        assert_eq!(n, ids.len());
+
+        // The prompt opened the block; a stop string applies to the answer
+        // only (the same text in the thinking does not stop it).
+        let ids = encode("Say STOP here.\n</think>\n\nAnswer STOP more");
+        let (r, c, f, _, _) = run(&t, &ids, true, &["STOP"]);
+        assert_eq!(
+            (r.as_str(), c.as_str(), f),
+            ("Say STOP here.", "Answer ", "stop")
+        );
+
+        // The close tag spelled out in pieces rather than as its token.
+        let mut ids = encode("hmm\n");
+        for piece in ["</", "th", "ink", ">"] {
+            ids.extend(t.encode(piece, false).expect("encode"));
+        }
+        assert!(!ids.contains(&close));
+        ids.extend(encode("ok"));
+        let (r, c, _, _, _) = run(&t, &ids, true, &[]);
+        assert_eq!((r.as_str(), c.as_str()), ("hmm", "ok"));
+
+        // Never closed: all reasoning, by length.
+        let (r, c, f, rt, n) = run(&t, &encode("still going"), true, &[]);
+        assert_eq!((r.as_str(), c.as_str(), f), ("still going", "", "length"));
+        assert_eq!(rt, n);
+
+        // A DeepSeek tool call in an unclosed block is the answer's.
+        let call = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f";
+        let (r, c, _, _, _) = run(&t, &encode(&format!("plan\n{call}")), true, &[]);
+        assert_eq!((r.as_str(), c.as_str()), ("plan", call));
     }
 }

@@ -148,7 +148,7 @@ impl InFlight {
             }
             if self.timed_out {
                 if let Some(i) = self.choices.iter().position(|c| c.finish_reason.is_none()) {
-                    let delta = self.choices[i].finish(&self.state, "length");
+                    let delta = self.choices[i].finish(&self.state.tokenizer, "length");
                     return Ok(Some((i, delta)));
                 }
             }
@@ -177,7 +177,7 @@ impl InFlight {
             })?;
             let now = Instant::now();
             let is_token = matches!(event, EngineEvent::Token { .. });
-            let applied = apply_event(&self.state, &mut self.choices, event);
+            let applied = apply_event(&self.state.tokenizer, &mut self.choices, event);
             let Some((i, delta)) = applied.inspect_err(|_| self.finish("failed"))? else {
                 continue;
             };
