@@ -94,6 +94,7 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
         "reasoning",
         "reasoning_open_tag",
         "reasoning_close_tag",
+        "reasoning_budget_minimal",
         "reasoning_budget_low",
         "reasoning_budget_medium",
         "reasoning_budget_high",

@@ -144,7 +144,7 @@ fn thinking_comes_back_apart_from_the_answer_and_a_budget_closes_it() {
     );
 
     // Streamed: the same parts, reasoning chunks before content chunks.
-    let (sr, sc, sf, usage) = streamed(&server, budget);
+    let (sr, sc, sf, usage) = streamed(&server, budget.clone());
     assert_eq!(
         (sr.as_str(), sc.as_str(), sf.as_str()),
         (r4.as_str(), c.as_str(), "length")
@@ -154,12 +154,55 @@ fn thinking_comes_back_apart_from_the_answer_and_a_budget_closes_it() {
         thinking
     );
 
+    // With log-probabilities: one entry per token (the server's own close
+    // tokens included, as certain), the block's on reasoning chunks, and no
+    // content key at all before the last reasoning chunk.
+    let mut with_lp = budget;
+    with_lp["logprobs"] = json!(true);
+    with_lp["stream"] = json!(true);
+    let r = server
+        .request("POST", "/v1/chat/completions", Some(&with_lp.to_string()))
+        .expect("request");
+    let chunks: Vec<Value> = r
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("chunk"))
+        .collect();
+    let deltas: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]).collect();
+    let last_reasoning = deltas
+        .iter()
+        .rposition(|d| d["delta"].get("reasoning_content").is_some())
+        .expect("reasoning chunks");
+    assert!(
+        deltas[..last_reasoning]
+            .iter()
+            .all(|d| d["delta"].get("content").is_none()),
+        "a content key before the thinking ended: {}",
+        r.body
+    );
+    let entries = |on: &str| -> usize {
+        deltas
+            .iter()
+            .filter(|d| d["delta"].get(on).is_some())
+            .map(|d| d["logprobs"]["content"].as_array().map_or(0, Vec::len))
+            .sum()
+    };
+    assert_eq!(entries("reasoning_content") as u64, thinking);
+    assert_eq!(entries("reasoning_content") + entries("content"), 16);
+
     // `reasoning_effort: none` closes the block at once; `low` is a budget
     // larger than this request's max_tokens: nothing is cut.
     let none = chat(&server, body(json!({"reasoning_effort": "none"})));
     let (r, c, _) = parts(&none);
     assert_eq!(r, None, "no thinking at all");
     assert!(!c.is_empty() && !c.contains("think>"), "{c:?}");
+    assert_eq!(
+        thinking,
+        4 + reasoning_tokens(&none),
+        "4 tokens of thinking, then the same close"
+    );
     let low = chat(
         &server,
         body(json!({"reasoning_effort": "low", "max_tokens": 4})),
@@ -171,10 +214,27 @@ fn thinking_comes_back_apart_from_the_answer_and_a_budget_closes_it() {
         &server,
         body(json!({"n": 2, "temperature": 1.0, "seed": 3, "max_reasoning_tokens": 2})),
     );
-    for choice in two["choices"].as_array().expect("choices") {
-        let content = choice["message"]["content"].as_str().expect("content");
-        assert!(!content.contains("think>"), "{content:?}");
+    let two: Vec<(Option<&str>, &str)> = two["choices"]
+        .as_array()
+        .expect("choices")
+        .iter()
+        .map(|c| {
+            let m = &c["message"];
+            (
+                m["reasoning_content"].as_str(),
+                m["content"].as_str().expect("content"),
+            )
+        })
+        .collect();
+    assert_eq!(two.len(), 2);
+    for (reasoning, content) in &two {
+        assert!(reasoning.is_some_and(|r| !r.is_empty()), "{two:?}");
+        assert!(
+            !content.is_empty() && !content.contains("think>"),
+            "{two:?}"
+        );
     }
+    assert_ne!(two[0], two[1], "each choice samples its own: {two:?}");
 
     let bad = server
         .request(
@@ -236,4 +296,27 @@ fn reasoning_off_returns_the_raw_output() {
     assert_eq!(r, None);
     assert!(!c.is_empty());
     assert!(answer["usage"].get("completion_tokens_details").is_none());
+}
+
+#[test]
+fn a_tool_call_inside_the_thinking_is_not_swallowed() {
+    let server = Server::start_model(&fixture(), &["--chat-template", &think_template()]);
+    // Force DeepSeek's tool-call opening as the first token of the output,
+    // which starts inside the block: the call is the answer's.
+    let marker = "<｜tool▁calls▁begin｜>";
+    let marker_id = 366; // tests/fixtures/tiny-r1-qwen2/reference.json, "specials"
+    let answer = chat(
+        &server,
+        body(json!({"max_tokens": 3, "max_reasoning_tokens": 1,
+                    "logit_bias": {marker_id.to_string(): 100}})),
+    );
+    let (r, c, f) = parts(&answer);
+    assert_eq!(r, None);
+    assert_eq!(
+        c,
+        marker.repeat(3),
+        "the call stays in content; no close is forced"
+    );
+    assert_eq!(f, "length");
+    assert_eq!(reasoning_tokens(&answer), 0);
 }

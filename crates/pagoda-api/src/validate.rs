@@ -123,6 +123,8 @@ pub struct GenerationOptions {
 pub enum ReasoningEffort {
     /// No thinking: the block is closed at once.
     None,
+    /// The configured minimal budget.
+    Minimal,
     /// The configured low budget.
     Low,
     /// The configured medium budget.
@@ -135,6 +137,7 @@ impl ReasoningEffort {
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "none" => ReasoningEffort::None,
+            "minimal" => ReasoningEffort::Minimal,
             "low" => ReasoningEffort::Low,
             "medium" => ReasoningEffort::Medium,
             "high" => ReasoningEffort::High,
@@ -461,7 +464,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ValidChat, ApiError> {
             ReasoningEffort::parse(&e).ok_or_else(|| {
                 ApiError::invalid(
                     "reasoning_effort",
-                    format!("unknown reasoning_effort `{e}` (none, low, medium or high)"),
+                    format!("unknown reasoning_effort `{e}` (none, minimal, low, medium or high)"),
                 )
             })
         })

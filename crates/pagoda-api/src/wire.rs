@@ -202,7 +202,7 @@ fn role_schema() -> utoipa::openapi::schema::Object {
 fn effort_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(["none", "low", "medium", "high"]))
+        .enum_values(Some(["none", "minimal", "low", "medium", "high"]))
         .build()
 }
 

@@ -482,9 +482,7 @@ impl EngineCore {
             },
         );
         if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
-            let mut output = output.to_vec();
-            output.push(sampled.token);
-            state.thinking = Some(thinking.after(limit, &output));
+            state.thinking = Some(thinking.after(limit, output, sampled.token));
         }
         let generated = output.len() + 1;
         let stop = stop_ids.contains(&sampled.token);
@@ -544,13 +542,23 @@ impl EngineCore {
 
     /// Appends `tokens` to `seq`'s output as if generated (the engine's own
     /// close of a thinking block), sending each; stops at `max_tokens`.
+    /// With log-probabilities asked for, each forced token has log-probability
+    /// 0 (it was certain) and no alternatives.
     fn append_forced(&mut self, seq: SeqId, tokens: &[u32]) {
         for &token in tokens {
             let Some(state) = self.seqs.get(&seq) else {
                 return;
             };
+            let wants_logprobs = self
+                .requests
+                .get(&state.request)
+                .is_some_and(|r| r.request.sampling.logprobs.is_some());
+            let logprobs = wants_logprobs.then(|| crate::sampler::TokenLogprobs {
+                logprob: 0.0,
+                top: Vec::new(),
+            });
             let generated = self.scheduler.tokens(seq).len() - state.prompt_len + 1;
-            if !self.emit(seq, token, None, generated, false) {
+            if !self.emit(seq, token, logprobs, generated, false) {
                 return;
             }
         }

@@ -58,11 +58,11 @@ impl Thinking {
         matches!(self, Thinking::Inside(n) if n >= limit.max_tokens)
     }
 
-    /// The state after the model generated the last token of `output`.
-    pub(crate) fn after(self, limit: &ReasoningLimit, output: &[u32]) -> Self {
+    /// The state after the model generated `next` following `output`.
+    pub(crate) fn after(self, limit: &ReasoningLimit, output: &[u32], next: u32) -> Self {
         match self {
-            Thinking::NotYet if ends_with(output, &limit.open) => Thinking::Inside(0),
-            Thinking::Inside(_) if limit.ends.iter().any(|e| ends_with(output, e)) => {
+            Thinking::NotYet if ends_with(output, next, &limit.open) => Thinking::Inside(0),
+            Thinking::Inside(_) if limit.ends.iter().any(|e| ends_with(output, next, e)) => {
                 Thinking::Done
             }
             Thinking::Inside(n) => Thinking::Inside(n + 1),
@@ -71,8 +71,12 @@ impl Thinking {
     }
 }
 
-fn ends_with(output: &[u32], tag: &[u32]) -> bool {
-    !tag.is_empty() && output.ends_with(tag)
+/// Whether `output` followed by `next` ends with `tag` (without copying).
+fn ends_with(output: &[u32], next: u32, tag: &[u32]) -> bool {
+    match tag.split_last() {
+        Some((&last, head)) => last == next && output.ends_with(head),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -96,9 +100,9 @@ mod tests {
     /// Feeds `tokens` one by one; returns the state after each.
     fn run(limit: &ReasoningLimit, tokens: &[u32]) -> Vec<Thinking> {
         let mut state = Thinking::start(limit);
-        (1..=tokens.len())
+        (0..tokens.len())
             .map(|i| {
-                state = state.after(limit, &tokens[..i]);
+                state = state.after(limit, &tokens[..i], tokens[i]);
                 state
             })
             .collect()

@@ -140,6 +140,36 @@ fn check(name: &str) {
         preemptions > 0,
         "{name}: the pool was meant to force preemption"
     );
+    // Three greedy choices of each prompt fork from it (sharing its full
+    // blocks, copying the partial one, as prompts of 1 and 6 tokens in
+    // 4-position blocks leave): each choice is the reference.
+    for (r, want) in requests.iter().zip(&expected) {
+        let mut three = r.clone();
+        three.n = 3;
+        let mut engine = EngineCore::new(model.clone(), config(4, 64, 8, 64)).expect("engine");
+        let (tx, rx) = flume::unbounded();
+        engine
+            .add_request(RequestId(0), three, Box::new(tx))
+            .expect("accepted");
+        for _ in 0..10_000 {
+            if engine.is_idle() {
+                break;
+            }
+            engine.step();
+        }
+        let mut choices = vec![Vec::new(); 3];
+        for e in rx.try_iter() {
+            if let EngineEvent::Token { choice, token, .. } = e {
+                choices[choice].push(token);
+            }
+        }
+        assert_eq!(choices, vec![want.clone(); 3], "{name}: forked choices");
+        assert_eq!(
+            engine.stats().blocks_used,
+            0,
+            "{name}: every block is free again"
+        );
+    }
 }
 
 #[test]

@@ -237,11 +237,14 @@ impl ChatStream {
     async fn next_events(&mut self) -> Vec<Event> {
         if !self.started {
             self.started = true;
+            // A reasoning model's first text is thinking: no empty content
+            // ahead of it.
+            let content = self.state.reasoning.is_none().then(String::new);
             return (0..self.run.num_choices())
                 .map(|index| {
                     let delta = ChatDelta {
                         role: Some("assistant"),
-                        content: Some(String::new()),
+                        content: content.clone(),
                         reasoning_content: None,
                     };
                     self.choice_chunk(index, delta, None, None)
@@ -253,18 +256,19 @@ impl ChatStream {
             Ok(Some((index, delta))) => {
                 let mut logprobs = (!delta.logprobs.is_empty())
                     .then(|| chat_logprobs(&self.state, delta.logprobs));
-                // Thinking goes first, in chunks of its own.
-                if !delta.reasoning.is_empty() {
+                // Thinking goes first, in chunks of its own, and carries the
+                // log-probabilities of the block's tokens.
+                let reasoning_lp = if delta.reasoning_token {
+                    logprobs.take()
+                } else {
+                    None
+                };
+                if !delta.reasoning.is_empty() || reasoning_lp.is_some() {
                     let d = ChatDelta {
                         reasoning_content: Some(delta.reasoning),
                         ..ChatDelta::default()
                     };
-                    let lp = if delta.text.is_empty() {
-                        logprobs.take()
-                    } else {
-                        None
-                    };
-                    out.push(self.choice_chunk(index, d, lp, None));
+                    out.push(self.choice_chunk(index, d, reasoning_lp, None));
                 }
                 if !delta.text.is_empty() || logprobs.is_some() {
                     let d = ChatDelta {

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// The tag that closes it (what the server inserts when a budget is spent).
     #[arg(long, env = "PAGODA_REASONING_CLOSE_TAG", default_value = "</think>")]
     pub reasoning_close_tag: String,
+    /// Thinking budget of `reasoning_effort: "minimal"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_MINIMAL", default_value_t = 256)]
+    pub reasoning_budget_minimal: usize,
     /// Thinking budget of `reasoning_effort: "low"`, in tokens.
     #[arg(long, env = "PAGODA_REASONING_BUDGET_LOW", default_value_t = 1024)]
     pub reasoning_budget_low: usize,

@@ -96,6 +96,9 @@ pub struct ChoiceDelta {
     pub text: String,
     /// New thinking text of a reasoning model (always before any answer text).
     pub reasoning: String,
+    /// Whether the token behind this delta belongs to the thinking block
+    /// (its log-probabilities go with the reasoning, not the answer).
+    pub reasoning_token: bool,
     /// Log-probabilities of the tokens behind it: (token text, logprobs).
     pub logprobs: Vec<(String, TokenLogprobs)>,
     /// Set when the choice is done.
@@ -133,6 +136,7 @@ impl ChoiceOutput {
     /// Runs decoded text through the reasoning splitter and the stop
     /// matcher; `end` releases everything held.
     fn release(&mut self, piece: &str, end: bool) -> ChoiceDelta {
+        let was_reasoning = self.in_reasoning();
         let split = match &mut self.reasoning {
             Some(parser) => {
                 let mut split = parser.push(piece);
@@ -144,10 +148,14 @@ impl ChoiceOutput {
                 split
             }
             None => Split {
-                reasoning: String::new(),
                 content: piece.to_string(),
+                ..Split::default()
             },
         };
+        // A token is the block's when it opens it or leaves it open, and when
+        // it closes it (not when a tool call's opening ends the block: that
+        // token is the answer's).
+        let reasoning_token = self.in_reasoning() || (was_reasoning && split.closed);
         let released = self.stops.push(&split.content);
         let mut text = released.text;
         if end && !released.stopped {
@@ -156,9 +164,16 @@ impl ChoiceOutput {
         ChoiceDelta {
             text,
             reasoning: split.reasoning,
+            reasoning_token,
             logprobs: Vec::new(),
             finish_reason: released.stopped.then_some("stop"),
         }
+    }
+
+    fn in_reasoning(&self) -> bool {
+        self.reasoning
+            .as_ref()
+            .is_some_and(ReasoningParser::in_reasoning)
     }
 
     /// Ends the choice with `reason` (the engine finished it, or the
@@ -201,20 +216,20 @@ pub fn apply_event(
                 return Ok(None);
             }
             c.tokens += 1;
-            let piece = c
+            let mut piece = c
                 .decoder
                 .push(tokenizer, token)
                 .map_err(|e| crate::api_error::internal("decoding tokens", e))?;
-            let was_reasoning = c
+            // A tag the vocabulary marks special is dropped by decoding.
+            if let Some(text) = c
                 .reasoning
                 .as_ref()
-                .is_some_and(ReasoningParser::in_reasoning);
-            let mut delta = c.release(&piece, false);
-            if was_reasoning
-                || c.reasoning
-                    .as_ref()
-                    .is_some_and(ReasoningParser::in_reasoning)
+                .and_then(|p| p.tags().special_text(token))
             {
+                piece.push_str(text);
+            }
+            let mut delta = c.release(&piece, false);
+            if delta.reasoning_token {
                 c.reasoning_tokens += 1;
             }
             if let Some(lp) = logprobs {
@@ -261,6 +276,7 @@ mod tests {
             open: "<think>".into(),
             close: "</think>".into(),
             answer_markers: vec!["<｜tool▁calls▁begin｜>".into()],
+            special_ids: Vec::new(),
         };
         ReasoningParser::new(Arc::new(tags), starts_inside)
     }
@@ -355,7 +371,9 @@ mod tests {
 
         // A DeepSeek tool call in an unclosed block is the answer's.
         let call = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f";
-        let (r, c, _, _, _) = run(&t, &encode(&format!("plan\n{call}")), true, &[]);
+        let plan = encode("plan\n");
+        let (r, c, _, rt, _) = run(&t, &encode(&format!("plan\n{call}")), true, &[]);
         assert_eq!((r.as_str(), c.as_str()), ("plan", call));
+        assert_eq!(rt, plan.len(), "the call's first token is the answer's");
     }
 }

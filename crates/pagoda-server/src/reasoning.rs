@@ -26,6 +26,8 @@ pub enum ReasoningMode {
 /// Thinking budgets, in tokens, of each `reasoning_effort`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EffortBudgets {
+    /// `minimal`.
+    pub minimal: usize,
     /// `low`.
     pub low: usize,
     /// `medium`.
@@ -35,8 +37,12 @@ pub struct EffortBudgets {
 }
 
 /// Tool-call openings of the formats pagoda knows: inside an unclosed
-/// thinking block they begin the answer (where the template uses them).
-const TOOL_CALL_MARKERS: [&str; 2] = ["<｜tool▁calls▁begin｜>", "<tool_call>"];
+/// thinking block they begin the answer, where the template uses them.
+/// DeepSeek's markup cannot be mistaken for prose; Hermes' `<tool_call>`
+/// can, so it counts only where it is a single token of the vocabulary
+/// (as in Qwen2.5 and Qwen3).
+const TOOL_CALL_MARKERS: [(&str, bool); 2] =
+    [("<｜tool▁calls▁begin｜>", false), ("<tool_call>", true)];
 
 /// How the served model reasons.
 #[derive(Debug, Clone)]
@@ -76,8 +82,23 @@ impl Reasoning {
         }
         let answer_markers: Vec<String> = TOOL_CALL_MARKERS
             .iter()
-            .filter(|m| source.contains(*m))
-            .map(|m| m.to_string())
+            .filter(|(m, needs_token)| {
+                source.contains(m) && (!needs_token || tokenizer.token_to_id(m).is_some())
+            })
+            .map(|(m, _)| m.to_string())
+            .collect();
+        // Decoding skips special tokens: a tag that is one is fed to the
+        // splitter by id.
+        let added = tokenizer.inner().get_added_tokens_decoder();
+        let special_ids = [open, close]
+            .into_iter()
+            .filter_map(|tag| {
+                let id = tokenizer.token_to_id(tag)?;
+                added
+                    .get(&id)
+                    .is_some_and(|t| t.special)
+                    .then(|| (id, tag.to_string()))
+            })
             .collect();
         let encode = |text: &str| tokenizer.encode(text, false);
         let mut end_ids = vec![encode(close)?];
@@ -92,6 +113,7 @@ impl Reasoning {
                 open: open.to_string(),
                 close: close.to_string(),
                 answer_markers,
+                special_ids,
             }),
             budgets,
         }))
@@ -118,6 +140,7 @@ impl Reasoning {
     pub fn budget(&self, asked: ReasoningRequest) -> Option<usize> {
         let effort = asked.effort.map(|e| match e {
             ReasoningEffort::None => 0,
+            ReasoningEffort::Minimal => self.budgets.minimal,
             ReasoningEffort::Low => self.budgets.low,
             ReasoningEffort::Medium => self.budgets.medium,
             ReasoningEffort::High => self.budgets.high,

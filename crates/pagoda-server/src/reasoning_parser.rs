@@ -27,6 +27,20 @@ pub struct ReasoningTags {
     pub close: String,
     /// Markers that begin the answer even inside an unclosed block.
     pub answer_markers: Vec<String>,
+    /// Tags that are special tokens of the vocabulary (decoding, which
+    /// skips special tokens, drops them): their ids and text, fed to the
+    /// parser directly.
+    pub special_ids: Vec<(u32, String)>,
+}
+
+impl ReasoningTags {
+    /// The text of `token` when it is a tag that decoding drops.
+    pub fn special_text(&self, token: u32) -> Option<&str> {
+        self.special_ids
+            .iter()
+            .find(|(id, _)| *id == token)
+            .map(|(_, text)| text.as_str())
+    }
 }
 
 /// What one step of the parser releases.
@@ -36,6 +50,8 @@ pub struct Split {
     pub reasoning: String,
     /// New answer text.
     pub content: String,
+    /// Whether the close tag was consumed in this step.
+    pub closed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +92,11 @@ impl ReasoningParser {
         matches!(self.state, State::Reasoning { .. })
     }
 
+    /// The tags it splits on.
+    pub fn tags(&self) -> &ReasoningTags {
+        &self.tags
+    }
+
     /// Adds `text` and returns what can be released now.
     pub fn push(&mut self, text: &str) -> Split {
         let mut buf = std::mem::take(&mut self.held);
@@ -98,7 +119,14 @@ impl ReasoningParser {
                 State::Reasoning { fresh } => {
                     if fresh {
                         buf = buf.trim_start().to_string();
-                        if buf.is_empty() {
+                        // The prompt opened the block and the model opens
+                        // it again: one open tag is dropped.
+                        if let Some(after) = buf.strip_prefix(self.tags.open.as_str()) {
+                            buf = after.to_string();
+                            continue;
+                        }
+                        if buf.is_empty() || self.tags.open.starts_with(buf.as_str()) {
+                            self.held = buf;
                             return out;
                         }
                         self.state = State::Reasoning { fresh: false };
@@ -106,6 +134,7 @@ impl ReasoningParser {
                     match self.first_end(&buf) {
                         Some((at, skip)) => {
                             out.reasoning.push_str(buf[..at].trim_end());
+                            out.closed |= skip > 0;
                             buf = buf[at + skip..].to_string();
                             self.state = State::Content { fresh: true };
                         }
@@ -147,12 +176,12 @@ impl ReasoningParser {
         let held = std::mem::take(&mut self.held);
         match self.state {
             State::Start | State::Content { .. } => Split {
-                reasoning: String::new(),
                 content: held,
+                ..Split::default()
             },
             State::Reasoning { .. } => Split {
                 reasoning: held.trim_end().to_string(),
-                content: String::new(),
+                ..Split::default()
             },
         }
     }
@@ -210,6 +239,7 @@ mod tests {
             open: "<think>".into(),
             close: "</think>".into(),
             answer_markers: vec![TOOLS.into()],
+            special_ids: Vec::new(),
         })
     }
 
@@ -318,6 +348,21 @@ mod tests {
     fn whitespace_inside_reasoning_is_kept_and_only_its_ends_trimmed() {
         let (r, _) = run(true, &["\n\n a ", "  \n", " b  ", "\n</think>"]);
         assert_eq!(r, "a   \n b");
+    }
+
+    #[test]
+    fn an_open_tag_repeated_after_the_prompt_opened_the_block_is_dropped() {
+        let (r, c) = run(true, &["\n<th", "ink>\nidea", "</think>x"]);
+        assert_eq!((r.as_str(), c.as_str()), ("idea", "x"));
+    }
+
+    #[test]
+    fn closed_says_when_the_close_tag_was_consumed() {
+        let mut p = ReasoningParser::new(tags(), true);
+        assert!(!p.push("a</thi").closed);
+        assert!(p.push("nk>b").closed);
+        let mut p = ReasoningParser::new(tags(), true);
+        assert!(!p.push(&format!("a{TOOLS}")).closed, "a marker is no close");
     }
 
     #[test]

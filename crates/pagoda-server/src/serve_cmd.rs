@@ -43,6 +43,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         loaded.chat_template.as_ref(),
         &loaded.tokenizer,
         EffortBudgets {
+            minimal: args.reasoning_budget_minimal,
             low: args.reasoning_budget_low,
             medium: args.reasoning_budget_medium,
             high: args.reasoning_budget_high,
