@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod models;
 mod openapi;
+mod partial_match;
 mod reasoning;
 mod reasoning_parser;
 mod routes;

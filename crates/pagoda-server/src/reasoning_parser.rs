@@ -18,6 +18,8 @@
 
 use std::sync::Arc;
 
+use crate::partial_match::partial_suffix;
+
 /// The markup of a model's thinking block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReasoningTags {
@@ -211,21 +213,6 @@ impl ReasoningParser {
         ends.extend(self.tags.answer_markers.iter().map(String::as_str));
         partial_suffix(buf, &ends)
     }
-}
-
-/// The longest suffix of `text` that is a proper prefix of one of `tags`.
-fn partial_suffix(text: &str, tags: &[&str]) -> usize {
-    tags.iter()
-        .map(|t| {
-            (1..t.len().min(text.len() + 1))
-                .rev()
-                .find(|&n| {
-                    text.is_char_boundary(text.len() - n) && t.starts_with(&text[text.len() - n..])
-                })
-                .unwrap_or(0)
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

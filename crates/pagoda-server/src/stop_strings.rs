@@ -53,20 +53,7 @@ impl StopMatcher {
             };
         }
         // Keep the longest suffix of `held` that is a prefix of some stop string.
-        let keep = self
-            .stops
-            .iter()
-            .map(|s| {
-                (1..s.len().min(self.held.len() + 1))
-                    .rev()
-                    .find(|&n| {
-                        self.held.is_char_boundary(self.held.len() - n)
-                            && s.starts_with(&self.held[self.held.len() - n..])
-                    })
-                    .unwrap_or(0)
-            })
-            .max()
-            .unwrap_or(0);
+        let keep = crate::partial_match::partial_suffix(&self.held, &self.stops);
         let cut = self.held.len() - keep;
         let text = self.held[..cut].to_string();
         self.held.drain(..cut);
