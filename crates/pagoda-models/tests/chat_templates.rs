@@ -74,3 +74,57 @@ fn qwen2_template_renders_like_transformers() {
 fn deepseek_r1_distill_template_renders_like_transformers() {
     check_template("deepseek-r1-distill-qwen");
 }
+
+/// The tiny R1-style fixture: DeepSeek-R1's real template (and the variant
+/// that opens the thinking block in the prompt) renders conversations with
+/// earlier reasoning and tool calls exactly as transformers does, and the
+/// rendered prompts tokenize to transformers' ids.
+#[test]
+fn the_r1_templates_render_and_tokenize_as_transformers() {
+    let dir = fixtures().join("tiny-r1-qwen2");
+    let (tokenizer, real) = pagoda_models::load_tokenizer(&dir).expect("tokenizer");
+    let real = real.expect("the fixture ships DeepSeek-R1's template");
+    let think_source =
+        std::fs::read_to_string(dir.join("chat_template_think.jinja")).expect("variant");
+    let think = ChatTemplate::new(
+        &think_source,
+        "<｜begin▁of▁sentence｜>",
+        "<｜end▁of▁sentence｜>",
+    )
+    .expect("the variant parses");
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json")).expect("reference"),
+    )
+    .expect("json");
+    let cases = reference["chat_cases"].as_array().expect("chat_cases");
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let template = match case["template"].as_str() {
+            Some("real") => &real,
+            Some("think") => &think,
+            other => panic!("{name}: unknown template {other:?}"),
+        };
+        let options = RenderOptions {
+            add_generation_prompt: case["add_generation_prompt"].as_bool().expect("flag"),
+            ..Default::default()
+        };
+        let messages = case["messages"].as_array().expect("messages");
+        let rendered = template
+            .render(messages, &options)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            rendered,
+            case["rendered"].as_str().expect("rendered"),
+            "{name}"
+        );
+        let ids = tokenizer.encode(&rendered, false).expect("encode");
+        let expected: Vec<u32> = case["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        assert_eq!(ids, expected, "{name}: token ids");
+    }
+}
