@@ -236,6 +236,11 @@ fn thinking_comes_back_apart_from_the_answer_and_a_budget_closes_it() {
     }
     assert_ne!(two[0], two[1], "each choice samples its own: {two:?}");
 
+    // Every finished request's thinking tokens are counted in /metrics.
+    assert!(server
+        .metric("pagoda_reasoning_tokens_total")
+        .is_some_and(|t| t >= (4 + thinking * 3 + reasoning_tokens(&none)) as f64));
+
     let bad = server
         .request(
             "POST",

@@ -222,7 +222,7 @@ impl InFlight {
         }
         self.done = true;
         let total = self.arrived.elapsed();
-        metrics::request_finished(outcome, total);
+        metrics::request_finished(outcome, total, self.reasoning_tokens());
         let ttft = self.first_token.map(|t| t - self.arrived);
         tracing::info!(
             request_id = %self.label.request_id,

@@ -138,6 +138,10 @@ fn describe() {
     );
     describe_counter!("pagoda_generation_tokens_total", "Tokens generated.");
     describe_counter!(
+        "pagoda_reasoning_tokens_total",
+        "Generated tokens of reasoning models' thinking blocks (tags included), of finished requests."
+    );
+    describe_counter!(
         "pagoda_preemptions_total",
         "Sequences preempted for KV space."
     );
@@ -191,9 +195,11 @@ pub fn inter_token_latency(d: Duration) {
     metrics::histogram!("pagoda_inter_token_latency_seconds").record(d.as_secs_f64());
 }
 
-/// Records a finished request: its outcome and end-to-end latency.
-pub fn request_finished(outcome: &'static str, total: Duration) {
+/// Records a finished request: its outcome, end-to-end latency and the
+/// tokens its choices spent thinking.
+pub fn request_finished(outcome: &'static str, total: Duration, reasoning_tokens: usize) {
     metrics::counter!("pagoda_requests_finished_total", "outcome" => outcome).increment(1);
+    metrics::counter!("pagoda_reasoning_tokens_total").increment(reasoning_tokens as u64);
     metrics::histogram!("pagoda_e2e_request_latency_seconds").record(total.as_secs_f64());
 }
 
