@@ -162,3 +162,88 @@ impl Reasoning {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const BUDGETS: EffortBudgets = EffortBudgets {
+        minimal: 8,
+        low: 16,
+        medium: 32,
+        high: 64,
+    };
+
+    /// A model file fetched by `scripts/fetch-model.sh` (the test command
+    /// runs it first).
+    fn fetched(name: &str) -> (Tokenizer, Option<ChatTemplate>) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models")
+            .join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/fetch-model.sh",
+            path.display()
+        );
+        pagoda_models::load_tokenizer(&path).expect("tokenizer")
+    }
+
+    fn auto(tokenizer: &Tokenizer, template: Option<&ChatTemplate>) -> Option<Reasoning> {
+        Reasoning::setup(
+            ReasoningMode::Auto,
+            "<think>",
+            "</think>",
+            template,
+            tokenizer,
+            BUDGETS,
+        )
+        .expect("setup")
+    }
+
+    #[test]
+    fn the_real_r1_distill_is_detected_and_smollm2_is_not() {
+        // The header of the real DeepSeek-R1-Distill-Qwen-7B GGUF.
+        let (tokenizer, template) = fetched("DeepSeek-R1-Distill-Qwen-7B.Q4_K_M.part0000.gguf");
+        let r = auto(&tokenizer, template.as_ref()).expect("R1 reasons");
+        assert_eq!(
+            r.tags().answer_markers,
+            ["<｜tool▁calls▁begin｜>"],
+            "R1's template writes DeepSeek's tool-call markup"
+        );
+        assert!(r.tags().special_ids.is_empty(), "R1's tags decode as text");
+        let think = tokenizer.token_to_id("<think>").expect("a token");
+        assert_eq!(r.limit(true, 5).open, [think]);
+        assert!(!r.starts_inside("<｜User｜>Hi<｜Assistant｜>"));
+        assert!(r.starts_inside("<｜User｜>Hi<｜Assistant｜><think>\n"));
+        // Off overrides the detection.
+        let off = Reasoning::setup(
+            ReasoningMode::Off,
+            "<think>",
+            "</think>",
+            template.as_ref(),
+            &tokenizer,
+            BUDGETS,
+        )
+        .expect("setup");
+        assert!(off.is_none());
+
+        let (tokenizer, template) = fetched("SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(auto(&tokenizer, template.as_ref()).is_none());
+    }
+
+    #[test]
+    fn budgets_take_the_smaller_of_effort_and_max_tokens() {
+        let (tokenizer, template) = fetched("DeepSeek-R1-Distill-Qwen-7B.Q4_K_M.part0000.gguf");
+        let r = auto(&tokenizer, template.as_ref()).expect("R1 reasons");
+        let ask = |effort, max_tokens| r.budget(ReasoningRequest { effort, max_tokens });
+        assert_eq!(ask(None, None), None);
+        assert_eq!(ask(Some(ReasoningEffort::None), None), Some(0));
+        assert_eq!(ask(Some(ReasoningEffort::Minimal), None), Some(8));
+        assert_eq!(ask(Some(ReasoningEffort::Medium), None), Some(32));
+        assert_eq!(ask(Some(ReasoningEffort::High), Some(40)), Some(40));
+        assert_eq!(ask(Some(ReasoningEffort::Low), Some(40)), Some(16));
+        assert_eq!(ask(None, Some(3)), Some(3));
+    }
+}
