@@ -6,11 +6,22 @@
 //! a Q8_0 output head, 97 MB) against that bound.
 //!
 //! `cargo run --release -p pagoda-models --example kernel_speed`
+//!
+//! With the argument `mla`, latent attention instead
+//! (`mla_attention::latent_attention`) at DeepSeek-V2-Lite's shapes (16
+//! heads, kv_lora_rank 512, qk_rope 64, qk_nope 128, v 128): decode steps
+//! of 1 and 16 sequences over contexts of 512 and 2048 tokens, each against
+//! one read of the bytes it must touch (latent rows and `kv_b_proj`) on the
+//! same threads:
+//!
+//! `cargo run --release -p pagoda-models --example kernel_speed -- mla`
 
 use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use pagoda_models::kv_cache::{BlockId, KvLayout, LatentKv, PagedKvCache};
+use pagoda_models::mla_attention::{latent_attention, AbsorbedKvB, LatentQueries, MlaShape};
 use pagoda_models::panel_matrix::{matmul_group, PanelMatrix};
 use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
 use pagoda_models::qmatmul_int8::Q8Rows;
@@ -31,6 +42,127 @@ fn best(iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None => block_kernels(),
+        Some("mla") => mla(),
+        Some(other) => {
+            eprintln!("unknown benchmark `{other}` (none for the block kernels, or `mla`)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The median time of several repetitions, each of `iters` calls.
+fn median(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..9)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Latent attention decode steps at DeepSeek-V2-Lite's shapes.
+fn mla() {
+    let shape = MlaShape {
+        num_heads: 16,
+        qk_nope_head_dim: 128,
+        qk_rope_head_dim: 64,
+        v_head_dim: 128,
+        kv_lora_rank: 512,
+        softmax_scale: 192f32.powf(-0.5),
+    };
+    let width = shape.kv_lora_rank + shape.qk_rope_head_dim;
+    let qk = shape.qk_nope_head_dim + shape.qk_rope_head_dim;
+    let kv_b_len =
+        shape.num_heads * (shape.qk_nope_head_dim + shape.v_head_dim) * shape.kv_lora_rank;
+    let kv_b: Vec<f32> = (0..kv_b_len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let kv_b = AbsorbedKvB::new(kv_b, shape).expect("kv_b");
+    let block_size = 16;
+    println!(
+        "latent attention, DeepSeek-V2-Lite shapes (16 heads, latent 512 + rope 64, nope 128, v 128), {} threads; \
+         bound = one read of the latent rows and kv_b_proj on the same threads",
+        Team::global().threads()
+    );
+    for context in [512usize, 2048] {
+        for seqs in [1usize, 16] {
+            let blocks_per_seq = context.div_ceil(block_size);
+            let layout = KvLayout::latent(
+                1,
+                LatentKv {
+                    kv_lora_rank: shape.kv_lora_rank,
+                    qk_rope_head_dim: shape.qk_rope_head_dim,
+                    num_heads: shape.num_heads,
+                    qk_nope_head_dim: shape.qk_nope_head_dim,
+                    v_head_dim: shape.v_head_dim,
+                },
+            );
+            let mut cache =
+                PagedKvCache::new(layout, block_size, seqs * blocks_per_seq).expect("cache");
+            // Each sequence's blocks interleaved with the others', as a
+            // server's pool hands them out.
+            let tables: Vec<Vec<BlockId>> = (0..seqs)
+                .map(|s| {
+                    (0..blocks_per_seq)
+                        .map(|b| BlockId((b * seqs + s) as u32))
+                        .collect()
+                })
+                .collect();
+            for (s, table) in tables.iter().enumerate() {
+                let rows: Vec<f32> = (0..context * width)
+                    .map(|i| ((i * 31 + s * 17) % 997) as f32 / 997.0 - 0.5)
+                    .collect();
+                cache.write_latent(0, table, 0, &rows).expect("write");
+            }
+            let q: Vec<Vec<f32>> = (0..seqs)
+                .map(|s| {
+                    (0..shape.num_heads * qk)
+                        .map(|i| ((i * 13 + s) % 101) as f32 / 101.0 - 0.5)
+                        .collect()
+                })
+                .collect();
+            let view = cache.latent_layer(0).expect("view");
+            let batch: Vec<LatentQueries> = (0..seqs)
+                .map(|s| LatentQueries {
+                    q: &q[s],
+                    start_pos: context - 1,
+                    block_table: &tables[s],
+                })
+                .collect();
+            let iters = (20_000 / (context * seqs)).max(2);
+            let secs = median(iters, || {
+                std::hint::black_box(latent_attention(view, &batch, &kv_b));
+            });
+            let bytes = (seqs * context * width + kv_b_len) * 4;
+            let bound = bytes as f64 / (read_bandwidth(bytes) * 1e9);
+            // A hash of the output's bits: a change of kernel that keeps
+            // them keeps it.
+            let hash = latent_attention(view, &batch, &kv_b)
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+                    (h ^ u64::from(x.to_bits())).wrapping_mul(0x0100_0000_01b3)
+                });
+            println!(
+                "context {context:>4}, {seqs:>2} sequence(s): {:>8.1} us per step | {:>6.1} us per sequence | bound {:>7.1} us | {:>5.1}x the bound | output {hash:016x}",
+                secs * 1e6,
+                secs * 1e6 / seqs as f64,
+                bound * 1e6,
+                secs / bound,
+            );
+        }
+    }
+}
+
+/// The block kernels' products and one forward pass of the default model's shapes.
+fn block_kernels() {
     let (rows, cols) = (1536, 576);
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)

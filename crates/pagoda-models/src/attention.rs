@@ -64,48 +64,19 @@ pub fn paged_attention(
     out
 }
 
-/// [`head_attention`] built for the widest vector unit this CPU has. The
-/// arithmetic is fused multiply-adds in a fixed order per output value, so
-/// every build gives the same bits.
-fn head_attention_fastest(
-    kv: LayerView<'_>,
-    seq: &SeqQueries<'_>,
-    head: usize,
-    kv_head: usize,
-    num_heads: usize,
-    scale: f32,
-) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// `head_attention` compiled with `$features` enabled.
-        macro_rules! build_for {
-            ($name:ident, $features:literal) => {
-                #[target_feature(enable = $features)]
-                fn $name(
-                    kv: LayerView<'_>,
-                    seq: &SeqQueries<'_>,
-                    head: usize,
-                    kv_head: usize,
-                    num_heads: usize,
-                    scale: f32,
-                ) -> Vec<f32> {
-                    head_attention(kv, seq, head, kv_head, num_heads, scale)
-                }
-            };
-        }
-        build_for!(avx512, "avx512f,fma");
-        build_for!(avx2, "avx2,fma");
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (and so FMA), checked just above.
-            return unsafe { avx512(kv, seq, head, kv_head, num_heads, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-            return unsafe { avx2(kv, seq, head, kv_head, num_heads, scale) };
-        }
-    }
-    head_attention(kv, seq, head, kv_head, num_heads, scale)
+crate::vector::fastest! {
+    /// [`head_attention`] built for the widest vector unit this CPU has. The
+    /// arithmetic is fused multiply-adds in a fixed order per output value, so
+    /// every build gives the same bits.
+    fn head_attention_fastest(
+        kv: LayerView<'_>,
+        seq: &SeqQueries<'_>,
+        head: usize,
+        kv_head: usize,
+        num_heads: usize,
+        scale: f32,
+    ) -> Vec<f32> = head_attention;
+    avx512: "avx512f,fma", avx2: "avx2,fma", fma: true
 }
 
 /// Query rows that share each key and value load.
@@ -256,6 +227,7 @@ fn block_scores_fixed<const R: usize>(
 mod tests {
     use super::*;
     use crate::kv_cache::{KvLayout, PagedKvCache};
+    use crate::vector::dot;
 
     /// Plain attention over contiguous K/V, the reference for the paged kernel.
     fn reference(
@@ -286,10 +258,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
     fn values(n: usize, seed: f32) -> Vec<f32> {

@@ -192,6 +192,14 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
 }
 
+/// Fails naming the first of `fields` (name, value) that is zero.
+pub(crate) fn check_positive(fields: &[(&str, usize)]) -> Result<(), String> {
+    match fields.iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(format!("{name} must be positive")),
+        None => Ok(()),
+    }
+}
+
 impl ModelConfig {
     /// Number of values one token's K (or V) occupies in one layer.
     pub fn kv_dim(&self) -> usize {
@@ -200,7 +208,7 @@ impl ModelConfig {
 
     /// Checks the relations between fields that the forward pass relies on.
     pub fn validate(&self) -> Result<(), String> {
-        let nonzero = [
+        check_positive(&[
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -208,12 +216,7 @@ impl ModelConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("head_dim", self.head_dim),
             ("vocab_size", self.vocab_size),
-        ];
-        for (name, value) in nonzero {
-            if value == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-        }
+        ])?;
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -357,6 +360,22 @@ pub struct HfConfig {
     pub eos_token_id: Option<OneOrMany>,
     /// The dtype the weights were saved in.
     pub torch_dtype: Option<String>,
+    /// How the weights are quantized, if they are (DeepSeek-V3's FP8).
+    pub quantization_config: Option<HfQuantizationConfig>,
+}
+
+/// The `quantization_config` of a `config.json`: the fields pagoda reads
+/// to tell a supported layout ([`crate::fp8`]) from the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct HfQuantizationConfig {
+    /// `fp8`, `gptq`, `awq`, `bitsandbytes`, `compressed-tensors`...
+    pub quant_method: Option<String>,
+    /// FP8's format (`e4m3`).
+    pub fmt: Option<String>,
+    /// FP8's activation quantization (`dynamic`).
+    pub activation_scheme: Option<String>,
+    /// FP8's block of weights per scale (`[128, 128]`).
+    pub weight_block_size: Option<Vec<usize>>,
 }
 
 impl HfConfig {

@@ -14,14 +14,14 @@
 //! its block table. The KV pool holds only the compressed latent and the
 //! rotated rope key of each token ([`crate::kv_cache::KvKind::Latent`]).
 
-use crate::batch::{check_batch, flat_tokens, rows_wanting_logits, Logits, SeqChunk};
+use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
 use crate::config::ModelConfig;
+use crate::decoder::{load_embedding, load_lm_head, output_logits, residual_block};
 use crate::deepseek_config::{DeepseekConfig, DeepseekVersion, MlaConfig, MoeConfig};
 use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvLayout, LatentKv, PagedKvCache};
 use crate::linear::{Activations, Linear};
-use crate::llama::add_in_place;
 use crate::mla_attention::{latent_attention, AbsorbedKvB, LatentQueries, MlaShape};
 use crate::model::CausalLm;
 use crate::moe::{Moe, Router};
@@ -160,11 +160,8 @@ impl MlaAttention {
                 src.require_vector(&format!("{prefix}.kv_a_layernorm.weight"), c.kv_lora_rank)?,
                 LATENT_NORM_EPS,
             ),
-            kv_b_proj: AbsorbedKvB::new(kv_b_weight, shape).map_err(|e| ModelError::Tensor {
-                path: src.path().to_path_buf(),
-                name: kv_b_name,
-                reason: e.to_string(),
-            })?,
+            kv_b_proj: AbsorbedKvB::new(kv_b_weight, shape)
+                .map_err(|e| e.for_tensor(src.path(), &kv_b_name))?,
             o_proj: Linear::load(
                 src,
                 &format!("{prefix}.o_proj"),
@@ -266,17 +263,19 @@ fn load_experts(
             let (gate_up, down) = (as_tensor(gate_up, &fused)?, as_tensor(down, &down_name)?);
             return (0..n)
                 .map(|e| {
-                    let gu = gate_up.get(e)?;
                     let part = |from: usize| -> Result<Linear> {
-                        let t = gu.narrow(0, from, inner)?.contiguous()?;
+                        let t = gate_up.get(e)?.narrow(0, from, inner)?.contiguous()?;
                         Linear::with_activations(Weight::Dense(t), None, act)
                     };
-                    let d = down.get(e)?.contiguous()?;
-                    Ok(SwiGlu::new(
-                        part(0)?,
-                        part(inner)?,
-                        Linear::with_activations(Weight::Dense(d), None, act)?,
-                    ))
+                    let gate_proj = part(0).map_err(|e| e.for_tensor(src.path(), &fused))?;
+                    let up_proj = part(inner).map_err(|e| e.for_tensor(src.path(), &fused))?;
+                    let down_proj = down
+                        .get(e)
+                        .and_then(|d| d.contiguous())
+                        .map_err(ModelError::from)
+                        .and_then(|d| Linear::with_activations(Weight::Dense(d), None, act))
+                        .map_err(|e| e.for_tensor(src.path(), &down_name))?;
+                    Ok(SwiGlu::new(gate_proj, up_proj, down_proj))
                 })
                 .collect();
         }
@@ -313,13 +312,20 @@ impl Mlp {
             false,
             Activations::F32,
         )?;
+        let (bias_name, gate_name) = (
+            format!("{prefix}.gate.e_score_correction_bias"),
+            format!("{prefix}.gate.weight"),
+        );
         let bias = match c.version {
-            DeepseekVersion::V3 => {
-                Some(src.require_vector(&format!("{prefix}.gate.e_score_correction_bias"), n)?)
-            }
+            DeepseekVersion::V3 => Some(src.require_vector(&bias_name, n)?),
             DeepseekVersion::V2 => None,
         };
-        let router = Router::new(m.router.clone(), bias)?;
+        let router_tensor = match c.version {
+            DeepseekVersion::V3 => &bias_name,
+            DeepseekVersion::V2 => &gate_name,
+        };
+        let router = Router::new(m.router.clone(), bias)
+            .map_err(|e| e.for_tensor(src.path(), router_tensor))?;
         let experts = load_experts(src, prefix, n, h, m.moe_intermediate_size, act)?;
         let shared_experts = m
             .n_shared_experts
@@ -334,7 +340,9 @@ impl Mlp {
                 )
             })
             .transpose()?;
-        Ok(Mlp::Moe(Moe::new(gate, router, experts, shared_experts)?))
+        let moe = Moe::new(gate, router, experts, shared_experts)
+            .map_err(|e| e.for_tensor(src.path(), &gate_name))?;
+        Ok(Mlp::Moe(moe))
     }
 
     fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
@@ -370,9 +378,7 @@ impl Deepseek {
     ) -> Result<Self> {
         let c = &config;
         let h = c.hidden_size;
-        let embed_tokens =
-            Embedding::new(src.require_shape("model.embed_tokens.weight", &[c.vocab_size, h])?)?
-                .for_activations(act);
+        let embed_tokens = load_embedding(src, c.vocab_size, h, act)?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -410,13 +416,14 @@ impl Deepseek {
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(src.require_vector("model.norm.weight", h)?, c.rms_norm_eps);
-        let lm_head = match src.get("lm_head.weight")? {
-            Some(w) if !c.tie_word_embeddings => {
-                check_shape(src.path(), "lm_head.weight", &w, &[c.vocab_size, h])?;
-                Linear::with_activations(w, None, act)?
-            }
-            _ => Linear::with_activations(embed_tokens.as_weight(), None, act)?,
-        };
+        let lm_head = load_lm_head(
+            src,
+            c.tie_word_embeddings,
+            c.vocab_size,
+            h,
+            &embed_tokens,
+            act,
+        )?;
         let rope = Rope::new(&c.rope);
         let summary = c.model_config();
         Ok(Self {
@@ -470,28 +477,22 @@ impl CausalLm for Deepseek {
         };
         let mut x = self.embed_tokens.forward(&tokens, c.vocab_size)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(&x);
-            let attn = layer.self_attn.forward(&h, i, &step, cache)?;
-            add_in_place(&mut x, &attn);
-            let h = layer.post_attention_layernorm.forward(&x);
-            let mlp = layer.mlp.forward(&h, rows)?;
-            add_in_place(&mut x, &mlp);
+            residual_block(
+                &mut x,
+                &layer.input_layernorm,
+                |h| layer.self_attn.forward(h, i, &step, cache),
+                &layer.post_attention_layernorm,
+                |h| layer.mlp.forward(h, rows),
+            )?;
         }
-        let hidden = c.hidden_size;
-        let selected = rows_wanting_logits(batch, &x, hidden);
-        let selected_rows = selected.len() / hidden;
-        if selected_rows == 0 {
-            return Ok(Logits {
-                vocab_size: c.vocab_size,
-                data: Vec::new(),
-            });
-        }
-        let normed = self.norm.forward(&selected);
-        let data = self.lm_head.forward(&normed, selected_rows)?;
-        Ok(Logits {
-            vocab_size: c.vocab_size,
-            data,
-        })
+        output_logits(
+            batch,
+            &x,
+            &self.norm,
+            &self.lm_head,
+            c.hidden_size,
+            c.vocab_size,
+        )
     }
 }
 

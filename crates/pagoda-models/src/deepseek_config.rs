@@ -12,8 +12,8 @@
 use serde::Deserialize;
 
 use crate::config::{
-    resolve_hf_scaling, Architecture, HfRopeScaling, ModelConfig, OneOrMany, RopeConfig,
-    RopeLayout, RopeScaling,
+    check_positive, resolve_hf_scaling, Architecture, HfRopeScaling, ModelConfig, OneOrMany,
+    RopeConfig, RopeLayout, RopeScaling,
 };
 use crate::moe::{Gate, RouterConfig, SoftmaxTopk};
 
@@ -272,7 +272,7 @@ impl DeepseekHfConfig {
                 self.hidden_act
             ));
         }
-        let nonzero = [
+        check_positive(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -282,12 +282,7 @@ impl DeepseekHfConfig {
             ("qk_nope_head_dim", self.qk_nope_head_dim),
             ("qk_rope_head_dim", self.qk_rope_head_dim),
             ("v_head_dim", self.v_head_dim),
-        ];
-        for (name, value) in nonzero {
-            if value == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-        }
+        ])?;
         if !self.qk_rope_head_dim.is_multiple_of(2) {
             return Err(format!(
                 "qk_rope_head_dim ({}) must be even",

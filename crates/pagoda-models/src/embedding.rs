@@ -41,7 +41,7 @@ impl Embedding {
                 &[rows, cols] if cols.is_multiple_of(32) => {
                     let data = t.flatten_all()?.to_vec1::<f32>()?;
                     let m = DenseMatrix::new(rows, cols, data)
-                        .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                        .map_err(|e| ModelError::Shape(e.to_string()))?;
                     Embedding::DenseRows(Arc::new(m))
                 }
                 _ => Embedding::Dense(t),

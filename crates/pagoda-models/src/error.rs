@@ -63,6 +63,11 @@ pub enum ModelError {
     /// The chat template failed to compile or to render.
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// Weights or hyper-parameters whose shapes do not fit together (a layer
+    /// built from a matrix of the wrong size). Loaders turn it into a
+    /// [`ModelError::Tensor`] naming the tensor ([`ModelError::for_tensor`]).
+    #[error("inconsistent shapes: {0}")]
+    Shape(String),
     /// A forward pass was asked for something inconsistent (a batch that does
     /// not match the cache, a position past the context window).
     #[error("invalid batch: {0}")]
@@ -70,6 +75,24 @@ pub enum ModelError {
     /// An error from candle while computing.
     #[error("tensor computation failed: {}", candle_reason(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    /// This error as one about tensor `name` of the checkpoint at `path`:
+    /// shape and tensor-computation errors become [`ModelError::Tensor`],
+    /// the others (which already name their file) are kept.
+    pub fn for_tensor(self, path: &std::path::Path, name: &str) -> Self {
+        let reason = match self {
+            ModelError::Shape(reason) => reason,
+            ModelError::Candle(e) => candle_reason(&e),
+            other => return other,
+        };
+        ModelError::Tensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            reason,
+        }
+    }
 }
 
 /// candle's message without the backtrace it attaches when `RUST_BACKTRACE` is set.

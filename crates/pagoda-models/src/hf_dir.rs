@@ -9,9 +9,10 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
-use crate::config::HfConfig;
+use crate::config::{HfConfig, HfQuantizationConfig};
 use crate::deepseek_config::{DeepseekConfig, DeepseekHfConfig};
 use crate::error::{candle_reason, ModelError, Result};
+use crate::fp8::Fp8Blocks;
 use crate::generation_config::GenerationDefaults;
 use crate::tensor_source::TensorSource;
 use crate::tokenizer::{SpecialToken, Tokenizer};
@@ -139,17 +140,32 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// The weights of a safetensors checkpoint, widened to f32 on load.
+/// The weights of a safetensors checkpoint, widened to f32 on load (FP8
+/// matrices dequantized with their block scales, [`crate::fp8`]).
 pub struct SafetensorsSource {
     dir: PathBuf,
     tensors: MmapedSafetensors,
     names: HashSet<String>,
     stored_dtype: Option<DType>,
+    /// The FP8 layout `config.json` declares, if any.
+    fp8: Option<Fp8Blocks>,
+    /// Whether any tensor is stored as FP8.
+    has_fp8: bool,
 }
 
 impl SafetensorsSource {
-    /// Maps every shard of `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Maps every shard of `dir`, whose `config.json` declares
+    /// `quantization` (an error names the setting unless it is block-scaled
+    /// FP8, or absent).
+    pub fn open(dir: &Path, quantization: Option<&HfQuantizationConfig>) -> Result<Self> {
+        let fp8 = quantization
+            .map(Fp8Blocks::from_config)
+            .transpose()
+            .map_err(|value| ModelError::Unsupported {
+                path: dir.join("config.json"),
+                what: "quantization",
+                value,
+            })?;
         let paths = shard_paths(dir)?;
         for p in &paths {
             if !p.exists() {
@@ -173,9 +189,12 @@ impl SafetensorsSource {
             })?;
         let mut names = HashSet::new();
         let mut stored_dtype = None;
+        let mut has_fp8 = false;
         for (name, view) in tensors.tensors() {
+            let dtype = DType::try_from(view.dtype()).ok();
+            has_fp8 |= dtype == Some(DType::F8E4M3);
             if name.ends_with(".weight") && stored_dtype.is_none() {
-                stored_dtype = DType::try_from(view.dtype()).ok();
+                stored_dtype = dtype;
             }
             names.insert(name);
         }
@@ -184,12 +203,84 @@ impl SafetensorsSource {
             tensors,
             names,
             stored_dtype,
+            fp8,
+            has_fp8,
         })
     }
 
     /// The dtype the weights are stored in (of the first weight seen).
     pub fn stored_dtype(&self) -> Option<DType> {
         self.stored_dtype
+    }
+
+    /// The block-scaled FP8 layout of the checkpoint's quantized matrices,
+    /// when it has any.
+    pub fn fp8_blocks(&self) -> Option<Fp8Blocks> {
+        self.fp8.filter(|_| self.has_fp8)
+    }
+
+    fn tensor_error(&self, name: &str, reason: impl Into<String>) -> ModelError {
+        ModelError::Tensor {
+            path: self.dir.clone(),
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The FP8 matrix `name` times its block scales `{name}_scale_inv`.
+    fn dequantized_fp8(&self, name: &str) -> Result<Weight> {
+        let Some(blocks) = self.fp8 else {
+            return Err(self.tensor_error(
+                name,
+                "stored as F8_E4M3, but config.json has no quantization_config \
+                 saying how it is scaled (pagoda reads FP8 with block scales only)",
+            ));
+        };
+        let view = self
+            .tensors
+            .get(name)
+            .map_err(|e| self.tensor_error(name, candle_reason(&e)))?;
+        let &[rows, cols] = view.shape() else {
+            return Err(self.tensor_error(
+                name,
+                format!(
+                    "an F8_E4M3 tensor of shape {:?}; block scales need a matrix",
+                    view.shape()
+                ),
+            ));
+        };
+        let scale_name = format!("{name}_scale_inv");
+        if !self.names.contains(&scale_name) {
+            return Err(self.tensor_error(
+                name,
+                format!("stored as F8_E4M3 without its block scales `{scale_name}`"),
+            ));
+        }
+        let scale = self
+            .tensors
+            .load(&scale_name, &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(|e| self.tensor_error(&scale_name, candle_reason(&e)))?;
+        let want = blocks.scale_shape(rows, cols);
+        if scale.dims() != want {
+            return Err(self.tensor_error(
+                &scale_name,
+                format!(
+                    "shape {:?}, expected {want:?} (one scale per [{}, {}] block of a [{rows}, {cols}] weight)",
+                    scale.dims(),
+                    blocks.block_rows,
+                    blocks.block_cols
+                ),
+            ));
+        }
+        let scale = scale
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| self.tensor_error(&scale_name, candle_reason(&e)))?;
+        let w = blocks.dequantize(view.data(), &scale, rows, cols);
+        let t = candle_core::Tensor::from_vec(w, (rows, cols), &Device::Cpu)
+            .map_err(|e| self.tensor_error(name, candle_reason(&e)))?;
+        Ok(Weight::Dense(t))
     }
 }
 
@@ -201,6 +292,14 @@ impl TensorSource for SafetensorsSource {
     fn get(&self, name: &str) -> Result<Option<Weight>> {
         if !self.names.contains(name) {
             return Ok(None);
+        }
+        let dtype = self
+            .tensors
+            .get(name)
+            .ok()
+            .and_then(|v| DType::try_from(v.dtype()).ok());
+        if dtype == Some(DType::F8E4M3) {
+            return self.dequantized_fp8(name).map(Some);
         }
         let tensor = self
             .tensors

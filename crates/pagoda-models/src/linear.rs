@@ -79,13 +79,13 @@ impl Linear {
     ) -> Result<Self> {
         let dims = weight.dims();
         let [out_features, in_features] = dims[..] else {
-            return Err(ModelError::InvalidBatch(format!(
+            return Err(ModelError::Shape(format!(
                 "a linear weight must be a matrix, got shape {dims:?}"
             )));
         };
         if let Some(b) = &bias {
             if b.len() != out_features {
-                return Err(ModelError::InvalidBatch(format!(
+                return Err(ModelError::Shape(format!(
                     "bias of {} values for {out_features} outputs",
                     b.len()
                 )));
@@ -104,21 +104,15 @@ impl Linear {
             Weight::Dense(t) if in_features.is_multiple_of(32) => {
                 let data = t.flatten_all()?.to_vec1::<f32>()?;
                 let m = DenseMatrix::new(out_features, in_features, data)
-                    .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                    .map_err(|e| ModelError::Shape(e.to_string()))?;
                 Kernel::Dense(Arc::new(m))
             }
             Weight::Dense(t) => {
                 let data = t.flatten_all()?.to_vec1::<f32>()?;
                 let padded_cols = in_features.next_multiple_of(32);
-                let mut padded = vec![0.0f32; out_features * padded_cols];
-                for (dst, src) in padded
-                    .chunks_exact_mut(padded_cols)
-                    .zip(data.chunks_exact(in_features.max(1)))
-                {
-                    dst[..in_features].copy_from_slice(src);
-                }
+                let padded = pad_rows(&data, in_features, padded_cols);
                 let m = DenseMatrix::new(out_features, padded_cols, padded)
-                    .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                    .map_err(|e| ModelError::Shape(e.to_string()))?;
                 Kernel::DensePadded(Arc::new(m))
             }
             Weight::DenseRows(m) => Kernel::Dense(m),
@@ -132,7 +126,7 @@ impl Linear {
     }
 
     /// Loads `{prefix}.weight`, checked to be `[out, inp]`, and
-    /// `{prefix}.bias` when `bias` is set (an error names a missing tensor).
+    /// `{prefix}.bias` when `bias` is set (an error names the tensor).
     pub fn load(
         src: &dyn TensorSource,
         prefix: &str,
@@ -141,13 +135,15 @@ impl Linear {
         bias: bool,
         activations: Activations,
     ) -> Result<Self> {
-        let weight = src.require_shape(&format!("{prefix}.weight"), &[out, inp])?;
+        let name = format!("{prefix}.weight");
+        let weight = src.require_shape(&name, &[out, inp])?;
         let bias = if bias {
             Some(src.require_vector(&format!("{prefix}.bias"), out)?)
         } else {
             None
         };
         Self::with_activations(weight, bias, activations)
+            .map_err(|e| e.for_tensor(src.path(), &name))
     }
 
     /// Number of inputs per row.
@@ -207,17 +203,7 @@ impl Linear {
             Kernel::Blocks(m) => m.matmul(x, rows),
             Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
             Kernel::Dense(m) => m.matmul(x, rows),
-            Kernel::DensePadded(m) => {
-                let cols = m.cols();
-                let mut padded = vec![0.0f32; rows * cols];
-                for (dst, src) in padded
-                    .chunks_exact_mut(cols)
-                    .zip(x.chunks_exact(self.in_features.max(1)))
-                {
-                    dst[..self.in_features].copy_from_slice(src);
-                }
-                m.matmul(&padded, rows)
-            }
+            Kernel::DensePadded(m) => m.matmul(&pad_rows(x, self.in_features, m.cols()), rows),
             Kernel::Candle(w) => {
                 let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
                 w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?
@@ -226,6 +212,21 @@ impl Linear {
         self.add_bias(&mut y);
         Ok(y)
     }
+}
+
+/// The `rows` rows of `width` values in `data`, each followed by zeros up
+/// to `padded` values (`[rows, padded]`), as a padded matrix's kernel wants
+/// them.
+fn pad_rows(data: &[f32], width: usize, padded: usize) -> Vec<f32> {
+    let rows = data.len().checked_div(width).unwrap_or(0);
+    let mut out = vec![0.0f32; rows * padded];
+    for (dst, src) in out
+        .chunks_exact_mut(padded)
+        .zip(data.chunks_exact(width.max(1)))
+    {
+        dst[..width].copy_from_slice(src);
+    }
+    out
 }
 
 /// Runs `f` with this thread's buffer for quantized activations (reused

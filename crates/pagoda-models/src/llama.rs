@@ -10,8 +10,9 @@
 //! attention runs per sequence, through its block table into the paged cache.
 
 use crate::attention::{paged_attention, SeqQueries};
-use crate::batch::{check_batch, flat_tokens, rows_wanting_logits, Logits, SeqChunk};
+use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
 use crate::config::ModelConfig;
+use crate::decoder::{load_embedding, load_lm_head, output_logits, residual_block};
 use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvLayout, PagedKvCache};
@@ -51,17 +52,6 @@ pub struct Llama {
     rope: Rope,
 }
 
-fn linear(
-    src: &dyn TensorSource,
-    prefix: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-    activations: Activations,
-) -> Result<Linear> {
-    Linear::load(src, prefix, out, inp, bias, activations)
-}
-
 impl Llama {
     /// Builds the model from `src`, checking every tensor's shape against
     /// `config`, with f32 activations.
@@ -85,9 +75,7 @@ impl Llama {
             })?;
         let c = &config;
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let embed_tokens =
-            Embedding::new(src.require_shape("model.embed_tokens.weight", &[c.vocab_size, h])?)?
-                .for_activations(act);
+        let embed_tokens = load_embedding(src, c.vocab_size, h, act)?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -98,7 +86,7 @@ impl Llama {
                         c.rms_norm_eps,
                     ),
                     self_attn: SelfAttention {
-                        q_proj: linear(
+                        q_proj: Linear::load(
                             src,
                             &format!("{attn}.q_proj"),
                             c.num_attention_heads * hd,
@@ -106,7 +94,7 @@ impl Llama {
                             c.qkv_bias,
                             act,
                         )?,
-                        k_proj: linear(
+                        k_proj: Linear::load(
                             src,
                             &format!("{attn}.k_proj"),
                             c.kv_dim(),
@@ -114,7 +102,7 @@ impl Llama {
                             c.qkv_bias,
                             act,
                         )?,
-                        v_proj: linear(
+                        v_proj: Linear::load(
                             src,
                             &format!("{attn}.v_proj"),
                             c.kv_dim(),
@@ -122,7 +110,7 @@ impl Llama {
                             c.qkv_bias,
                             act,
                         )?,
-                        o_proj: linear(
+                        o_proj: Linear::load(
                             src,
                             &format!("{attn}.o_proj"),
                             h,
@@ -147,20 +135,14 @@ impl Llama {
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(src.require_vector("model.norm.weight", h)?, c.rms_norm_eps);
-        // A checkpoint without `lm_head.weight` ties the head to the embedding
-        // (GGUF files omit `output.weight` in that case).
-        let lm_head = match src.get("lm_head.weight")? {
-            Some(w) if !c.tie_word_embeddings => {
-                crate::tensor_source::check_shape(
-                    src.path(),
-                    "lm_head.weight",
-                    &w,
-                    &[c.vocab_size, h],
-                )?;
-                Linear::with_activations(w, None, act)?
-            }
-            _ => Linear::with_activations(embed_tokens.as_weight(), None, act)?,
-        };
+        let lm_head = load_lm_head(
+            src,
+            c.tie_word_embeddings,
+            c.vocab_size,
+            h,
+            &embed_tokens,
+            act,
+        )?;
         let rope = Rope::new(&c.rope);
         Ok(Self {
             config,
@@ -234,11 +216,6 @@ impl SelfAttention {
     }
 }
 
-/// `acc += delta`, element by element.
-pub(crate) fn add_in_place(acc: &mut [f32], delta: &[f32]) {
-    acc.iter_mut().zip(delta).for_each(|(a, d)| *a += d);
-}
-
 impl CausalLm for Llama {
     fn config(&self) -> &ModelConfig {
         &self.config
@@ -278,29 +255,21 @@ impl Llama {
 
         let mut x = self.embed_tokens.forward(&tokens, c.vocab_size)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(&x);
-            let attn = layer.self_attn.forward(&h, i, &step, cache)?;
-            add_in_place(&mut x, &attn);
-            let h = layer.post_attention_layernorm.forward(&x);
-            let mlp = layer.mlp.forward(&h, rows)?;
-            add_in_place(&mut x, &mlp);
+            residual_block(
+                &mut x,
+                &layer.input_layernorm,
+                |h| layer.self_attn.forward(h, i, &step, cache),
+                &layer.post_attention_layernorm,
+                |h| layer.mlp.forward(h, rows),
+            )?;
         }
-
-        // Only the rows that need logits go through the final norm and the head.
-        let hidden = c.hidden_size;
-        let selected = rows_wanting_logits(batch, &x, hidden);
-        let selected_rows = selected.len() / hidden;
-        if selected_rows == 0 {
-            return Ok(Logits {
-                vocab_size: c.vocab_size,
-                data: Vec::new(),
-            });
-        }
-        let normed = self.norm.forward(&selected);
-        let data = self.lm_head.forward(&normed, selected_rows)?;
-        Ok(Logits {
-            vocab_size: c.vocab_size,
-            data,
-        })
+        output_logits(
+            batch,
+            &x,
+            &self.norm,
+            &self.lm_head,
+            c.hidden_size,
+            c.vocab_size,
+        )
     }
 }

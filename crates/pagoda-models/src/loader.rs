@@ -192,10 +192,14 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let generation = read_generation_config(dir)?;
     let parts = read_tokenizer(dir, &raw, &generation)?;
     let chat_template = template(parts.chat_template, &parts.tokenizer)?;
-    let source = SafetensorsSource::open(dir)?;
-    let precision = match source.stored_dtype() {
-        Some(candle_core::DType::F32) | None => "f32 weights, computed in f32".to_string(),
-        Some(dt) => format!(
+    let source = SafetensorsSource::open(dir, raw.quantization_config.as_ref())?;
+    let precision = match (source.fp8_blocks(), source.stored_dtype()) {
+        (Some(b), _) => format!(
+            "FP8 (e4m3) weights with [{}, {}] block scales, dequantized to f32 on load and computed in f32",
+            b.block_rows, b.block_cols
+        ),
+        (None, Some(candle_core::DType::F32) | None) => "f32 weights, computed in f32".to_string(),
+        (None, Some(dt)) => format!(
             "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
         ),
     };

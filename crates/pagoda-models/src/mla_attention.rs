@@ -23,17 +23,33 @@
 //! and head, scored against whole cache rows, the softmax-weighted rows are
 //! summed in latent space, and `W_UV,h` is applied once to the sum.
 //!
-//! Each (sequence, head) pair is one unit of parallel work; its query tokens
-//! go in tiles of four that share every row load. Every value is computed by
-//! the same operations in the same order whatever the tile, the batch or
-//! the thread (no fused multiply-adds, eight-lane dot products folded in a
-//! fixed order), so a sequence's output does not depend on its batch-mates
-//! and every build gives the same bits.
-
-use std::sync::Mutex;
+//! The batch's tokens go in slabs (a few hundred at most, bounded by the
+//! scratch they need) through three parallel steps, each on buffers the
+//! threads keep from call to call:
+//!
+//! 1. absorb: a unit per head computes every token's absorbed query, so
+//!    `W_UK,h` is read once for the whole batch;
+//! 2. attend: a unit per (sequence, group of heads) — as many heads as keep
+//!    every thread busy, up to 16 queries — scores all its queries (the
+//!    heads of the group, the tokens of a tile of four) against each cache
+//!    row while the row is in L1, four queries and two rows per step with
+//!    their partial sums in registers, then sums the rows weighted by the
+//!    softmax the same way, sixteen latent columns of four queries in
+//!    registers over a block of rows. One pass over a sequence's latent
+//!    rows serves up to 16 heads, where it served one (V3 has 128);
+//! 3. up-project: a unit per head applies `W_UV,h` to every token's sum.
+//!
+//! Every value is computed by the same operations in the same order
+//! whatever the slab, the tile, the group, the batch or the thread (no
+//! fused multiply-adds, sixteen-lane dot products folded in a fixed order,
+//! sums in ascending position), so a sequence's output does not depend on
+//! its batch-mates and every build gives the same bits.
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{BlockId, LatentLayerView};
+use crate::mla_kernels::{
+    absorb_fastest, attend_fastest, up_project_fastest, Piece, MAX_QUERIES, TILE,
+};
 
 /// One sequence's share of a latent attention call.
 #[derive(Debug, Clone, Copy)]
@@ -54,12 +70,12 @@ pub struct LatentQueries<'a> {
 pub struct AbsorbedKvB {
     /// `kv_b_proj.weight` as stored: `[num_heads · (qk_nope + v), kv_lora_rank]`.
     weight: Vec<f32>,
-    num_heads: usize,
-    qk_nope_head_dim: usize,
-    qk_rope_head_dim: usize,
-    v_head_dim: usize,
-    kv_lora_rank: usize,
-    softmax_scale: f32,
+    pub(crate) num_heads: usize,
+    pub(crate) qk_nope_head_dim: usize,
+    pub(crate) qk_rope_head_dim: usize,
+    pub(crate) v_head_dim: usize,
+    pub(crate) kv_lora_rank: usize,
+    pub(crate) softmax_scale: f32,
 }
 
 /// The shape of latent attention.
@@ -85,7 +101,7 @@ impl AbsorbedKvB {
     pub fn new(weight: Vec<f32>, shape: MlaShape) -> Result<Self> {
         let rows = shape.num_heads * (shape.qk_nope_head_dim + shape.v_head_dim);
         if weight.len() != rows * shape.kv_lora_rank {
-            return Err(ModelError::InvalidBatch(format!(
+            return Err(ModelError::Shape(format!(
                 "kv_b_proj of {} values, expected {rows} x {}",
                 weight.len(),
                 shape.kv_lora_rank
@@ -130,213 +146,179 @@ impl AbsorbedKvB {
     }
 }
 
+/// Values of scratch one slab of tokens may take (absorbed queries, latent
+/// sums, head outputs): 16 MB.
+const SLAB_VALUES: usize = 1 << 22;
+/// Fewest and most tokens in a slab.
+const SLAB_TOKENS: (usize, usize) = (16, 256);
+
+/// The calling thread's buffers for one slab, reused across calls (no
+/// allocation per head or layer on the per-token path).
+#[derive(Default)]
+struct SlabScratch {
+    /// `[heads][rows][kv_lora_rank + qk_rope]`: absorbed queries.
+    absorbed: Vec<f32>,
+    /// `[groups][rows][heads of the group][kv_lora_rank]`: each query's
+    /// normalised, probability-weighted sum of latents.
+    latent: Vec<f32>,
+    /// `[heads][rows][v_head_dim]`: the heads' outputs.
+    heads_out: Vec<f32>,
+    /// Of each slab row: its piece and its token in the piece.
+    rows: Vec<(usize, usize)>,
+}
+
 /// Computes latent attention for every sequence; returns `[tokens,
 /// num_heads · v_head_dim]` in sequence order (the input of `o_proj`).
+///
+/// The batch's tokens go in slabs of at most a few hundred, each in three
+/// parallel steps (see the module doc): absorb every query (a unit per
+/// head, so each `W_UK,h` is read once for all tokens), attend (a unit per
+/// sequence and group of heads, which score and sum each latent row
+/// together), up-project (a unit per head, each `W_UV,h` read once).
 pub fn latent_attention(
     kv: LatentLayerView<'_>,
     seqs: &[LatentQueries<'_>],
     kv_b: &AbsorbedKvB,
 ) -> Vec<f32> {
-    let heads = kv_b.num_heads;
-    let vd = kv_b.v_head_dim;
-    let work: Vec<(usize, usize)> = (0..seqs.len())
-        .flat_map(|s| (0..heads).map(move |h| (s, h)))
-        .collect();
-    let per_head: Vec<Mutex<Vec<f32>>> = work.iter().map(|_| Mutex::default()).collect();
-    crate::team::Team::global().run(work.len(), &|i| {
-        let (s, h) = work[i];
-        let out = head_latent_attention_fastest(kv, &seqs[s], kv_b, h);
-        *per_head[i].lock().unwrap_or_else(|e| e.into_inner()) = out;
+    let width = kv_b.kv_lora_rank + kv_b.qk_rope_head_dim;
+    let per_token = kv_b.num_heads * (width + kv_b.kv_lora_rank + kv_b.v_head_dim);
+    let slab = (SLAB_VALUES / per_token.max(1)).clamp(SLAB_TOKENS.0, SLAB_TOKENS.1);
+    split_attention(kv, seqs, kv_b, slab, None)
+}
+
+/// [`latent_attention`] in slabs of `slab` tokens, `group` heads per unit
+/// of the attention step (or [`group_size`]'s choice): neither changes a
+/// bit of the result.
+fn split_attention(
+    kv: LatentLayerView<'_>,
+    seqs: &[LatentQueries<'_>],
+    kv_b: &AbsorbedKvB,
+    slab: usize,
+    group: Option<usize>,
+) -> Vec<f32> {
+    let (heads, qk) = (
+        kv_b.num_heads,
+        kv_b.qk_nope_head_dim + kv_b.qk_rope_head_dim,
+    );
+    let (q_row, out_row) = (heads * qk, heads * kv_b.v_head_dim);
+    let total: usize = seqs.iter().map(|s| s.q.len() / q_row).sum();
+    let mut out = vec![0.0f32; total * out_row];
+    let slab = slab.max(1);
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<SlabScratch> = Default::default();
+    }
+    let mut scratch = SCRATCH.take();
+    let mut pieces = Vec::new();
+    let (mut rows, mut done) = (0, 0);
+    for seq in seqs {
+        let len = seq.q.len() / q_row;
+        let mut t = 0;
+        while t < len {
+            let n = (len - t).min(slab - rows);
+            pieces.push(Piece {
+                q: &seq.q[t * q_row..(t + n) * q_row],
+                len: n,
+                start_pos: seq.start_pos + t,
+                block_table: seq.block_table,
+                row: rows,
+            });
+            (rows, t) = (rows + n, t + n);
+            if rows == slab {
+                let dst = &mut out[done * out_row..(done + rows) * out_row];
+                slab_attention(kv, &pieces, kv_b, group, &mut scratch, dst);
+                (done, rows) = (done + rows, 0);
+                pieces.clear();
+            }
+        }
+    }
+    if rows > 0 {
+        let dst = &mut out[done * out_row..(done + rows) * out_row];
+        slab_attention(kv, &pieces, kv_b, group, &mut scratch, dst);
+    }
+    SCRATCH.set(scratch);
+    out
+}
+
+/// Heads per unit of the attention step: as many as share a row load well
+/// ([`MAX_QUERIES`] queries with a tile's tokens), as few as give every
+/// thread a unit.
+fn group_size(heads: usize, pieces: &[Piece<'_>], threads: usize) -> usize {
+    let tile = pieces.iter().map(|p| p.len).max().unwrap_or(1).min(TILE);
+    let most = (MAX_QUERIES / tile).clamp(1, heads.max(1));
+    (heads * pieces.len() / threads.max(1)).clamp(1, most)
+}
+
+/// Latent attention of the tokens of one slab (`out`: `[rows, num_heads ·
+/// v_head_dim]`).
+fn slab_attention(
+    kv: LatentLayerView<'_>,
+    pieces: &[Piece<'_>],
+    kv_b: &AbsorbedKvB,
+    group: Option<usize>,
+    scratch: &mut SlabScratch,
+    out: &mut [f32],
+) {
+    let team = crate::team::Team::global();
+    let (heads, lora, vd) = (kv_b.num_heads, kv_b.kv_lora_rank, kv_b.v_head_dim);
+    let width = lora + kv_b.qk_rope_head_dim;
+    let SlabScratch {
+        absorbed,
+        latent,
+        heads_out,
+        rows: row_map,
+    } = scratch;
+    row_map.clear();
+    for (p, piece) in pieces.iter().enumerate() {
+        row_map.extend((0..piece.len).map(|t| (p, t)));
+    }
+    let rows = row_map.len();
+
+    // Absorbed queries, a unit per head.
+    absorbed.resize(heads * rows * width, 0.0);
+    let mut parts: Vec<&mut [f32]> = absorbed.chunks_mut(rows * width).collect();
+    team.run_parts(&mut parts, &|h, dst| {
+        absorb_fastest(pieces, row_map, kv_b, h, dst);
     });
-    let per_head: Vec<Vec<f32>> = per_head
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
+    drop(parts);
 
-    let qk = kv_b.qk_nope_head_dim + kv_b.qk_rope_head_dim;
-    let row = heads * vd;
-    let total: usize = seqs.iter().map(|s| s.q.len() / (heads * qk)).sum();
-    let mut out = vec![0.0f32; total * row];
-    let mut token = 0;
-    for (s, seq) in seqs.iter().enumerate() {
-        let len = seq.q.len() / (heads * qk);
-        for h in 0..heads {
-            let head_out = &per_head[s * heads + h];
-            for t in 0..len {
-                let dst = (token + t) * row + h * vd;
-                out[dst..dst + vd].copy_from_slice(&head_out[t * vd..(t + 1) * vd]);
-            }
-        }
-        token += len;
-    }
-    out
-}
-
-/// [`head_latent_attention`] compiled for the widest vector unit this CPU
-/// has. It uses no fused multiply-adds, so every build gives the same bits.
-fn head_latent_attention_fastest(
-    kv: LatentLayerView<'_>,
-    seq: &LatentQueries<'_>,
-    kv_b: &AbsorbedKvB,
-    head: usize,
-) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        /// `head_latent_attention` compiled with `$features` enabled.
-        macro_rules! build_for {
-            ($name:ident, $features:literal) => {
-                #[target_feature(enable = $features)]
-                fn $name(
-                    kv: LatentLayerView<'_>,
-                    seq: &LatentQueries<'_>,
-                    kv_b: &AbsorbedKvB,
-                    head: usize,
-                ) -> Vec<f32> {
-                    head_latent_attention(kv, seq, kv_b, head)
-                }
-            };
-        }
-        build_for!(avx512, "avx512f");
-        build_for!(avx2, "avx2");
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { avx512(kv, seq, kv_b, head) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(kv, seq, kv_b, head) };
+    // Attention, a unit per (group of heads, piece): unit `g · pieces + p`
+    // owns `[piece rows][group heads][lora]` of group `g`'s block.
+    let group = group
+        .unwrap_or_else(|| group_size(heads, pieces, team.threads()))
+        .clamp(1, heads.clamp(1, MAX_QUERIES));
+    latent.resize(heads * rows * lora, 0.0);
+    let mut parts: Vec<&mut [f32]> = Vec::with_capacity(heads.div_ceil(group) * pieces.len());
+    let mut rest = latent.as_mut_slice();
+    for h0 in (0..heads).step_by(group) {
+        let size = group.min(heads - h0);
+        for piece in pieces {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(piece.len * size * lora);
+            parts.push(part);
+            rest = tail;
         }
     }
-    head_latent_attention(kv, seq, kv_b, head)
-}
+    let absorbed = absorbed.as_slice();
+    team.run_parts(&mut parts, &|u, dst| {
+        let (h0, piece) = ((u / pieces.len()) * group, &pieces[u % pieces.len()]);
+        let heads_of = h0..(h0 + group).min(heads);
+        attend_fastest(kv, piece, absorbed, rows, kv_b, heads_of, dst);
+    });
+    drop(parts);
 
-/// Lanes of the dot products' partial sums.
-const LANES: usize = 8;
-/// Query rows that share each cache-row load.
-const TILE: usize = 4;
-
-/// `Σ a_i · b_i` in eight lanes folded in a fixed order (then the tail).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (ca, ta) = a.as_chunks::<LANES>();
-    let (cb, tb) = b.as_chunks::<LANES>();
-    for (x, y) in ca.iter().zip(cb) {
-        for k in 0..LANES {
-            lanes[k] += x[k] * y[k];
+    // Up-projection, a unit per head, then into `out`'s rows.
+    heads_out.resize(heads * rows * vd, 0.0);
+    let mut parts: Vec<&mut [f32]> = heads_out.chunks_mut(rows * vd).collect();
+    let latent = latent.as_slice();
+    team.run_parts(&mut parts, &|h, dst| {
+        up_project_fastest(latent, rows, group, kv_b, h, dst);
+    });
+    drop(parts);
+    let out_row = heads * vd;
+    for (h, head) in heads_out.chunks_exact(rows * vd).enumerate() {
+        for (t, o) in head.chunks_exact(vd).enumerate() {
+            out[t * out_row + h * vd..][..vd].copy_from_slice(o);
         }
     }
-    let mut tail = 0.0f32;
-    for (x, y) in ta.iter().zip(tb) {
-        tail += x * y;
-    }
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-        + tail
-}
-
-/// `acc += a · x`, element by element.
-#[inline(always)]
-fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
-    for (o, &v) in acc.iter_mut().zip(x) {
-        *o += a * v;
-    }
-}
-
-/// Latent attention of one head of one sequence over its cached context;
-/// returns `[len, v_head_dim]`.
-#[inline(always)]
-fn head_latent_attention(
-    kv: LatentLayerView<'_>,
-    seq: &LatentQueries<'_>,
-    kv_b: &AbsorbedKvB,
-    head: usize,
-) -> Vec<f32> {
-    let (heads, nope, rope) = (kv_b.num_heads, kv_b.qk_nope_head_dim, kv_b.qk_rope_head_dim);
-    let (lora, vd) = (kv_b.kv_lora_rank, kv_b.v_head_dim);
-    let (width, qk) = (lora + rope, nope + rope);
-    let bs = kv.block_size();
-    let len = seq.q.len() / (heads * qk);
-    let w_uk = kv_b.w_uk(head);
-    let w_uv = kv_b.w_uv(head);
-
-    // Absorbed queries `[W_UKᵀ q_nope | q_rope]`, one row of `width` per token.
-    let mut absorbed = vec![0.0f32; len * width];
-    for (t, dst) in absorbed.chunks_exact_mut(width).enumerate() {
-        let q = &seq.q[(t * heads + head) * qk..(t * heads + head + 1) * qk];
-        let (q_nope, q_rope) = q.split_at(nope);
-        let (lat, rot) = dst.split_at_mut(lora);
-        for (n, &qn) in q_nope.iter().enumerate() {
-            axpy(lat, qn, &w_uk[n * lora..(n + 1) * lora]);
-        }
-        rot.copy_from_slice(q_rope);
-    }
-
-    let mut out = vec![0.0f32; len * vd];
-    let longest = seq.start_pos + len;
-    let mut scores = vec![0.0f32; TILE * longest];
-    let mut latent_out = vec![0.0f32; TILE * lora];
-    for t0 in (0..len).step_by(TILE) {
-        let rows = TILE.min(len - t0);
-        let context = seq.start_pos + t0 + rows;
-        // Scores of every row of the tile against its causal context.
-        for (b, &block) in seq.block_table.iter().enumerate() {
-            let first = b * bs;
-            if first >= context {
-                break;
-            }
-            let slots = bs.min(context - first);
-            for (s, c) in kv.rows(block, slots).chunks_exact(width).enumerate() {
-                let pos = first + s;
-                for i in 0..rows {
-                    if pos <= seq.start_pos + t0 + i {
-                        let q = &absorbed[(t0 + i) * width..(t0 + i + 1) * width];
-                        scores[i * longest + pos] = dot(q, c) * kv_b.softmax_scale;
-                    }
-                }
-            }
-        }
-        // Each row's softmax over its own context.
-        let mut sums = [0.0f32; TILE];
-        for (i, sum) in sums.iter_mut().enumerate().take(rows) {
-            let ctx = seq.start_pos + t0 + i + 1;
-            let row = &mut scores[i * longest..i * longest + ctx];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                *sum += *s;
-            }
-        }
-        // Probability-weighted latents, each cache row loaded once for the tile.
-        latent_out.fill(0.0);
-        for (b, &block) in seq.block_table.iter().enumerate() {
-            let first = b * bs;
-            if first >= context {
-                break;
-            }
-            let slots = bs.min(context - first);
-            for (s, c) in kv.rows(block, slots).chunks_exact(width).enumerate() {
-                let pos = first + s;
-                for i in 0..rows {
-                    if pos <= seq.start_pos + t0 + i {
-                        let p = scores[i * longest + pos];
-                        axpy(&mut latent_out[i * lora..(i + 1) * lora], p, &c[..lora]);
-                    }
-                }
-            }
-        }
-        // Normalise, then up-project through W_UV.
-        for i in 0..rows {
-            let inv = 1.0 / sums[i];
-            let lat = &mut latent_out[i * lora..(i + 1) * lora];
-            lat.iter_mut().for_each(|x| *x *= inv);
-            let o = &mut out[(t0 + i) * vd..(t0 + i + 1) * vd];
-            for (j, o) in o.iter_mut().enumerate() {
-                *o = dot(&w_uv[j * lora..(j + 1) * lora], lat);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -439,48 +421,116 @@ mod tests {
 
     #[test]
     fn absorbed_attention_matches_decompressed_attention() {
-        let s = shape();
-        let (width, qk) = (
-            s.kv_lora_rank + s.qk_rope_head_dim,
-            s.qk_nope_head_dim + s.qk_rope_head_dim,
-        );
-        let kv_b = AbsorbedKvB::new(
-            values(
-                s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
-                0.5,
-            )
-            .iter()
-            .map(|x| x * 0.3)
-            .collect(),
-            s,
-        )
-        .expect("kv_b");
-        let len = 13;
-        let mut cache = PagedKvCache::new(KvLayout::latent(1, latent_kv(s)), 4, 6).expect("cache");
-        let table = [BlockId(4), BlockId(1), BlockId(5), BlockId(0)];
-        let rows = values(len * width, 1.0);
-        cache.write_latent(0, &table, 0, &rows).expect("write");
-        let q = values(len * s.num_heads * qk, 2.0);
-        let expected = decompressed(&q, &rows, &kv_b, 0);
-        // The whole prompt, a continuation, and a single decode step.
-        let row = s.num_heads * qk;
-        let out_row = s.num_heads * s.v_head_dim;
-        for (start, n) in [(0, len), (6, 7), (12, 1)] {
-            let got = latent_attention(
-                cache.latent_layer(0).expect("view"),
-                &[LatentQueries {
-                    q: &q[start * row..(start + n) * row],
-                    start_pos: start,
-                    block_table: &table,
-                }],
-                &kv_b,
+        for s in [shape(), odd_shape()] {
+            let (width, qk) = (
+                s.kv_lora_rank + s.qk_rope_head_dim,
+                s.qk_nope_head_dim + s.qk_rope_head_dim,
             );
-            for (a, b) in got
+            let kv_b = AbsorbedKvB::new(
+                values(
+                    s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
+                    0.5,
+                )
                 .iter()
-                .zip(&expected[start * out_row..(start + n) * out_row])
-            {
-                assert!((a - b).abs() < 1e-5, "start {start}: {a} vs {b}");
+                .map(|x| x * 0.3)
+                .collect(),
+                s,
+            )
+            .expect("kv_b");
+            let len = 13;
+            let mut cache =
+                PagedKvCache::new(KvLayout::latent(1, latent_kv(s)), 4, 6).expect("cache");
+            let table = [BlockId(4), BlockId(1), BlockId(5), BlockId(0)];
+            let rows = values(len * width, 1.0);
+            cache.write_latent(0, &table, 0, &rows).expect("write");
+            let q = values(len * s.num_heads * qk, 2.0);
+            let expected = decompressed(&q, &rows, &kv_b, 0);
+            // The whole prompt, a continuation, and a single decode step.
+            let row = s.num_heads * qk;
+            let out_row = s.num_heads * s.v_head_dim;
+            for (start, n) in [(0, len), (6, 7), (12, 1)] {
+                let got = latent_attention(
+                    cache.latent_layer(0).expect("view"),
+                    &[LatentQueries {
+                        q: &q[start * row..(start + n) * row],
+                        start_pos: start,
+                        block_table: &table,
+                    }],
+                    &kv_b,
+                );
+                for (a, b) in got
+                    .iter()
+                    .zip(&expected[start * out_row..(start + n) * out_row])
+                {
+                    assert!((a - b).abs() < 1e-5, "start {start}: {a} vs {b}");
+                }
             }
+        }
+    }
+
+    /// A shape whose widths are not multiples of the dot products' lanes.
+    fn odd_shape() -> MlaShape {
+        MlaShape {
+            num_heads: 5,
+            qk_nope_head_dim: 12,
+            qk_rope_head_dim: 6,
+            v_head_dim: 7,
+            kv_lora_rank: 20,
+            softmax_scale: 0.25,
+        }
+    }
+
+    #[test]
+    fn slabs_and_head_groups_change_no_bit() {
+        for s in [shape(), odd_shape()] {
+            let (width, qk) = (
+                s.kv_lora_rank + s.qk_rope_head_dim,
+                s.qk_nope_head_dim + s.qk_rope_head_dim,
+            );
+            let kv_b = AbsorbedKvB::new(
+                values(
+                    s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
+                    0.7,
+                ),
+                s,
+            )
+            .expect("kv_b");
+            let mut cache =
+                PagedKvCache::new(KvLayout::latent(1, latent_kv(s)), 4, 16).expect("cache");
+            let tables = [
+                vec![BlockId(3), BlockId(9), BlockId(0), BlockId(12), BlockId(5)],
+                vec![BlockId(7), BlockId(1)],
+                vec![BlockId(2), BlockId(15), BlockId(4)],
+            ];
+            let lens = [19usize, 6, 11];
+            for (t, (table, &len)) in tables.iter().zip(&lens).enumerate() {
+                cache
+                    .write_latent(0, table, 0, &values(len * width, 10.0 + t as f32))
+                    .expect("write");
+            }
+            let row = s.num_heads * qk;
+            // A prefill continuation, a prompt, and a decode step.
+            let qs: Vec<Vec<f32>> = (0..3)
+                .map(|t| values(lens[t] * row, 20.0 + t as f32))
+                .collect();
+            let starts = [5usize, 0, 10];
+            let view = cache.latent_layer(0).expect("view");
+            let seqs: Vec<LatentQueries> = (0..3)
+                .map(|t| LatentQueries {
+                    q: &qs[t][starts[t] * row..],
+                    start_pos: starts[t],
+                    block_table: &tables[t],
+                })
+                .collect();
+            let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let reference = bits(split_attention(view, &seqs, &kv_b, 1000, Some(1)));
+            for slab in [1, 3, 7, 1000] {
+                for group in [None, Some(2), Some(3), Some(s.num_heads)] {
+                    let got = bits(split_attention(view, &seqs, &kv_b, slab, group));
+                    assert_eq!(got, reference, "slab {slab}, group {group:?}");
+                }
+            }
+            assert_eq!(bits(latent_attention(view, &seqs, &kv_b)), reference);
         }
     }
 

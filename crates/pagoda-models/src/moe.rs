@@ -104,14 +104,71 @@ fn top_indices(values: &[f32], k: usize) -> Vec<usize> {
     order
 }
 
+/// `scores` with every expert outside the `topk_group` best groups set to
+/// `fill`; group `g` is the `scores.len() / group_scores.len()` consecutive
+/// experts from `g ·` that size, ranked by `group_scores[g]`.
+fn keep_best_groups(
+    scores: &[f32],
+    group_scores: &[f32],
+    topk_group: usize,
+    fill: f32,
+) -> Vec<f32> {
+    let size = scores.len() / group_scores.len();
+    let mut masked = vec![fill; scores.len()];
+    for g in top_indices(group_scores, topk_group) {
+        masked[g * size..(g + 1) * size].copy_from_slice(&scores[g * size..(g + 1) * size]);
+    }
+    masked
+}
+
+/// Checks that `n_group` groups of equal size cover `n` experts and that
+/// `topk_group` of them hold at least `top_k` experts.
+fn check_groups(n: usize, top_k: usize, n_group: usize, topk_group: usize) -> Result<()> {
+    if n_group == 0 || !n.is_multiple_of(n_group) || topk_group == 0 || topk_group > n_group {
+        return Err(ModelError::Shape(format!(
+            "{topk_group} of {n_group} expert groups over {n} experts"
+        )));
+    }
+    if top_k > topk_group * (n / n_group) {
+        return Err(ModelError::Shape(format!(
+            "{top_k} experts per token from {topk_group} groups of {}",
+            n / n_group
+        )));
+    }
+    Ok(())
+}
+
 impl Router {
     /// A router; sigmoid routing needs `e_score_correction_bias` (one value
-    /// per routed expert), softmax routing takes none.
+    /// per routed expert), softmax routing takes none. The configuration
+    /// is checked (`top_k` and the groups fit the experts).
     pub fn new(config: RouterConfig, e_score_correction_bias: Option<Vec<f32>>) -> Result<Self> {
+        let (n, top_k) = (config.n_routed_experts, config.top_k);
+        if top_k == 0 || top_k > n {
+            return Err(ModelError::Shape(format!(
+                "{top_k} experts per token of {n} routed experts"
+            )));
+        }
+        match config.gate {
+            Gate::Softmax {
+                topk:
+                    SoftmaxTopk::GroupLimitedGreedy {
+                        n_group,
+                        topk_group,
+                    },
+                ..
+            }
+            | Gate::Sigmoid {
+                n_group,
+                topk_group,
+                ..
+            } => check_groups(n, top_k, n_group, topk_group)?,
+            Gate::Softmax { .. } => {}
+        }
         let bias = match (&config.gate, e_score_correction_bias) {
             (Gate::Sigmoid { .. }, Some(b)) if b.len() == config.n_routed_experts => b,
             (Gate::Sigmoid { .. }, b) => {
-                return Err(ModelError::InvalidBatch(format!(
+                return Err(ModelError::Shape(format!(
                     "sigmoid routing needs an e_score_correction_bias of {} values, got {:?}",
                     config.n_routed_experts,
                     b.map(|b| b.len())
@@ -156,14 +213,13 @@ impl Router {
                             .chunks_exact(size)
                             .map(|g| g.iter().copied().fold(f32::NEG_INFINITY, f32::max))
                             .collect();
-                        let kept = top_indices(&group_scores, topk_group);
-                        // Experts of dropped groups score 0 (transformers' masked_fill).
-                        let mut masked = vec![0.0f32; scores.len()];
-                        for g in kept {
-                            masked[g * size..(g + 1) * size]
-                                .copy_from_slice(&scores[g * size..(g + 1) * size]);
-                        }
-                        masked
+                        // Experts of dropped groups score 0, as in transformers'
+                        // `DeepseekV2TopkRouter` (`masked_fill(~mask, 0.0)`) and
+                        // DeepSeek's own V2 `MoEGate`. Softmax scores are
+                        // positive and the kept groups hold at least `top_k`
+                        // experts, so a dropped expert can only tie with a kept
+                        // one whose score underflowed to 0, and weighs 0 too.
+                        keep_best_groups(&scores, &group_scores, topk_group, 0.0)
                     }
                 };
                 let chosen = top_indices(&candidates, c.top_k);
@@ -191,12 +247,16 @@ impl Router {
                         best.iter().map(|&i| g[i]).sum()
                     })
                     .collect();
-                let kept = top_indices(&group_scores, topk_group);
-                let mut masked = vec![f32::NEG_INFINITY; biased.len()];
-                for g in kept {
-                    masked[g * size..(g + 1) * size]
-                        .copy_from_slice(&biased[g * size..(g + 1) * size]);
-                }
+                // Experts of dropped groups score -inf, as in transformers'
+                // `DeepseekV3TopkRouter` (`masked_fill(~mask, -inf)`, the
+                // fixtures' reference) and DeepSeek-V3's `inference/model.py`
+                // `Gate`. The `modeling_deepseek.py` shipped with the V3
+                // checkpoints fills 0.0 instead: there an expert of a dropped
+                // group can win a place whenever fewer than `top_k` experts of
+                // the kept groups have a positive biased score (the bias may
+                // be negative).
+                let masked =
+                    keep_best_groups(&biased, &group_scores, topk_group, f32::NEG_INFINITY);
                 let chosen = top_indices(&masked, c.top_k);
                 // The bias steers the choice only: weights are the plain scores.
                 let weights: Vec<f32> = chosen.iter().map(|&e| scores[e]).collect();
@@ -241,7 +301,7 @@ impl Moe {
     ) -> Result<Self> {
         let n = router.config().n_routed_experts;
         if experts.len() != n || gate.out_features() != n {
-            return Err(ModelError::InvalidBatch(format!(
+            return Err(ModelError::Shape(format!(
                 "{} experts and a gate of {} outputs for {n} routed experts",
                 experts.len(),
                 gate.out_features()
@@ -294,7 +354,7 @@ impl Moe {
         }
         if let Some(shared) = &self.shared_experts {
             let s = shared.forward(x, rows)?;
-            crate::llama::add_in_place(&mut out, &s);
+            crate::decoder::add_in_place(&mut out, &s);
         }
         Ok(out)
     }

@@ -197,6 +197,34 @@ impl Team {
     }
 }
 
+impl Team {
+    /// Runs `f(i, &mut parts[i])` for every part across the team, the
+    /// caller included, each part handed to exactly one task: how tasks fill
+    /// disjoint pieces of one buffer in place.
+    pub fn run_parts<T: Send>(&self, parts: &mut [T], f: &(dyn Fn(usize, &mut T) + Sync)) {
+        /// The parts' base pointer, shared by the tasks.
+        struct Parts<T>(*mut T);
+        impl<T> Parts<T> {
+            fn at(&self, i: usize) -> *mut T {
+                self.0.wrapping_add(i)
+            }
+        }
+        // SAFETY: each task dereferences a different element (below), and
+        // `T: Send` lets that element be used from the task's thread.
+        unsafe impl<T: Send> Sync for Parts<T> {}
+        let (base, n) = (Parts(parts.as_mut_ptr()), parts.len());
+        self.run(n, &|i| {
+            assert!(i < n, "a task index inside the parts");
+            // SAFETY: `i < n`, so the element is inside `parts`; `run` calls
+            // every index below `n` exactly once, so no two tasks hold the
+            // same element, and `parts` stays mutably borrowed until `run`
+            // has returned after all of them.
+            let part = unsafe { &mut *base.at(i) };
+            f(i, part);
+        });
+    }
+}
+
 fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
@@ -241,6 +269,21 @@ mod tests {
                 });
             }
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 50));
+        }
+    }
+
+    #[test]
+    fn each_part_goes_to_one_task() {
+        let team = Team::new(3);
+        let mut data = vec![0usize; 1000];
+        let mut parts: Vec<&mut [usize]> = data.chunks_mut(7).collect();
+        for _ in 0..20 {
+            team.run_parts(&mut parts, &|i, part| {
+                part.iter_mut().for_each(|v| *v += i + 1);
+            });
+        }
+        for (i, v) in data.iter().enumerate() {
+            assert_eq!(*v, 20 * (i / 7 + 1));
         }
     }
 

@@ -2,7 +2,8 @@
 //! transformers, on the tiny random-weight checkpoints made by
 //! `scripts/make_fixtures.py` (f32, bf16, sharded f16; tied and untied
 //! heads; GQA; llama3 rope scaling; qwen2 biases; latent attention, YaRN
-//! and routed experts).
+//! and routed experts), and the DeepSeek ones converted to GGUF by
+//! llama.cpp's converter.
 //!
 //! Tolerance: every logit within 1e-4 of transformers' f32 result (logits
 //! here are of order 1–10; the difference comes from summation order alone),
@@ -236,6 +237,18 @@ fn tiny_deepseek_v2_gguf_matches_transformers() {
     check_model(
         &fixtures().join("tiny-deepseek-v2.gguf"),
         "tiny-deepseek-v2",
+    );
+}
+
+/// DeepSeek-V3 converted by llama.cpp's converter (f32): YaRN from the
+/// `deepseek2.rope.scaling.*` keys (`yarn_log_multiplier` for the softmax
+/// scale), sigmoid gating (`expert_gating_func = 2`) with the `exp_probs_b`
+/// correction bias, grouped routing, low-rank queries: transformers' logits.
+#[test]
+fn tiny_deepseek_v3_gguf_matches_transformers() {
+    check_model(
+        &fixtures().join("tiny-deepseek-v3.gguf"),
+        "tiny-deepseek-v3",
     );
 }
 

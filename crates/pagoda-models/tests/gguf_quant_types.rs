@@ -15,15 +15,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
-use common::{argmax, cache_for, write_tiny_gguf, TINY_VOCAB};
+use common::{argmax, prompt_logits, write_tiny_gguf, TINY_VOCAB};
 use pagoda_models::gguf_config::gguf_model_config;
 use pagoda_models::gguf_file::{gguf_name, GgufFile};
 use pagoda_models::llama::Llama;
 use pagoda_models::tensor_source::TensorSource;
 use pagoda_models::weight::Weight;
-use pagoda_models::{
-    load_model_with, Activations, BlockId, CausalLm, LoadOptions, LogitsWanted, SeqChunk,
-};
+use pagoda_models::{load_model_with, Activations, LoadOptions};
 
 /// The GGUF file's weights, dequantized to dense f32 tensors.
 struct Dequantized {
@@ -54,23 +52,6 @@ fn dequantized(file: &GgufFile, names: &[&str]) -> Dequantized {
         path: file.path().to_path_buf(),
         tensors,
     }
-}
-
-fn logits(model: &dyn CausalLm, tokens: &[u32]) -> Vec<f32> {
-    let mut cache = cache_for(model, 4);
-    let table: Vec<BlockId> = (0..4).map(BlockId).collect();
-    model
-        .forward(
-            &[SeqChunk {
-                tokens,
-                start_pos: 0,
-                block_table: &table,
-                logits: LogitsWanted::All,
-            }],
-            &mut cache,
-        )
-        .expect("forward")
-        .data
 }
 
 const NAMES: [&str; 11] = [
@@ -111,7 +92,7 @@ fn every_supported_gguf_type_runs_the_forward_pass() {
         let file = GgufFile::open(&path).expect("open");
         let config = gguf_model_config(&file).expect("config");
         let reference = Llama::load(config, &dequantized(&file, &NAMES)).expect("dense model");
-        let want = logits(&reference, &tokens);
+        let want = prompt_logits(&reference, &tokens);
         // pagoda's own block kernels (Q4_0, Q4_1, Q8_0) run with f32
         // activations (the reference's tolerance) and with the default 8-bit
         // ones (the other types' tolerance, as their kernels quantize too).
@@ -125,7 +106,7 @@ fn every_supported_gguf_type_runs_the_forward_pass() {
             let loaded = load_model_with(&path, &LoadOptions { activations })
                 .unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
             assert_eq!(loaded.config().vocab_size, TINY_VOCAB);
-            let got = logits(loaded.model.as_ref(), &tokens);
+            let got = prompt_logits(loaded.model.as_ref(), &tokens);
             let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = got
                 .iter()

@@ -218,3 +218,37 @@ fn broken_deepseek_checkpoints_name_the_field_or_tensor() {
         ],
     );
 }
+
+#[test]
+fn unsupported_quantization_configs_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, quantization, named) in [
+        (
+            "gptq",
+            r#"{"quant_method": "gptq", "bits": 4, "group_size": 128}"#,
+            "gptq",
+        ),
+        (
+            "fp8-per-tensor",
+            r#"{"quant_method": "fp8", "activation_scheme": "dynamic"}"#,
+            "weight_block_size",
+        ),
+        (
+            "compressed",
+            r#"{"quant_method": "compressed-tensors", "format": "float-quantized"}"#,
+            "compressed-tensors",
+        ),
+    ] {
+        let ckpt = dir.path().join(name);
+        copy_fixture("tiny-deepseek-v3", &ckpt);
+        let path = ckpt.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        config["quantization_config"] = serde_json::from_str(quantization).expect("json");
+        std::fs::write(&path, config.to_string()).expect("write");
+        assert_mentions(
+            &load_err(&ckpt),
+            &["config.json", "unsupported quantization", named],
+        );
+    }
+}

@@ -21,6 +21,25 @@ pub fn cache_for(model: &dyn CausalLm, blocks: usize) -> PagedKvCache {
     PagedKvCache::new(model.kv_layout(), 4, blocks).expect("cache")
 }
 
+/// The logits of every position of `prompt`, forwarded in one chunk.
+pub fn prompt_logits(model: &dyn CausalLm, prompt: &[u32]) -> Vec<f32> {
+    let blocks = prompt.len().div_ceil(4);
+    let mut cache = cache_for(model, blocks);
+    let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
+    model
+        .forward(
+            &[SeqChunk {
+                tokens: prompt,
+                start_pos: 0,
+                block_table: &table,
+                logits: LogitsWanted::All,
+            }],
+            &mut cache,
+        )
+        .expect("forward")
+        .data
+}
+
 /// Greedy decoding through the paged cache: the prompt in one chunk, then one token per step.
 pub fn greedy(model: &dyn CausalLm, prompt: &[u32], steps: usize, stop: &[u32]) -> Vec<u32> {
     let total = prompt.len() + steps;
