@@ -2,11 +2,14 @@
 # pagoda's whole test suite, as CI runs it (.ci/run calls this script).
 #
 # Fetches what the tests need (the default model; the header of the real
-# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests; the pinned Python
-# clients in .venv), checks formatting and lints, builds the workspace (the
+# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests; Debian's chromium and
+# chromedriver for the playground test; the pinned Python clients in .venv),
+# checks formatting and lints, builds the workspace (the
 # `pagoda` binary that the end-to-end tests run), runs every Rust test, then
-# the Python suite: the official `openai` SDK and a time-boxed schemathesis
-# run against the real server.
+# the Python suite: the official `openai` SDK, the deployment files
+# (hadolint, manifests, the binary as the image starts it), the web
+# playground in headless Chromium, and a time-boxed schemathesis run
+# against the real server.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,6 +18,16 @@ step() { printf '\n==> %s\n' "$*"; }
 step "fetching test models"
 scripts/fetch-model.sh
 scripts/fetch-model.sh r1-part
+
+step "headless browser for the playground test (Debian chromium, chromedriver)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    sudo=""
+    [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null
+fi
+chromium --version
 
 step "python clients (.venv)"
 python=$(scripts/python-env.sh | tail -n 1)

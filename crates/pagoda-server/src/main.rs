@@ -16,6 +16,7 @@ mod metrics;
 mod models;
 mod openapi;
 mod partial_match;
+mod playground;
 mod reasoning;
 mod reasoning_parser;
 mod routes;

@@ -6,7 +6,7 @@ use pagoda_api::ErrorEnvelope;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{chat, completions, health, metrics, models};
+use crate::{chat, completions, health, metrics, models, playground};
 
 /// The document.
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::{chat, completions, health, metrics, models};
         health::health,
         metrics::metrics_text,
         openapi_json,
+        playground::page,
     ),
     components(schemas(
         ErrorEnvelope,
@@ -35,7 +36,7 @@ use crate::{chat, completions, health, metrics, models};
     modifiers(&BearerAuth),
     tags(
         (name = "openai", description = "OpenAI-compatible endpoints"),
-        (name = "operations", description = "Health, metrics and this document"),
+        (name = "operations", description = "Health, metrics, this document and the web playground"),
     )
 )]
 pub struct ApiDoc;

@@ -13,10 +13,11 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::api_error::HttpError;
 use crate::auth::{self, ApiKeys};
 use crate::state::ServerState;
-use crate::{chat, completions, health, metrics, models, openapi};
+use crate::{chat, completions, health, metrics, models, openapi, playground};
 
 /// Every route's path pattern (for metrics labels).
-pub const ROUTES: [&str; 7] = [
+pub const ROUTES: [&str; 8] = [
+    "/",
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
@@ -58,6 +59,7 @@ pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 /// Every route of the server.
 pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -> Router {
     let app = Router::new()
+        .route("/", get(playground::page))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
