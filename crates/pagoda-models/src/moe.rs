@@ -202,8 +202,8 @@ impl Router {
                 let mut scores: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
                 let sum: f32 = scores.iter().sum();
                 scores.iter_mut().for_each(|s| *s /= sum);
-                let candidates = match topk {
-                    SoftmaxTopk::Greedy => scores.clone(),
+                let candidates: std::borrow::Cow<'_, [f32]> = match topk {
+                    SoftmaxTopk::Greedy => std::borrow::Cow::Borrowed(&scores),
                     SoftmaxTopk::GroupLimitedGreedy {
                         n_group,
                         topk_group,
@@ -219,7 +219,7 @@ impl Router {
                         // positive and the kept groups hold at least `top_k`
                         // experts, so a dropped expert can only tie with a kept
                         // one whose score underflowed to 0, and weighs 0 too.
-                        keep_best_groups(&scores, &group_scores, topk_group, 0.0)
+                        keep_best_groups(&scores, &group_scores, topk_group, 0.0).into()
                     }
                 };
                 let chosen = top_indices(&candidates, c.top_k);

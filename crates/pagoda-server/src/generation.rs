@@ -7,7 +7,7 @@ use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, FinishReason, Request, SamplingParams, StopCondition};
 use pagoda_models::{IncrementalDecoder, Tokenizer};
 
-use crate::reasoning_parser::{ReasoningParser, Split};
+use crate::reasoning_parser::ReasoningParser;
 use crate::state::AppState;
 use crate::stop_strings::StopMatcher;
 
@@ -137,6 +137,7 @@ impl ChoiceOutput {
     /// matcher; `end` releases everything held.
     fn release(&mut self, piece: &str, end: bool) -> ChoiceDelta {
         let was_reasoning = self.in_reasoning();
+        // Without a reasoning splitter the piece goes to the stop matcher as it is.
         let split = match &mut self.reasoning {
             Some(parser) => {
                 let mut split = parser.push(piece);
@@ -145,25 +146,26 @@ impl ChoiceOutput {
                     split.reasoning.push_str(&rest.reasoning);
                     split.content.push_str(&rest.content);
                 }
-                split
+                Some(split)
             }
-            None => Split {
-                content: piece.to_string(),
-                ..Split::default()
-            },
+            None => None,
+        };
+        let (content, reasoning, closed) = match &split {
+            Some(s) => (s.content.as_str(), s.reasoning.as_str(), s.closed),
+            None => (piece, "", false),
         };
         // A token is the block's when it opens it or leaves it open, and when
         // it closes it (not when a tool call's opening ends the block: that
         // token is the answer's).
-        let reasoning_token = self.in_reasoning() || (was_reasoning && split.closed);
-        let released = self.stops.push(&split.content);
+        let reasoning_token = self.in_reasoning() || (was_reasoning && closed);
+        let released = self.stops.push(content);
         let mut text = released.text;
         if end && !released.stopped {
             text.push_str(&self.stops.flush());
         }
         ChoiceDelta {
             text,
-            reasoning: split.reasoning,
+            reasoning: reasoning.to_string(),
             reasoning_token,
             logprobs: Vec::new(),
             finish_reason: released.stopped.then_some("stop"),

@@ -162,7 +162,9 @@ impl ReasoningParser {
                     // Stray tags never reach the answer.
                     let tags = [self.tags.open.as_str(), self.tags.close.as_str()];
                     for tag in tags {
-                        buf = buf.replace(tag, "");
+                        if buf.contains(tag) {
+                            buf = buf.replace(tag, "");
+                        }
                     }
                     let keep = partial_suffix(&buf, &tags);
                     out.content.push_str(&buf[..buf.len() - keep]);
