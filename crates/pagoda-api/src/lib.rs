@@ -7,10 +7,14 @@
 
 pub mod error;
 pub mod response;
+pub mod structured;
+pub mod tools;
 pub mod validate;
 pub mod wire;
 
 pub use error::{ApiError, ErrorEnvelope, ErrorKind};
+pub use structured::{OutputConstraint, OutputFormat};
+pub use tools::{Function, ToolChoice, ToolRequest};
 pub use validate::{
     parse_chat, parse_completion, GenerationOptions, Prompt, ReasoningEffort, ReasoningRequest,
     Role, ValidChat, ValidCompletion, ValidMessage,

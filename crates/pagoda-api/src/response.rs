@@ -80,11 +80,62 @@ pub struct ChatLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text (the answer, for a reasoning model).
-    pub content: String,
+    /// The generated text (the answer, for a reasoning model); null when
+    /// the turn is only tool calls.
+    pub content: Option<String>,
     /// A reasoning model's thinking, apart from the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// The functions the model called.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// One call in `message.tool_calls`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ToolCall {
+    /// The call's id (`call_…`), which the tool's answer quotes.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The function and its arguments.
+    pub function: FunctionCall,
+}
+
+/// The function of a call.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunctionCall {
+    /// Its name.
+    pub name: String,
+    /// Its arguments, as a JSON string.
+    pub arguments: String,
+}
+
+/// A piece of a call in a stream chunk's `delta.tool_calls`: the first
+/// carries the id, type and name; the rest, fragments of the arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ToolCallDelta {
+    /// Which call of the choice (0-based).
+    pub index: usize,
+    /// The call's id (first piece only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function` (first piece only).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// The name (first piece) or an arguments fragment.
+    pub function: FunctionCallDelta,
+}
+
+/// The function part of a [`ToolCallDelta`].
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunctionCallDelta {
+    /// The name (first piece only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A fragment of the arguments' JSON string.
+    pub arguments: String,
 }
 
 /// One choice of a chat completion.
@@ -131,6 +182,9 @@ pub struct ChatDelta {
     /// New thinking text of a reasoning model (before any `content`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// New pieces of tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// One choice in a chat stream chunk.

@@ -6,6 +6,8 @@
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::structured::{output_constraint, OutputConstraint};
+use crate::tools::{tool_request, ToolRequest};
 use crate::wire::{
     ChatCompletionRequest, ChatMessage, CommonFields, CompletionRequest, MessageContent,
     PromptInput, StringOrList,
@@ -116,6 +118,8 @@ pub struct GenerationOptions {
     pub logprobs: Option<usize>,
     /// End-user id, for logs.
     pub user: Option<String>,
+    /// The shape the output must take.
+    pub output: OutputConstraint,
 }
 
 /// How long a reasoning model may think (`reasoning_effort`).
@@ -166,6 +170,8 @@ pub struct ValidChat {
     pub reasoning: ReasoningRequest,
     /// Further chat-template variables.
     pub template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// The functions the model may call, and whether it must.
+    pub tools: ToolRequest,
 }
 
 /// One completion prompt.
@@ -228,10 +234,11 @@ fn int_in(param: &str, v: Option<i64>, lo: i64, max: usize) -> Result<Option<usi
 }
 
 fn options(
-    c: CommonFields,
+    mut c: CommonFields,
     max_tokens: Option<i64>,
     max_tokens_param: &str,
 ) -> Result<GenerationOptions, ApiError> {
+    let output = output_constraint(&mut c)?;
     let n = int_in("n", c.n, 1, MAX_N)?.unwrap_or(1);
     let max_tokens = int_in(max_tokens_param, max_tokens, 1, u32::MAX as usize)?;
     let top_p = match c.top_p {
@@ -308,17 +315,6 @@ fn options(
             "stop sequences must not be empty",
         ));
     }
-    if let Some(f) = &c.response_format {
-        if f.kind != "text" {
-            return Err(ApiError::invalid(
-                "response_format.type",
-                format!(
-                    "response_format `{}` is not supported yet; only `text` is",
-                    f.kind
-                ),
-            ));
-        }
-    }
     if c.stream_options.is_some() && !c.stream {
         return Err(ApiError::invalid(
             "stream_options",
@@ -346,6 +342,7 @@ fn options(
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         logprobs: None,
         user: c.user,
+        output,
     })
 }
 
@@ -478,11 +475,19 @@ pub fn parse_chat(body: &[u8]) -> Result<ValidChat, ApiError> {
             u32::MAX as usize,
         )?,
     };
+    let tools = tool_request(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    if tools.calls_forced() && options.output.is_constrained() {
+        return Err(ApiError::invalid(
+            options.output.param.clone(),
+            "a forced tool_choice and an output constraint cannot both apply",
+        ));
+    }
     Ok(ValidChat {
         messages,
         options,
         reasoning,
         template_kwargs: req.chat_template_kwargs.unwrap_or_default(),
+        tools,
     })
 }
 
@@ -708,8 +713,56 @@ mod tests {
                 "top_logprobs",
             ),
             (
-                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#,
                 "response_format.type",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
+                "response_format.json_schema",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":"{oops"}}}"#,
+                "response_format.json_schema.schema",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},"guided_regex":"a+"}"#,
+                "guided_regex",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"structured_outputs":{"choice":[]}}"#,
+                "structured_outputs.choice",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"retrieval"}]}"#,
+                "tools[0].type",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"a b"}}]}"#,
+                "tools[0].function.name",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":[]}}]}"#,
+                "tools[0].function.parameters",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"f"}}]}"#,
+                "tools[1].function.name",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"sometimes"}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required","response_format":{"type":"json_object"}}"#,
+                "response_format",
             ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,

@@ -35,6 +35,64 @@ pub struct ResponseFormat {
     /// `text`, `json_object` or `json_schema`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The schema of a `json_schema` format.
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+pub struct JsonSchemaFormat {
+    /// The format's name.
+    pub name: Option<String>,
+    /// What the format is for.
+    pub description: Option<String>,
+    /// The JSON schema the output must validate against.
+    #[schema(value_type = Object)]
+    pub schema: Option<serde_json::Value>,
+    /// Enforce every keyword of the schema (one that cannot be enforced is
+    /// an error); otherwise such keywords are ignored.
+    pub strict: Option<bool>,
+}
+
+/// Extension (as vLLM's `structured_outputs`): constraints beyond
+/// `response_format`; at most one of them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+pub struct StructuredOutputs {
+    /// A JSON schema (an object, or its text).
+    #[schema(value_type = Object)]
+    pub json: Option<serde_json::Value>,
+    /// A regular expression the whole output matches.
+    pub regex: Option<String>,
+    /// A Lark grammar (llguidance's dialect; `start` is the root rule).
+    pub grammar: Option<String>,
+    /// The output is exactly one of these strings.
+    pub choice: Option<Vec<String>>,
+    /// Any JSON object.
+    pub json_object: Option<bool>,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+pub struct FunctionDefinition {
+    /// Its name: letters, digits, `_` and `-`, at most 64.
+    pub name: Option<String>,
+    /// What it does (shown to the model).
+    pub description: Option<String>,
+    /// The JSON schema of its arguments (an object schema).
+    #[schema(value_type = Object)]
+    pub parameters: Option<serde_json::Value>,
+    /// Enforce every keyword of `parameters` when a call is forced.
+    pub strict: Option<bool>,
+}
+
+/// One entry of `tools`.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+pub struct ToolDefinition {
+    /// `function` (the only kind).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: Option<FunctionDefinition>,
 }
 
 /// Fields shared by both endpoints.
@@ -88,8 +146,20 @@ pub struct CommonFields {
     /// Extension: keep generating past end-of-sequence tokens.
     #[serde(default)]
     pub ignore_eos: bool,
-    /// Output format; only `text` until structured output exists.
+    /// Output format: `text`, `json_object`, or `json_schema`, enforced
+    /// by a grammar while decoding.
     pub response_format: Option<ResponseFormat>,
+    /// Extension: a regex, Lark grammar, choice or JSON schema constraint.
+    pub structured_outputs: Option<StructuredOutputs>,
+    /// Extension (vLLM's older name): a JSON schema.
+    #[schema(value_type = Object)]
+    pub guided_json: Option<serde_json::Value>,
+    /// Extension (vLLM's older name): a regular expression.
+    pub guided_regex: Option<String>,
+    /// Extension (vLLM's older name): a Lark grammar.
+    pub guided_grammar: Option<String>,
+    /// Extension (vLLM's older name): one of these strings.
+    pub guided_choice: Option<Vec<String>>,
 }
 
 /// One part of an array `content`.
@@ -160,6 +230,13 @@ pub struct ChatCompletionRequest {
     /// Extension (as vLLM's): further variables for the chat template, such
     /// as `{"enable_thinking": false}`.
     pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Functions the model may call.
+    pub tools: Option<Vec<ToolDefinition>>,
+    /// `none`, `auto`, `required`, or `{"type": "function", "function": {"name": …}}`.
+    #[schema(value_type = Object)]
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether one turn may hold several calls (default true).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 
 use crate::block_manager::{BlockManager, Fork};
+use crate::constraint::{Constraint, Progress};
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
 use crate::reasoning::Thinking;
@@ -97,6 +98,13 @@ pub struct EngineStats {
     /// rest is the engine's own overhead (scheduling, block tables,
     /// sampling, events).
     pub forward_micros: u64,
+    /// Grammar masks computed so far (one per constrained token).
+    pub masks: u64,
+    /// Time spent computing them, microseconds (beside the forward pass).
+    pub mask_micros: u64,
+    /// Time steps waited for masks after their forward pass had finished,
+    /// microseconds: what structured output added to the steps.
+    pub mask_wait_micros: u64,
 }
 
 struct SeqState {
@@ -106,6 +114,20 @@ struct SeqState {
     prompt_len: usize,
     /// Where the choice stands in its thinking (budgeted requests only).
     thinking: Option<Thinking>,
+    /// The grammar its output must match, if any.
+    constraint: Option<Constraint>,
+}
+
+/// The grammar that applies to a choice's next token: none while it is
+/// thinking (a grammar shapes the answer, not the thinking).
+fn active_constraint(
+    thinking: Option<Thinking>,
+    constraint: &mut Option<Constraint>,
+) -> Option<&mut Constraint> {
+    match thinking {
+        Some(Thinking::Inside(_)) => None,
+        _ => constraint.as_mut(),
+    }
 }
 
 struct RequestState {
@@ -275,6 +297,7 @@ impl EngineCore {
                 sampler,
                 prompt_len: request.prompt.len(),
                 thinking: request.reasoning.as_ref().map(Thinking::start),
+                constraint: request.grammar.as_ref().map(Constraint::new),
             },
         );
         let unforked = request.n > 1;
@@ -381,9 +404,39 @@ impl EngineCore {
                 },
             })
             .collect();
+        // The grammar masks of the sequences about to sample are computed
+        // on another thread while the forward pass runs.
+        let sampling: std::collections::HashSet<SeqId> = plan
+            .chunks
+            .iter()
+            .filter(|c| c.wants_logits)
+            .map(|c| c.seq)
+            .collect();
+        let constrained: Vec<&mut Constraint> = self
+            .seqs
+            .iter_mut()
+            .filter(|(seq, _)| sampling.contains(seq))
+            .filter_map(|(_, s)| active_constraint(s.thinking, &mut s.constraint))
+            .collect();
+        let masks = constrained.len() as u64;
         let forward_started = std::time::Instant::now();
-        let result = self.model.forward(&batch, &mut self.cache);
-        self.stats.forward_micros += forward_started.elapsed().as_micros() as u64;
+        let (result, forward_micros, mask_micros, wait_micros) = std::thread::scope(|scope| {
+            let masks = (!constrained.is_empty()).then(|| {
+                scope.spawn(move || constrained.into_iter().map(|c| c.prepare()).sum::<u64>())
+            });
+            let result = self.model.forward(&batch, &mut self.cache);
+            let forward_micros = forward_started.elapsed().as_micros() as u64;
+            // A mask that failed (the thread panicked) is computed again,
+            // and its error reported, when the token is sampled.
+            let mask_micros = masks.map(|h| h.join().unwrap_or(0)).unwrap_or(0);
+            let wait_micros =
+                (forward_started.elapsed().as_micros() as u64).saturating_sub(forward_micros);
+            (result, forward_micros, mask_micros, wait_micros)
+        });
+        self.stats.forward_micros += forward_micros;
+        self.stats.masks += masks;
+        self.stats.mask_micros += mask_micros;
+        self.stats.mask_wait_micros += wait_micros;
         drop(batch);
         let logits = match result {
             Ok(l) => l,
@@ -473,7 +526,15 @@ impl EngineCore {
         } else {
             &[]
         };
-        let sampled = state.sampler.sample(
+        let mut constraint = active_constraint(state.thinking, &mut state.constraint);
+        if let Some(c) = constraint.as_deref_mut() {
+            if let Err(e) = c.apply(logits) {
+                let id = state.request;
+                self.fail(id, &format!("the output grammar failed: {e}"));
+                return;
+            }
+        }
+        let mut sampled = state.sampler.sample(
             logits,
             History {
                 prompt,
@@ -481,12 +542,42 @@ impl EngineCore {
                 suppressed,
             },
         );
+        let mut stop = stop_ids.contains(&sampled.token);
+        if let Some(c) = constraint {
+            // Every allowed token was suppressed (a stop token before
+            // `min_tokens`): the grammar wins.
+            if !c.allows(sampled.token) {
+                if let Some(t) = c.first_allowed() {
+                    sampled.token = t;
+                    stop = stop_ids.contains(&t);
+                }
+            }
+            if !stop {
+                match c.consume(sampled.token) {
+                    Ok(Progress::Open) => {}
+                    Ok(Progress::Complete) => stop = true,
+                    Err(e) => {
+                        let id = state.request;
+                        self.fail(id, &format!("the output grammar failed: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
         if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
             state.thinking = Some(thinking.after(limit, output, sampled.token));
         }
         let generated = output.len() + 1;
-        let stop = stop_ids.contains(&sampled.token);
         self.emit(seq, sampled.token, sampled.logprobs, generated, stop);
+    }
+
+    /// Ends request `id` with an error event.
+    fn fail(&mut self, id: RequestId, message: &str) {
+        tracing::warn!(request = id.0, message, "request failed in the engine");
+        if let Some(r) = self.requests.get(&id) {
+            r.sink.send(EngineEvent::Failed(message.to_string()));
+        }
+        self.abort(id);
     }
 
     /// Sends `token`, the `generated`-th of `seq`'s output, and either ends
@@ -577,6 +668,7 @@ impl EngineCore {
             r.request.sampling.clone(),
         );
         let thinking = r.request.reasoning.as_ref().map(Thinking::start);
+        let grammar = r.request.grammar.clone();
         for choice in 1..n {
             // A choice's first token may have found the listener gone and
             // aborted the whole request: then no more choices are made.
@@ -595,6 +687,7 @@ impl EngineCore {
                     sampler,
                     prompt_len: prompt.len(),
                     thinking,
+                    constraint: grammar.as_ref().map(Constraint::new),
                 },
             );
             if let Some(r) = self.requests.get_mut(&request_id) {

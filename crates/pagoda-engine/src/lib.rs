@@ -6,7 +6,9 @@
 
 pub mod block_manager;
 pub mod block_pool;
+mod constraint;
 pub mod engine;
+pub mod grammar;
 pub mod handle;
 pub mod ids;
 pub mod kv_budget;
@@ -16,6 +18,7 @@ pub mod sampler;
 pub mod scheduler;
 
 pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};
+pub use grammar::{lark_json, Grammar, GrammarCompiler, GrammarError, GrammarSpec};
 pub use handle::{EngineHandle, RequestStream};
 pub use ids::{RequestId, SeqId};
 pub use kv_budget::{KvBudget, KvPoolSize};

@@ -1,6 +1,7 @@
 //! What the engine is asked to do and what it answers, free of any wire
 //! format: a validated request and the events of its choices.
 
+use crate::grammar::Grammar;
 use crate::reasoning::ReasoningLimit;
 use crate::sampler::{SamplingParams, TokenLogprobs};
 
@@ -43,6 +44,9 @@ pub struct Request {
     pub n: usize,
     /// A thinking budget for reasoning models (none: think freely).
     pub reasoning: Option<ReasoningLimit>,
+    /// What every choice's output must match (after any thinking), if
+    /// anything; a choice ends when its grammar is complete.
+    pub grammar: Option<Grammar>,
 }
 
 /// Why a choice ended.

@@ -54,6 +54,7 @@ fn greedy_request(prompt: &[u32], max_tokens: usize) -> Request {
         },
         n: 1,
         reasoning: None,
+        grammar: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn request(text: &str, max_tokens: usize, sampling: SamplingParams) -> Request {
         },
         n: 1,
         reasoning: None,
+        grammar: None,
     }
 }
 

@@ -180,6 +180,7 @@ fn run_cell(
                 },
                 n: 1,
                 reasoning: None,
+                grammar: None,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

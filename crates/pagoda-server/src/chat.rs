@@ -11,41 +11,23 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use pagoda_api::response::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatDelta,
-    ChatLogprobs, TokenLogprob, TopLogprob, Usage,
+    ChatLogprobs, FunctionCallDelta, TokenLogprob, ToolCallDelta, TopLogprob, Usage,
 };
 use pagoda_api::{parse_chat, ApiError, ValidChat};
 use pagoda_engine::sampler::TokenLogprobs;
+use pagoda_engine::Grammar;
 use pagoda_models::RenderOptions;
 
 use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
-use crate::generation::{engine_request, token_text};
+use crate::chat_prompt::{chat_prompt, template_takes_tools};
+use crate::generation::{engine_request, token_text, CallPiece};
 use crate::inflight::{Collected, InFlight, RequestLabel};
 use crate::models::check_model;
+use crate::output_grammar::{chat_spec, compile};
 use crate::sse::{self, json_event};
 use crate::state::{unix_now, AppState, Ready, SharedState};
-
-fn template_messages(req: &ValidChat) -> Vec<serde_json::Value> {
-    req.messages
-        .iter()
-        .map(|m| {
-            let mut v = serde_json::json!({"role": m.role.template_name(), "content": m.content});
-            if let Some(name) = &m.name {
-                v["name"] = name.clone().into();
-            }
-            if let Some(calls) = &m.tool_calls {
-                v["tool_calls"] = calls.clone();
-            }
-            if let Some(id) = &m.tool_call_id {
-                v["tool_call_id"] = id.clone().into();
-            }
-            if let Some(r) = &m.reasoning_content {
-                v["reasoning_content"] = r.clone().into();
-            }
-            v
-        })
-        .collect()
-}
+use crate::tool_parser::ToolCallParser;
 
 fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatLogprobs {
     ChatLogprobs {
@@ -72,29 +54,40 @@ fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatL
     }
 }
 
-/// Renders the conversation with the model's chat template and tokenizes
-/// it: the prompt's text and its token ids.
-async fn prompt_tokens(
-    state: &SharedState,
-    req: &ValidChat,
-) -> Result<(String, Vec<u32>), ApiError> {
-    let messages = template_messages(req);
+/// A chat request made ready for the engine: its prompt (text and ids)
+/// and the grammar of its output, if any.
+struct Prepared {
+    text: String,
+    ids: Vec<u32>,
+    grammar: Option<Grammar>,
+}
+
+/// Renders the conversation (and its tools) with the model's chat template,
+/// tokenizes it and compiles the output grammar, off the async threads.
+async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiError> {
+    let template = state.chat_template.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            "messages",
+            "this model ships no chat template; use /v1/completions",
+        )
+    })?;
+    let native = template_takes_tools(template.source());
+    let prompt = chat_prompt(req, state.tool_format, native);
+    let grammar = chat_spec(&req.options.output, &req.tools, state.tool_format);
     let extra = req.template_kwargs.clone();
     let st = state.clone();
-    tokio::task::spawn_blocking(move || -> Result<(String, Vec<u32>), ApiError> {
-        let template = st.chat_template.as_ref().ok_or_else(|| {
-            ApiError::invalid(
-                "messages",
-                "this model ships no chat template; use /v1/completions",
-            )
-        })?;
+    tokio::task::spawn_blocking(move || -> Result<Prepared, ApiError> {
+        let template = st
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| internal("rendering", "the chat template is gone"))?;
         let text = template
             .render(
-                &messages,
+                &prompt.messages,
                 &RenderOptions {
                     add_generation_prompt: true,
+                    tools: prompt.tools,
                     extra,
-                    ..RenderOptions::default()
                 },
             )
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
@@ -102,7 +95,8 @@ async fn prompt_tokens(
             .tokenizer
             .encode(&text, false)
             .map_err(|e| internal("tokenizing the prompt", e))?;
-        Ok((text, ids))
+        let grammar = grammar.map(|g| compile(&st, &g)).transpose()?;
+        Ok(Prepared { text, ids, grammar })
     })
     .await
     .map_err(|e| internal("preparing the prompt", e))?
@@ -130,20 +124,41 @@ pub async fn chat_completions(
     let body = body.map_err(body_rejection)?;
     let req = parse_chat(&body)?;
     check_model(&state, req.options.model.as_deref())?;
-    let (prompt_text, prompt) = prompt_tokens(&state, &req).await?;
-    // A reasoning model's thinking is split out, and bounded when asked.
+    let Prepared {
+        text: prompt_text,
+        ids: prompt,
+        grammar,
+    } = prepare(&state, &req).await?;
+    // A reasoning model's thinking is split out, and bounded when asked;
+    // with a grammar it is tracked, so that the grammar shapes the answer.
     let reasoning = state.reasoning.as_ref().map(|r| {
         let inside = r.starts_inside(&prompt_text);
-        let limit = r.budget(req.reasoning).map(|b| r.limit(inside, b));
-        (r.parser(inside), limit)
+        let budget = r
+            .budget(req.reasoning)
+            .or(grammar.is_some().then_some(usize::MAX));
+        (r.parser(inside), budget.map(|b| r.limit(inside, b)))
     });
     let (parser, limit) = reasoning.unzip();
-    let request = engine_request(&state, prompt, &req.options, limit.flatten())?;
+    let request = engine_request(&state, prompt, &req.options, limit.flatten(), grammar)?;
     let label = RequestLabel {
         request_id,
         endpoint: "chat",
     };
-    let mut run = InFlight::submit(&state, request, &req.options.stop, parser, label, arrived)?;
+    // Tool calls are read from the answer; a forced call is well formed
+    // (its grammar saw to it) and streams as it is written.
+    let tools = req.tools.calls_possible().then(|| {
+        let names = req.tools.functions.iter().map(|f| f.name.clone()).collect();
+        ToolCallParser::new(state.tool_format, names, req.tools.calls_forced())
+    });
+    let mut run = InFlight::submit(
+        &state,
+        request,
+        &req.options.stop,
+        parser,
+        tools,
+        label,
+        arrived,
+    )?;
     let id = run.response_id("chatcmpl");
     if req.options.stream {
         let include_usage = req.options.include_usage;
@@ -154,6 +169,7 @@ pub async fn chat_completions(
         texts,
         reasoning,
         logprobs,
+        calls,
     } = run.collect().await?;
     let usage = usage(&state, &run);
     let body = ChatCompletion {
@@ -168,17 +184,23 @@ pub async fn chat_completions(
             .zip(texts)
             .zip(reasoning)
             .zip(logprobs)
+            .zip(calls)
             .enumerate()
-            .map(|(index, (((reason, content), reasoning), lp))| ChatChoice {
-                index,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content,
-                    reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+            .map(
+                |(index, ((((reason, content), reasoning), lp), calls))| ChatChoice {
+                    index,
+                    message: AssistantMessage {
+                        role: "assistant",
+                        // A turn of calls alone has null content, as OpenAI's.
+                        content: (calls.is_empty() || !content.trim().is_empty())
+                            .then_some(content),
+                        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                        tool_calls: (!calls.is_empty()).then_some(calls),
+                    },
+                    logprobs: req.options.logprobs.map(|_| chat_logprobs(&state, lp)),
+                    finish_reason: reason.unwrap_or("stop").to_string(),
                 },
-                logprobs: req.options.logprobs.map(|_| chat_logprobs(&state, lp)),
-                finish_reason: reason.unwrap_or("stop").to_string(),
-            })
+            )
             .collect(),
         usage,
     };
@@ -245,7 +267,7 @@ impl ChatStream {
                     let delta = ChatDelta {
                         role: Some("assistant"),
                         content: content.clone(),
-                        reasoning_content: None,
+                        ..ChatDelta::default()
                     };
                     self.choice_chunk(index, delta, None, None)
                 })
@@ -277,6 +299,13 @@ impl ChatStream {
                     };
                     out.push(self.choice_chunk(index, d, logprobs, None));
                 }
+                if !delta.calls.is_empty() {
+                    let d = ChatDelta {
+                        tool_calls: Some(delta.calls.into_iter().map(call_delta).collect()),
+                        ..ChatDelta::default()
+                    };
+                    out.push(self.choice_chunk(index, d, None, None));
+                }
                 if let Some(reason) = delta.finish_reason {
                     out.push(self.choice_chunk(index, ChatDelta::default(), None, Some(reason)));
                 }
@@ -294,6 +323,20 @@ impl ChatStream {
             }
         }
         out
+    }
+}
+
+/// A call piece as a stream chunk carries it.
+fn call_delta(piece: CallPiece) -> ToolCallDelta {
+    let (id, name) = piece.head.unzip();
+    ToolCallDelta {
+        index: piece.index,
+        kind: id.as_ref().map(|_| "function"),
+        id,
+        function: FunctionCallDelta {
+            name,
+            arguments: piece.arguments,
+        },
     }
 }
 

@@ -27,7 +27,7 @@ pub enum Command {
     /// Measure engine throughput and latency at several concurrency levels.
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible HTTP API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 /// How log lines are written.
@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// Thinking budget of `reasoning_effort: "high"`, in tokens.
     #[arg(long, env = "PAGODA_REASONING_BUDGET_HIGH", default_value_t = 16384)]
     pub reasoning_budget_high: usize,
+    /// How the model writes tool calls: auto (from the chat template),
+    /// hermes (`<tool_call>` JSON, Qwen), llama3_json, deepseek
+    /// (`<｜tool▁calls▁begin｜>` markup) or json (a bare JSON call).
+    #[arg(long, env = "PAGODA_TOOL_CALL_PARSER", default_value = "auto")]
+    pub tool_call_parser: String,
     /// Address to listen on.
     #[arg(long, env = "PAGODA_HOST", default_value = "127.0.0.1")]
     pub host: String,

@@ -19,6 +19,7 @@ use crate::auth::RequestId;
 use crate::generation::{engine_request, token_text, ChoiceDelta};
 use crate::inflight::{InFlight, RequestLabel};
 use crate::models::check_model;
+use crate::output_grammar::{compile, output_spec};
 use crate::sse::{self, json_event};
 use crate::state::{unix_now, AppState, Ready, SharedState};
 
@@ -103,10 +104,23 @@ pub async fn completions(
     let req = parse_completion(&body)?;
     check_model(&state, req.options.model.as_deref())?;
     let encoded = encode_prompts(&state, req.prompts.clone()).await?;
+    let grammar = match output_spec(&req.options.output) {
+        Some(spec) => {
+            let st = state.clone();
+            let compiled = tokio::task::spawn_blocking(move || compile(&st, &spec))
+                .await
+                .map_err(|e| internal("compiling the output grammar", e))??;
+            Some(compiled)
+        }
+        None => None,
+    };
     // Every prompt is checked before any is submitted.
     let requests = encoded
         .into_iter()
-        .map(|(text, ids)| Ok((text, engine_request(&state, ids, &req.options, None)?)))
+        .map(|(text, ids)| {
+            let request = engine_request(&state, ids, &req.options, None, grammar.clone())?;
+            Ok((text, request))
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let mut running = Vec::new();
     for (prompt_text, request) in requests {
@@ -114,7 +128,15 @@ pub async fn completions(
             request_id: request_id.clone(),
             endpoint: "completions",
         };
-        let run = InFlight::submit(&state, request, &req.options.stop, None, label, arrived)?;
+        let run = InFlight::submit(
+            &state,
+            request,
+            &req.options.stop,
+            None,
+            None,
+            label,
+            arrived,
+        )?;
         running.push(Running { prompt_text, run });
     }
     let id = running

@@ -78,6 +78,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         },
         n: 1,
         reasoning: None,
+        grammar: None,
     };
     let context = loaded.config().max_position_embeddings;
     if prompt_len == 0 {

@@ -10,6 +10,7 @@ use pagoda_models::{IncrementalDecoder, Tokenizer};
 use crate::reasoning_parser::ReasoningParser;
 use crate::state::AppState;
 use crate::stop_strings::StopMatcher;
+use crate::tool_parser::{ToolCallParser, ToolEvent};
 
 /// Builds the engine request, applying the checkpoint's defaults and
 /// checking the context window; `reasoning` bounds a reasoning model's
@@ -19,6 +20,7 @@ pub fn engine_request(
     prompt: Vec<u32>,
     o: &GenerationOptions,
     reasoning: Option<pagoda_engine::ReasoningLimit>,
+    grammar: Option<pagoda_engine::Grammar>,
 ) -> Result<Request, ApiError> {
     let context = state.context_length;
     if prompt.len() >= context {
@@ -77,6 +79,7 @@ pub fn engine_request(
         },
         n: o.n,
         reasoning,
+        grammar,
     })
 }
 
@@ -101,16 +104,38 @@ pub struct ChoiceDelta {
     pub reasoning_token: bool,
     /// Log-probabilities of the tokens behind it: (token text, logprobs).
     pub logprobs: Vec<(String, TokenLogprobs)>,
+    /// New pieces of tool calls (the answer text holds none of them).
+    pub calls: Vec<CallPiece>,
     /// Set when the choice is done.
     pub finish_reason: Option<&'static str>,
 }
 
-/// One choice's detokenizer, reasoning splitter and stop matcher. Stop
-/// strings apply to the answer only, not to a reasoning model's thinking.
+/// A piece of one tool call: its first piece carries the id and name, the
+/// others fragments of the arguments' JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallPiece {
+    /// Which call of the choice.
+    pub index: usize,
+    /// The call's id and function name (first piece only).
+    pub head: Option<(String, String)>,
+    /// A fragment of the arguments.
+    pub arguments: String,
+}
+
+/// A fresh tool-call id: `call_` and 24 random letters and digits.
+fn call_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("call_{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
+}
+
+/// One choice's detokenizer, reasoning splitter, stop matcher and tool-call
+/// parser. Stop strings apply to the answer only, not to a reasoning
+/// model's thinking; tool calls are read from the answer.
 pub struct ChoiceOutput {
     decoder: IncrementalDecoder,
     reasoning: Option<ReasoningParser>,
     stops: StopMatcher,
+    tools: Option<ToolCallParser>,
     /// Tokens generated.
     pub tokens: usize,
     /// Of them, tokens of the thinking block (its tags included).
@@ -121,12 +146,18 @@ pub struct ChoiceOutput {
 
 impl ChoiceOutput {
     /// A fresh choice with these stop strings; `reasoning` splits a
-    /// reasoning model's thinking from its answer.
-    pub fn new(stops: Vec<String>, reasoning: Option<ReasoningParser>) -> Self {
+    /// reasoning model's thinking from its answer, `tools` reads tool calls
+    /// out of the answer.
+    pub fn new(
+        stops: Vec<String>,
+        reasoning: Option<ReasoningParser>,
+        tools: Option<ToolCallParser>,
+    ) -> Self {
         Self {
             decoder: IncrementalDecoder::new(true),
             reasoning,
             stops: StopMatcher::new(stops),
+            tools,
             tokens: 0,
             reasoning_tokens: 0,
             finish_reason: None,
@@ -163,13 +194,36 @@ impl ChoiceOutput {
         if end && !released.stopped {
             text.push_str(&self.stops.flush());
         }
+        let calls = match &mut self.tools {
+            Some(parser) => {
+                let mut events = parser.push(&text);
+                if end || released.stopped {
+                    events.extend(parser.finish());
+                }
+                text.clear();
+                split_calls(events, &mut text)
+            }
+            None => Vec::new(),
+        };
         ChoiceDelta {
             text,
             reasoning: reasoning.to_string(),
             reasoning_token,
             logprobs: Vec::new(),
-            finish_reason: released.stopped.then_some("stop"),
+            finish_reason: released.stopped.then_some(
+                if calls.is_empty() && self.num_calls() == 0 {
+                    "stop"
+                } else {
+                    "tool_calls"
+                },
+            ),
+            calls,
         }
+    }
+
+    /// Calls made so far.
+    pub fn num_calls(&self) -> usize {
+        self.tools.as_ref().map_or(0, ToolCallParser::num_calls)
     }
 
     fn in_reasoning(&self) -> bool {
@@ -184,11 +238,43 @@ impl ChoiceOutput {
     pub fn finish(&mut self, tokenizer: &Tokenizer, reason: &'static str) -> ChoiceDelta {
         let text = self.decoder.flush(tokenizer).unwrap_or_default();
         let mut delta = self.release(&text, true);
-        let reason = delta.finish_reason.unwrap_or(reason);
+        let mut reason = delta.finish_reason.unwrap_or(reason);
+        // A turn that called functions ends for them (unless cut short).
+        if reason == "stop" && self.num_calls() > 0 {
+            reason = "tool_calls";
+        }
         self.finish_reason = Some(reason);
         delta.finish_reason = Some(reason);
         delta
     }
+}
+
+/// Sorts a tool parser's events into answer text (appended to `text`) and
+/// call pieces, giving each new call its id.
+fn split_calls(events: Vec<ToolEvent>, text: &mut String) -> Vec<CallPiece> {
+    let mut calls = Vec::new();
+    for event in events {
+        match event {
+            ToolEvent::Content(t) => text.push_str(&t),
+            ToolEvent::CallBegin { index, name } => calls.push(CallPiece {
+                index,
+                head: Some((call_id(), name)),
+                arguments: String::new(),
+            }),
+            ToolEvent::Arguments { index, fragment } => match calls.last_mut() {
+                // Arguments right after their call's head travel with it.
+                Some(last) if last.index == index && last.arguments.is_empty() => {
+                    last.arguments = fragment
+                }
+                _ => calls.push(CallPiece {
+                    index,
+                    head: None,
+                    arguments: fragment,
+                }),
+            },
+        }
+    }
+    calls
 }
 
 fn reason(r: FinishReason) -> &'static str {
@@ -292,7 +378,7 @@ mod tests {
         stops: &[&str],
     ) -> (String, String, &'static str, usize, usize) {
         let stops = stops.iter().map(|s| s.to_string()).collect();
-        let mut choices = vec![ChoiceOutput::new(stops, Some(parser(starts_inside)))];
+        let mut choices = vec![ChoiceOutput::new(stops, Some(parser(starts_inside)), None)];
         let (mut reasoning, mut content, mut finish) = (String::new(), String::new(), None);
         let events = ids
             .iter()

@@ -7,15 +7,17 @@
 
 use std::time::{Duration, Instant};
 
+use pagoda_api::response::{FunctionCall, ToolCall};
 use pagoda_api::ApiError;
 use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, Request, RequestStream};
 
 use crate::api_error::{internal, submit_error};
-use crate::generation::{apply_event, ChoiceDelta, ChoiceOutput};
+use crate::generation::{apply_event, CallPiece, ChoiceDelta, ChoiceOutput};
 use crate::metrics;
 use crate::reasoning_parser::ReasoningParser;
 use crate::state::SharedState;
+use crate::tool_parser::ToolCallParser;
 
 /// Who asked, for the log line.
 #[derive(Debug, Clone)]
@@ -35,6 +37,28 @@ pub struct Collected {
     pub reasoning: Vec<String>,
     /// Each choice's tokens with their log-probabilities (when asked for).
     pub logprobs: Vec<Vec<(String, TokenLogprobs)>>,
+    /// Each choice's tool calls, in order.
+    pub calls: Vec<Vec<ToolCall>>,
+}
+
+/// Appends call pieces to a choice's calls: a head starts a call, a
+/// fragment extends the arguments of the call it names.
+fn assemble(calls: &mut Vec<ToolCall>, pieces: Vec<CallPiece>) {
+    for piece in pieces {
+        if let Some((id, name)) = piece.head {
+            calls.push(ToolCall {
+                id,
+                kind: "function",
+                function: FunctionCall {
+                    name,
+                    arguments: String::new(),
+                },
+            });
+        }
+        if let Some(call) = calls.get_mut(piece.index) {
+            call.function.arguments.push_str(&piece.arguments);
+        }
+    }
 }
 
 /// A submitted request whose events are being read.
@@ -54,13 +78,14 @@ pub struct InFlight {
 
 impl InFlight {
     /// Submits `request` (arrived at `arrived`) to the engine; each of its
-    /// choices stops at one of `stops`, and has its thinking split out by
-    /// a copy of `reasoning`.
+    /// choices stops at one of `stops`, has its thinking split out by a
+    /// copy of `reasoning` and its tool calls read by a copy of `tools`.
     pub fn submit(
         state: &SharedState,
         request: Request,
         stops: &[String],
         reasoning: Option<ReasoningParser>,
+        tools: Option<ToolCallParser>,
         label: RequestLabel,
         arrived: Instant,
     ) -> Result<Self, ApiError> {
@@ -72,7 +97,7 @@ impl InFlight {
             state: state.clone(),
             stream,
             choices: (0..n)
-                .map(|_| ChoiceOutput::new(stops.to_vec(), reasoning.clone()))
+                .map(|_| ChoiceOutput::new(stops.to_vec(), reasoning.clone(), tools.clone()))
                 .collect(),
             prompt_tokens,
             label,
@@ -101,11 +126,13 @@ impl InFlight {
             texts: vec![String::new(); n],
             reasoning: vec![String::new(); n],
             logprobs: vec![Vec::new(); n],
+            calls: vec![Vec::new(); n],
         };
         while let Some((i, delta)) = self.next().await? {
             out.texts[i].push_str(&delta.text);
             out.reasoning[i].push_str(&delta.reasoning);
             out.logprobs[i].extend(delta.logprobs);
+            assemble(&mut out.calls[i], delta.calls);
         }
         Ok(out)
     }

@@ -4,6 +4,7 @@ mod api_error;
 mod auth;
 mod bench_cmd;
 mod chat;
+mod chat_prompt;
 mod cli;
 mod completions;
 mod config_file;
@@ -15,6 +16,7 @@ mod logging;
 mod metrics;
 mod models;
 mod openapi;
+mod output_grammar;
 mod partial_match;
 mod playground;
 mod reasoning;
@@ -24,6 +26,9 @@ mod serve_cmd;
 mod sse;
 mod state;
 mod stop_strings;
+mod tool_format;
+mod tool_grammar;
+mod tool_parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = config_file::parse_cli()?;
@@ -35,6 +40,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Generate(args) => generate_cmd::run(args),
         cli::Command::Bench(args) => bench_cmd::run(args),
-        cli::Command::Serve(args) => serve_cmd::run(args),
+        cli::Command::Serve(args) => serve_cmd::run(*args),
     }
 }

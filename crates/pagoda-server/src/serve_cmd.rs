@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pagoda_engine::{EngineCore, EngineHandle, KvBudget, SchedulerConfig};
+use pagoda_engine::{EngineCore, EngineHandle, GrammarCompiler, KvBudget, SchedulerConfig};
 use pagoda_models::load_model_with;
 use tokio::sync::watch;
 
@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::reasoning::{EffortBudgets, Reasoning};
 use crate::routes::{cors, router};
 use crate::state::{unix_now, AppState, ServerState};
+use crate::tool_format::ToolCallFormat;
 
 /// Loads the model and starts the engine: the state requests are served from.
 fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
@@ -59,6 +60,16 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         ),
         None => tracing::info!("reasoning output: off"),
     }
+    let tool_format = tool_format(&args.tool_call_parser, loaded.chat_template.as_ref())?;
+    tracing::info!(format = tool_format.name(), "tool calls");
+    let grammars = GrammarCompiler::new(
+        &loaded.tokenizer,
+        config.vocab_size,
+        loaded.tokenizer.stop_ids(),
+    );
+    if let Err(e) = &grammars {
+        tracing::warn!(error = %e, "structured output and forced tool calls are unavailable");
+    }
     let scheduler = SchedulerConfig {
         max_num_seqs: args.max_num_seqs,
         max_tokens_per_step: args.max_tokens_per_step,
@@ -86,6 +97,27 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         request_timeout: (args.request_timeout_secs > 0)
             .then(|| Duration::from_secs(args.request_timeout_secs)),
         reasoning,
+        grammars,
+        tool_format,
+    })
+}
+
+/// The tool-call format: the one `--tool-call-parser` names, or the chat
+/// template's.
+fn tool_format(
+    name: &str,
+    template: Option<&pagoda_models::ChatTemplate>,
+) -> anyhow::Result<ToolCallFormat> {
+    if name == "auto" {
+        return Ok(template
+            .map(|t| ToolCallFormat::detect(t.source()))
+            .unwrap_or(ToolCallFormat::Json));
+    }
+    ToolCallFormat::from_name(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--tool-call-parser: unknown format `{name}` (auto, {})",
+            ToolCallFormat::NAMES.join(", ")
+        )
     })
 }
 

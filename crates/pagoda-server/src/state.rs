@@ -9,13 +9,14 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use pagoda_api::{ApiError, ErrorKind};
-use pagoda_engine::EngineHandle;
+use pagoda_engine::{EngineHandle, GrammarCompiler, GrammarError};
 use pagoda_models::generation_config::GenerationDefaults;
 use pagoda_models::{ChatTemplate, Tokenizer};
 
 use crate::api_error::HttpError;
 use crate::metrics::Metrics;
 use crate::reasoning::Reasoning;
+use crate::tool_format::ToolCallFormat;
 
 /// The served model: engine, tokenizer, chat template, identity and limits.
 pub struct AppState {
@@ -39,6 +40,10 @@ pub struct AppState {
     pub request_timeout: Option<Duration>,
     /// How the model reasons, if it does.
     pub reasoning: Option<Reasoning>,
+    /// Compiles output grammars for this model's vocabulary (or why it cannot).
+    pub grammars: Result<GrammarCompiler, GrammarError>,
+    /// How the model writes tool calls.
+    pub tool_format: ToolCallFormat,
 }
 
 /// The served model as handlers receive it.

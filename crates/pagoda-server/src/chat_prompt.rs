@@ -1,0 +1,256 @@
+//! What a chat request gives the chat template: its messages (assistant
+//! turns with `tool_calls`, tool results with `tool_call_id`) and its
+//! `tools`. A template that takes `tools` gets them as they were sent; for
+//! one that does not (SmolLM2's, say), the functions and the call format
+//! are described in the system message instead, and earlier calls are
+//! written into their assistant turns the way the model was told to write
+//! them.
+
+use pagoda_api::{ToolChoice, ValidChat, ValidMessage};
+
+use crate::tool_format::ToolCallFormat;
+
+/// The template input of one request.
+pub struct ChatPrompt {
+    /// The messages.
+    pub messages: Vec<serde_json::Value>,
+    /// The template's `tools`, when it takes them and calls are possible.
+    pub tools: Option<serde_json::Value>,
+}
+
+/// Whether a template's source refers to `tools`.
+pub fn template_takes_tools(source: &str) -> bool {
+    source.contains("tools")
+}
+
+/// Builds the template input of `req` for a model writing calls in `format`;
+/// `native` says whether its template takes `tools`.
+pub fn chat_prompt(req: &ValidChat, format: ToolCallFormat, native: bool) -> ChatPrompt {
+    let mut messages: Vec<serde_json::Value> = req
+        .messages
+        .iter()
+        .map(|m| message(m, format, native))
+        .collect();
+    let offered = req.tools.calls_possible();
+    let definitions = || {
+        serde_json::Value::Array(
+            req.tools
+                .functions
+                .iter()
+                .map(|f| f.definition.clone())
+                .collect(),
+        )
+    };
+    if offered && !native {
+        let forced = req.tools.choice != ToolChoice::Auto;
+        let text = instructions(format, &definitions(), forced);
+        match messages.first_mut() {
+            Some(first) if first["role"] == "system" => {
+                let content = first["content"].as_str().unwrap_or_default();
+                first["content"] = format!("{content}\n\n{text}").trim_start().into();
+            }
+            _ => messages.insert(0, serde_json::json!({"role": "system", "content": text})),
+        }
+    }
+    ChatPrompt {
+        messages,
+        tools: (offered && native).then(definitions),
+    }
+}
+
+/// The system text that offers `functions` to a model whose template
+/// cannot: the list, and how to write a call.
+fn instructions(format: ToolCallFormat, functions: &serde_json::Value, forced: bool) -> String {
+    let example = match format {
+        ToolCallFormat::Hermes => {
+            "<tool_call>\n{\"name\": \"<function name>\", \"arguments\": {<arguments>}}\n</tool_call>"
+        }
+        ToolCallFormat::Llama3Json => {
+            "{\"name\": \"<function name>\", \"parameters\": {<arguments>}}"
+        }
+        ToolCallFormat::DeepSeek => {
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜><function name>\n```json\n{<arguments>}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+        }
+        ToolCallFormat::Json => "{\"name\": \"<function name>\", \"arguments\": {<arguments>}}",
+    };
+    let when = if forced {
+        "Reply with a function call only."
+    } else {
+        "To call a function, reply with the call only; otherwise answer normally."
+    };
+    format!("You can call these functions:\n{functions}\n\n{when} A call is written as:\n{example}")
+}
+
+/// One message as the template sees it.
+fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json::Value {
+    let calls = m.tool_calls.as_ref().filter(|c| !is_empty_list(c));
+    // An assistant turn that only calls has null content (templates such
+    // as DeepSeek's render the calls only then).
+    let content: serde_json::Value = match calls {
+        Some(calls) if !native => written_calls(calls, format, &m.content).into(),
+        Some(_) if m.content.is_empty() => serde_json::Value::Null,
+        _ => m.content.clone().into(),
+    };
+    let mut v = serde_json::json!({"role": m.role.template_name(), "content": content});
+    if let Some(name) = &m.name {
+        v["name"] = name.clone().into();
+    }
+    if let (Some(calls), true) = (calls, native) {
+        v["tool_calls"] = template_calls(calls, format);
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = id.clone().into();
+    }
+    if let Some(r) = &m.reasoning_content {
+        v["reasoning_content"] = r.clone().into();
+    }
+    v
+}
+
+fn is_empty_list(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty)
+}
+
+/// The calls as the template expects them: OpenAI's shape, with the
+/// arguments parsed into an object for templates that apply `tojson` to
+/// them (the JSON string stays when it does not parse).
+fn template_calls(calls: &serde_json::Value, format: ToolCallFormat) -> serde_json::Value {
+    let mut calls = calls.clone();
+    if format.template_wants_argument_objects() {
+        for call in calls.as_array_mut().into_iter().flatten() {
+            let args = &mut call["function"]["arguments"];
+            if let Some(parsed) = args
+                .as_str()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            {
+                *args = parsed;
+            }
+        }
+    }
+    calls
+}
+
+/// An earlier turn's calls written as text in `format`, after its content.
+fn written_calls(calls: &serde_json::Value, format: ToolCallFormat, content: &str) -> String {
+    let parsed: Vec<(String, serde_json::Value)> = calls
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let name = c["function"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let args = c["function"]["arguments"]
+                .as_str()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_else(|| c["function"]["arguments"].clone());
+            (name, args)
+        })
+        .collect();
+    let object = |key: &str, (name, args): &(String, serde_json::Value)| {
+        serde_json::json!({"name": name, key: args}).to_string()
+    };
+    let text = match format {
+        ToolCallFormat::Hermes => parsed
+            .iter()
+            .map(|c| format!("<tool_call>\n{}\n</tool_call>", object("arguments", c)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ToolCallFormat::Llama3Json => parsed
+            .iter()
+            .map(|c| object("parameters", c))
+            .collect::<Vec<_>>()
+            .join("; "),
+        ToolCallFormat::DeepSeek => {
+            let body: Vec<String> = parsed
+                .iter()
+                .map(|(name, args)| {
+                    format!("<｜tool▁call▁begin｜>function<｜tool▁sep｜>{name}\n```json\n{args}\n```<｜tool▁call▁end｜>")
+                })
+                .collect();
+            format!(
+                "<｜tool▁calls▁begin｜>{}<｜tool▁calls▁end｜>",
+                body.join("\n")
+            )
+        }
+        ToolCallFormat::Json if parsed.len() == 1 => object("arguments", &parsed[0]),
+        ToolCallFormat::Json => {
+            let list: Vec<String> = parsed.iter().map(|c| object("arguments", c)).collect();
+            format!("[{}]", list.join(", "))
+        }
+    };
+    if content.is_empty() {
+        text
+    } else {
+        format!("{content}\n{text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: serde_json::Value) -> ValidChat {
+        pagoda_api::parse_chat(json.to_string().as_bytes()).expect("valid")
+    }
+
+    fn history() -> serde_json::Value {
+        serde_json::json!({
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        })
+    }
+
+    #[test]
+    fn native_templates_get_tools_and_calls_in_openai_shape() {
+        let p = chat_prompt(&chat(history()), ToolCallFormat::Hermes, true);
+        assert_eq!(
+            p.tools.as_ref().and_then(|t| t.as_array()).map(Vec::len),
+            Some(1)
+        );
+        let turn = &p.messages[1];
+        assert!(turn["content"].is_null());
+        // Hermes templates apply `tojson` to the arguments: an object.
+        assert_eq!(
+            turn["tool_calls"][0]["function"]["arguments"]["city"],
+            "Paris"
+        );
+        assert_eq!(p.messages[2]["tool_call_id"], "call_1");
+        // DeepSeek's concatenates the string.
+        let p = chat_prompt(&chat(history()), ToolCallFormat::DeepSeek, true);
+        assert_eq!(
+            p.messages[1]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\": \"Paris\"}"
+        );
+    }
+
+    #[test]
+    fn other_templates_get_the_functions_in_the_system_message() {
+        let p = chat_prompt(&chat(history()), ToolCallFormat::Json, false);
+        assert!(p.tools.is_none());
+        assert_eq!(p.messages[0]["role"], "system");
+        let system = p.messages[0]["content"].as_str().expect("text");
+        assert!(
+            system.contains("get_weather") && system.contains("\"arguments\""),
+            "{system}"
+        );
+        assert_eq!(
+            p.messages[2]["content"],
+            r#"{"name":"get_weather","arguments":{"city":"Paris"}}"#
+        );
+        // tool_choice none: nothing is offered.
+        let mut none = history();
+        none["tool_choice"] = "none".into();
+        let p = chat_prompt(&chat(none), ToolCallFormat::Json, false);
+        assert_eq!(p.messages[0]["role"], "user");
+    }
+}
