@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, EngineHandle, EngineStats, Request, SamplingParams,
-    SchedulerConfig, StopCondition,
+    EngineConfig, EngineCore, EngineEvent, EngineHandle, EngineStats, Grammar, GrammarCompiler,
+    GrammarSpec, Request, SamplingParams, SchedulerConfig, StopCondition,
 };
 use pagoda_models::load_model_with;
 
@@ -83,15 +83,41 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "| concurrency | output tok/s | requests/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | tok/s vs 1 |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let grammar = match &args.json_schema {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let schema = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let compiler = GrammarCompiler::new(
+                &loaded.tokenizer,
+                loaded.config().vocab_size,
+                loaded.tokenizer.stop_ids(),
+            )?;
+            Some(compiler.compile(&GrammarSpec::JsonSchema {
+                schema,
+                strict: true,
+            })?)
+        }
+        None => None,
+    };
     let mut single = None;
     let mut overheads = Vec::new();
+    let mut structured = Vec::new();
     for &c in &args.concurrency {
         let mut cells = Vec::new();
+        let mut constrained = Vec::new();
         for _ in 0..args.rounds {
             let prompts = (0..c)
                 .map(|_| make_prompt())
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            cells.push(run_cell(&loaded.model, prompts, &args)?);
+            cells.push(run_cell(&loaded.model, prompts.clone(), &args, None)?);
+            if let Some(g) = &grammar {
+                constrained.push(run_cell(&loaded.model, prompts, &args, Some(g))?);
+            }
+        }
+        if grammar.is_some() {
+            structured.push(grammar_line(c, &cells, &constrained));
         }
         let tok_s = median(
             cells
@@ -133,7 +159,43 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for line in overheads {
         println!("  {line}");
     }
+    if !structured.is_empty() {
+        println!(
+            "\nstructured output (the same prompts held to the JSON schema, run right after):"
+        );
+        println!(
+            "| concurrency | free tok/s | schema tok/s | ratio | mask us/token | stall us/token |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for line in structured {
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// One row of the structured-output table: throughput free and held to
+/// the schema, the masks' compute time per constrained token (beside the
+/// forward pass) and the time steps waited for them.
+fn grammar_line(c: usize, free: &[Cell], held: &[Cell]) -> String {
+    let tok_s = |cells: &[Cell]| {
+        median(
+            cells
+                .iter()
+                .map(|x| x.tokens as f64 / x.wall.as_secs_f64())
+                .collect(),
+        )
+    };
+    let masks: u64 = held.iter().map(|x| x.stats.masks).sum();
+    let mask_us: u64 = held.iter().map(|x| x.stats.mask_micros).sum();
+    let wait_us: u64 = held.iter().map(|x| x.stats.mask_wait_micros).sum();
+    let (a, b) = (tok_s(free), tok_s(held));
+    format!(
+        "| {c} | {a:.1} | {b:.1} | {:.2}x | {:.0} | {:.1} |",
+        b / a.max(f64::MIN_POSITIVE),
+        mask_us as f64 / masks.max(1) as f64,
+        wait_us as f64 / masks.max(1) as f64,
+    )
 }
 
 fn rayon_threads() -> usize {
@@ -146,6 +208,7 @@ fn run_cell(
     model: &std::sync::Arc<dyn pagoda_models::CausalLm>,
     prompts: Vec<Vec<u32>>,
     args: &BenchArgs,
+    grammar: Option<&Grammar>,
 ) -> anyhow::Result<Cell> {
     let block_size = 16;
     let per_seq = (args.prompt_tokens + args.max_tokens).div_ceil(block_size);
@@ -180,7 +243,7 @@ fn run_cell(
                 },
                 n: 1,
                 reasoning: None,
-                grammar: None,
+                grammar: grammar.cloned(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -192,6 +192,11 @@ pub struct BenchArgs {
     /// Token budget of one engine step.
     #[arg(long, default_value_t = 128)]
     pub max_tokens_per_step: usize,
+    /// Also run every round with each request's output held to this JSON
+    /// schema (a file), right after the free round, and report what the
+    /// grammar costs per token.
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
 }
 
 /// Arguments of `pagoda generate`.
