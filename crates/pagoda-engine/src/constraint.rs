@@ -70,24 +70,25 @@ impl Constraint {
         }
     }
 
-    /// Whether `token` is allowed at the current position.
-    pub(crate) fn allows(&mut self, token: u32) -> bool {
+    /// Settles the sampled `token`: an allowed one stands, otherwise (every
+    /// allowed logit was −∞, say a stop token suppressed by `min_tokens`)
+    /// the grammar wins with its first allowed token. A token that is not
+    /// one of `stop_ids` is consumed. Returns the token and whether the
+    /// choice ends with it (a stop token, or the grammar is complete).
+    pub(crate) fn settle(&mut self, token: u32, stop_ids: &[u32]) -> Result<(u32, bool), String> {
         self.prepare();
-        matches!(&self.mask, Some(Ok(m)) if m.is_allowed(token))
-    }
-
-    /// The first allowed token (for a position where every allowed logit
-    /// was −∞, say a stop token suppressed by `min_tokens`).
-    pub(crate) fn first_allowed(&mut self) -> Option<u32> {
-        self.prepare();
-        match &self.mask {
-            Some(Ok(m)) => m.first_bit_set().map(|t| t as u32),
-            _ => None,
+        let token = match &self.mask {
+            Some(Ok(m)) if !m.is_allowed(token) => m.first_bit_set().map_or(token, |t| t as u32),
+            _ => token,
+        };
+        if stop_ids.contains(&token) {
+            return Ok((token, true));
         }
+        Ok((token, self.consume(token)? == Progress::Complete))
     }
 
     /// Moves past `token`, which must be allowed.
-    pub(crate) fn consume(&mut self, token: u32) -> Result<Progress, String> {
+    fn consume(&mut self, token: u32) -> Result<Progress, String> {
         self.mask = None;
         self.matcher
             .consume_token(token)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 
 use crate::block_manager::{BlockManager, Fork};
-use crate::constraint::{Constraint, Progress};
+use crate::constraint::Constraint;
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
 use crate::reasoning::Thinking;
@@ -406,16 +406,12 @@ impl EngineCore {
             .collect();
         // The grammar masks of the sequences about to sample are computed
         // on another thread while the forward pass runs.
-        let sampling: std::collections::HashSet<SeqId> = plan
-            .chunks
-            .iter()
-            .filter(|c| c.wants_logits)
-            .map(|c| c.seq)
-            .collect();
+        // (Nothing is allocated when no sequence has a grammar.)
+        let samples = |seq: &SeqId| plan.chunks.iter().any(|c| c.wants_logits && c.seq == *seq);
         let constrained: Vec<&mut Constraint> = self
             .seqs
             .iter_mut()
-            .filter(|(seq, _)| sampling.contains(seq))
+            .filter(|(seq, s)| s.constraint.is_some() && samples(seq))
             .filter_map(|(_, s)| active_constraint(s.thinking, &mut s.constraint))
             .collect();
         let masks = constrained.len() as u64;
@@ -544,23 +540,12 @@ impl EngineCore {
         );
         let mut stop = stop_ids.contains(&sampled.token);
         if let Some(c) = constraint {
-            // Every allowed token was suppressed (a stop token before
-            // `min_tokens`): the grammar wins.
-            if !c.allows(sampled.token) {
-                if let Some(t) = c.first_allowed() {
-                    sampled.token = t;
-                    stop = stop_ids.contains(&t);
-                }
-            }
-            if !stop {
-                match c.consume(sampled.token) {
-                    Ok(Progress::Open) => {}
-                    Ok(Progress::Complete) => stop = true,
-                    Err(e) => {
-                        let id = state.request;
-                        self.fail(id, &format!("the output grammar failed: {e}"));
-                        return;
-                    }
+            match c.settle(sampled.token, stop_ids) {
+                Ok((token, ends)) => (sampled.token, stop) = (token, ends),
+                Err(e) => {
+                    let id = state.request;
+                    self.fail(id, &format!("the output grammar failed: {e}"));
+                    return;
                 }
             }
         }
