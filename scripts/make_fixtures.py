@@ -59,6 +59,9 @@ tests/fixtures/smollm2_reference.json         greedy continuations of the real d
                                               by transformers loading the same GGUF, and
                                               llama.cpp's tokenization of a varied corpus
 tests/fixtures/templates/*.expected.json      chat templates rendered by transformers' renderer
+                                              (tool_requests.expected.json: the OpenAI requests
+                                              of tool_requests.json, with calls, results and
+                                              offered tools, through Llama 3.1's and R1's)
 
 This script only reads the command line; the generators are the package scripts/fixtures/,
 one module per kind of output (its __init__.py lists them): common (prompts, the trained

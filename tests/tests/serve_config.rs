@@ -98,6 +98,7 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
         "reasoning_budget_low",
         "reasoning_budget_medium",
         "reasoning_budget_high",
+        "tool_call_parser",
     ] {
         assert!(
             text.contains(&format!("# {key} = ")),

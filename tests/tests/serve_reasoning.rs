@@ -325,3 +325,107 @@ fn a_tool_call_inside_the_thinking_is_not_swallowed() {
     assert_eq!(f, "length");
     assert_eq!(reasoning_tokens(&answer), 0);
 }
+
+/// The DeepSeek call markup the server forces and parses back (issue [7]):
+/// a named `tool_choice` on the R1-style checkpoint thinks first (the
+/// budget closes the block), then writes exactly one call in
+/// `<｜tool▁calls▁begin｜>` markup with arguments valid against the
+/// function's schema; the stream carries the same call, and the call and
+/// its result render back into the next turn's prompt.
+#[test]
+fn a_forced_call_follows_the_thinking_in_deepseeks_markup() {
+    let server = Server::start_model(&fixture(), &["--chat-template", &think_template()]);
+    assert!(
+        server.log().contains("deepseek"),
+        "the call format comes from R1's template: {}",
+        server.log()
+    );
+    // R1's template has no `tools`: the definition is described in the
+    // system message.
+    let tools = json!([{"type": "function", "function": {
+        "name": "w",
+        "parameters": {"type": "object",
+                       "properties": {"u": {"enum": ["C", "F"]}, "d": {"type": "integer", "minimum": 1, "maximum": 9}},
+                       "required": ["u", "d"]}}}]);
+    let forced = body(json!({
+        "max_tokens": 160, "max_reasoning_tokens": 3, "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "w"}},
+    }));
+    let answer = chat(&server, forced.clone());
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let message = &choice["message"];
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{answer}"
+    );
+    assert!(
+        message["content"].as_str().unwrap_or_default().is_empty(),
+        "{answer}"
+    );
+    let calls = message["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 1, "{answer}");
+    let call = &calls[0];
+    assert_eq!(call["type"], "function");
+    assert!(call["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(call["function"]["name"], "w");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("string"))
+        .expect("arguments are JSON");
+    assert!(matches!(args["u"].as_str(), Some("C" | "F")), "{args}");
+    assert!(
+        args["d"].as_u64().is_some_and(|d| (1..=9).contains(&d)),
+        "{args}"
+    );
+
+    // Streamed: the same call (ids aside), index 0, name before arguments.
+    let mut stream = forced.clone();
+    stream["stream"] = json!(true);
+    let r = server
+        .request("POST", "/v1/chat/completions", Some(&stream.to_string()))
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (mut name, mut arguments, mut finish) = (String::new(), String::new(), String::new());
+    for data in r.body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).expect("chunk JSON");
+        let c = &chunk["choices"][0];
+        for d in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            assert_eq!(d["index"], 0);
+            if let Some(n) = d["function"]["name"].as_str() {
+                assert!(arguments.is_empty(), "the name comes first");
+                name.push_str(n);
+            }
+            arguments.push_str(d["function"]["arguments"].as_str().unwrap_or_default());
+        }
+        if let Some(f) = c["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    assert_eq!(
+        (name.as_str(), arguments.as_str(), finish.as_str()),
+        (
+            "w",
+            call["function"]["arguments"].as_str().expect("string"),
+            "tool_calls"
+        )
+    );
+
+    // The next turn: the call and its result go back through the template.
+    let mut next = body(json!({"max_tokens": 2, "tools": tools}));
+    next["messages"] = json!([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "18 C"},
+    ]);
+    let turn = chat(&server, next);
+    assert!(
+        turn["usage"]["prompt_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 20),
+        "{turn}"
+    );
+}

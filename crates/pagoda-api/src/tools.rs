@@ -97,9 +97,15 @@ fn function(i: usize, tool: ToolDefinition) -> Result<Function, ApiError> {
             "`parameters` must be a JSON schema object",
         ));
     }
-    let mut definition = serde_json::json!({"name": name, "parameters": parameters});
+    // In OpenAI's order (templates print the definitions as JSON).
+    let mut definition = serde_json::Map::new();
+    definition.insert("name".into(), name.clone().into());
     if let Some(d) = &f.description {
-        definition["description"] = d.clone().into();
+        definition.insert("description".into(), d.clone().into());
+    }
+    definition.insert("parameters".into(), parameters.clone());
+    if let Some(strict) = f.strict {
+        definition.insert("strict".into(), strict.into());
     }
     Ok(Function {
         name,

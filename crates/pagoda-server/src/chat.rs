@@ -20,7 +20,7 @@ use pagoda_models::RenderOptions;
 
 use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
-use crate::chat_prompt::{chat_prompt, template_takes_tools};
+use crate::chat_prompt::{chat_prompt, TemplateSupport};
 use crate::generation::{engine_request, token_text, CallPiece};
 use crate::inflight::{Collected, InFlight, RequestLabel};
 use crate::models::check_model;
@@ -71,8 +71,8 @@ async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiEr
             "this model ships no chat template; use /v1/completions",
         )
     })?;
-    let native = template_takes_tools(template.source());
-    let prompt = chat_prompt(req, state.tool_format, native);
+    let support = TemplateSupport::of(template.source());
+    let prompt = chat_prompt(req, state.tool_format, support);
     let grammar = chat_spec(&req.options.output, &req.tools, state.tool_format);
     let extra = req.template_kwargs.clone();
     let st = state.clone();
@@ -110,7 +110,7 @@ async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiEr
     request_body = pagoda_api::wire::ChatCompletionBody,
     responses(
         (status = 200, description = "The completion; with `stream: true`, server-sent events of `ChatChunk`s ending with `data: [DONE]`",
-            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+            content((ChatCompletion = "application/json"), (crate::openapi::SseEvent = "text/event-stream"))),
         crate::openapi::GenerationErrors,
     ),
     security((), ("bearer" = [])),

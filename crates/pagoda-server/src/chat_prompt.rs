@@ -1,10 +1,11 @@
 //! What a chat request gives the chat template: its messages (assistant
 //! turns with `tool_calls`, tool results with `tool_call_id`) and its
 //! `tools`. A template that takes `tools` gets them as they were sent; for
-//! one that does not (SmolLM2's, say), the functions and the call format
-//! are described in the system message instead, and earlier calls are
-//! written into their assistant turns the way the model was told to write
-//! them.
+//! one that does not (SmolLM2's, DeepSeek-R1's), the functions and the call
+//! format are described in the system message instead. Earlier calls reach
+//! a template that renders `tool_calls` as such; for one that does not,
+//! they are written into their assistant turns the way the model was told
+//! to write them.
 
 use pagoda_api::{ToolChoice, ValidChat, ValidMessage};
 
@@ -18,18 +19,36 @@ pub struct ChatPrompt {
     pub tools: Option<serde_json::Value>,
 }
 
-/// Whether a template's source refers to `tools`.
-pub fn template_takes_tools(source: &str) -> bool {
-    source.contains("tools")
+/// What a chat template renders of tool use, read from its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateSupport {
+    /// It reads the `tools` variable (function definitions).
+    pub tools: bool,
+    /// It renders assistant turns' `tool_calls`.
+    pub calls: bool,
 }
 
-/// Builds the template input of `req` for a model writing calls in `format`;
-/// `native` says whether its template takes `tools`.
-pub fn chat_prompt(req: &ValidChat, format: ToolCallFormat, native: bool) -> ChatPrompt {
+impl TemplateSupport {
+    /// What the template with this source renders.
+    pub fn of(source: &str) -> Self {
+        Self {
+            tools: source.contains("tools"),
+            calls: source.contains("tool_calls"),
+        }
+    }
+}
+
+/// Builds the template input of `req` for a model writing calls in `format`
+/// through a template that renders what `support` says.
+pub fn chat_prompt(
+    req: &ValidChat,
+    format: ToolCallFormat,
+    support: TemplateSupport,
+) -> ChatPrompt {
     let mut messages: Vec<serde_json::Value> = req
         .messages
         .iter()
-        .map(|m| message(m, format, native))
+        .map(|m| message(m, format, support.calls))
         .collect();
     let offered = req.tools.calls_possible();
     let definitions = || {
@@ -41,7 +60,7 @@ pub fn chat_prompt(req: &ValidChat, format: ToolCallFormat, native: bool) -> Cha
                 .collect(),
         )
     };
-    if offered && !native {
+    if offered && !support.tools {
         let forced = req.tools.choice != ToolChoice::Auto;
         let text = instructions(format, &definitions(), forced);
         match messages.first_mut() {
@@ -54,7 +73,7 @@ pub fn chat_prompt(req: &ValidChat, format: ToolCallFormat, native: bool) -> Cha
     }
     ChatPrompt {
         messages,
-        tools: (offered && native).then(definitions),
+        tools: (offered && support.tools).then(definitions),
     }
 }
 
@@ -81,7 +100,8 @@ fn instructions(format: ToolCallFormat, functions: &serde_json::Value, forced: b
     format!("You can call these functions:\n{functions}\n\n{when} A call is written as:\n{example}")
 }
 
-/// One message as the template sees it.
+/// One message as the template sees it; `native`: the template renders
+/// `tool_calls`.
 fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json::Value {
     let calls = m.tool_calls.as_ref().filter(|c| !is_empty_list(c));
     // An assistant turn that only calls has null content (templates such
@@ -191,6 +211,15 @@ fn written_calls(calls: &serde_json::Value, format: ToolCallFormat, content: &st
 mod tests {
     use super::*;
 
+    const NATIVE: TemplateSupport = TemplateSupport {
+        tools: true,
+        calls: true,
+    };
+    const PLAIN: TemplateSupport = TemplateSupport {
+        tools: false,
+        calls: false,
+    };
+
     fn chat(json: serde_json::Value) -> ValidChat {
         pagoda_api::parse_chat(json.to_string().as_bytes()).expect("valid")
     }
@@ -212,7 +241,7 @@ mod tests {
 
     #[test]
     fn native_templates_get_tools_and_calls_in_openai_shape() {
-        let p = chat_prompt(&chat(history()), ToolCallFormat::Hermes, true);
+        let p = chat_prompt(&chat(history()), ToolCallFormat::Hermes, NATIVE);
         assert_eq!(
             p.tools.as_ref().and_then(|t| t.as_array()).map(Vec::len),
             Some(1)
@@ -226,7 +255,7 @@ mod tests {
         );
         assert_eq!(p.messages[2]["tool_call_id"], "call_1");
         // DeepSeek's concatenates the string.
-        let p = chat_prompt(&chat(history()), ToolCallFormat::DeepSeek, true);
+        let p = chat_prompt(&chat(history()), ToolCallFormat::DeepSeek, NATIVE);
         assert_eq!(
             p.messages[1]["tool_calls"][0]["function"]["arguments"],
             "{\"city\": \"Paris\"}"
@@ -235,7 +264,7 @@ mod tests {
 
     #[test]
     fn other_templates_get_the_functions_in_the_system_message() {
-        let p = chat_prompt(&chat(history()), ToolCallFormat::Json, false);
+        let p = chat_prompt(&chat(history()), ToolCallFormat::Json, PLAIN);
         assert!(p.tools.is_none());
         assert_eq!(p.messages[0]["role"], "system");
         let system = p.messages[0]["content"].as_str().expect("text");
@@ -250,7 +279,73 @@ mod tests {
         // tool_choice none: nothing is offered.
         let mut none = history();
         none["tool_choice"] = "none".into();
-        let p = chat_prompt(&chat(none), ToolCallFormat::Json, false);
+        let p = chat_prompt(&chat(none), ToolCallFormat::Json, PLAIN);
         assert_eq!(p.messages[0]["role"], "user");
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../tests/fixtures/templates/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The real Llama 3.1 and DeepSeek-R1 templates render OpenAI requests
+    /// carrying calls, results and offered tools exactly as transformers
+    /// renders the same conversation (`scripts/make_fixtures.py
+    /// --templates` wrote the expectations); R1's template has no `tools`,
+    /// so there the functions come first, in the system message.
+    #[test]
+    fn real_templates_render_calls_and_results_as_transformers_does() {
+        use pagoda_models::{ChatTemplate, RenderOptions};
+        let requests: serde_json::Value =
+            serde_json::from_str(&fixture("tool_requests.json")).expect("json");
+        let expected: serde_json::Value =
+            serde_json::from_str(&fixture("tool_requests.expected.json")).expect("json");
+        let specials: serde_json::Value =
+            serde_json::from_str(&fixture("specials.json")).expect("json");
+        let mut checked = 0;
+        for case in expected.as_array().expect("cases") {
+            let name = case["template"].as_str().expect("template");
+            let source = fixture(&format!("{name}.jinja"));
+            let template = ChatTemplate::new(
+                &source,
+                specials[name]["bos_token"].as_str().expect("bos"),
+                specials[name]["eos_token"].as_str().expect("eos"),
+            )
+            .expect("template");
+            let request = requests
+                .as_array()
+                .expect("requests")
+                .iter()
+                .find(|r| r["name"] == case["request"])
+                .expect("request");
+            let req = chat(request["request"].clone());
+            let format = ToolCallFormat::detect(&source);
+            let support = TemplateSupport::of(&source);
+            let prompt = chat_prompt(&req, format, support);
+            let got = template.render(
+                &prompt.messages,
+                &RenderOptions {
+                    add_generation_prompt: true,
+                    tools: prompt.tools.clone(),
+                    ..Default::default()
+                },
+            );
+            let label = format!("{name} / {}", case["request"]);
+            match (case.get("rendered").and_then(|v| v.as_str()), got) {
+                (Some(want), Ok(got)) if req.tools.calls_possible() && !support.tools => {
+                    let system = prompt.messages[0]["content"].as_str().expect("system");
+                    assert!(system.contains("get_weather"), "{label}: {system}");
+                    assert_eq!(got.replacen(system, "", 1), want, "{label}");
+                }
+                (Some(want), Ok(got)) => assert_eq!(got, want, "{label}"),
+                (None, Err(_)) => {}
+                (want, got) => panic!("{label}: expected {want:?}, got {got:?}"),
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 8);
     }
 }

@@ -89,7 +89,7 @@ async fn encode_prompts(
     request_body = pagoda_api::wire::CompletionBody,
     responses(
         (status = 200, description = "The completion; with `stream: true`, server-sent events of `Completion` chunks ending with `data: [DONE]`",
-            content((Completion = "application/json"), (String = "text/event-stream"))),
+            content((Completion = "application/json"), (crate::openapi::SseEvent = "text/event-stream"))),
         crate::openapi::GenerationErrors,
     ),
     security((), ("bearer" = [])),

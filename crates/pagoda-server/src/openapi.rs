@@ -32,6 +32,7 @@ use crate::{chat, completions, health, metrics, models, playground};
         pagoda_api::response::ChatChunk,
         pagoda_api::response::ChatChunkChoice,
         pagoda_api::response::ChatDelta,
+        SseEvent,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -40,6 +41,24 @@ use crate::{chat, completions, health, metrics, models, playground};
     )
 )]
 pub struct ApiDoc;
+
+/// One server-sent event of a streamed completion, as a client parses it
+/// off the wire (the shape tools that validate event streams check each
+/// event against).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Never built: it describes what the streams send.
+pub struct SseEvent {
+    /// A JSON chunk (`ChatChunk` for chat, `Completion` for text), an
+    /// error in OpenAI's envelope as the last chunk of a failed stream, or
+    /// `[DONE]`.
+    data: String,
+    /// The event type; pagoda sends none, so clients read `message`.
+    event: Option<String>,
+    /// The event id; pagoda sends none.
+    id: Option<String>,
+    /// A reconnection delay in milliseconds; pagoda sends none.
+    retry: Option<u64>,
+}
 
 /// The error responses of the generation endpoints, all in OpenAI's envelope.
 #[derive(utoipa::IntoResponses)]
