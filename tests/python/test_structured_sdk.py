@@ -10,11 +10,12 @@ function with valid arguments.
 
 import concurrent.futures
 import json
+from typing import Literal
 
 import jsonschema
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from conftest import MODEL_NAME, Server
 
@@ -261,6 +262,7 @@ class Person(BaseModel):
 
 
 def test_chat_completions_parse_with_a_pydantic_model(client):
+    parsed = 0
     for seed in range(3):
         completion = client.chat.completions.parse(
             model=MODEL_NAME,
@@ -272,3 +274,35 @@ def test_chat_completions_parse_with_a_pydantic_model(client):
             continue  # a long string ran out of tokens: OpenAI's SDK raises too
         assert isinstance(message.parsed, Person), message
         assert isinstance(message.parsed.address, Address)
+        parsed += 1
+    assert parsed, "every output ran out of tokens"
+
+
+class City(BaseModel):
+    name: str = Field(max_length=20)
+    country: Literal["IT", "FR", "ES"]
+
+
+class Trip(BaseModel):
+    traveller: str = Field(max_length=20)
+    nights: int = Field(ge=1, le=30)
+    destination: City
+
+
+def test_a_forced_call_of_a_pydantic_function_tool_with_nested_models(client):
+    # The SDK's schema of Trip puts City under `$defs` and refers to it.
+    tool = openai.pydantic_function_tool(Trip, name="book_trip")
+    assert "$defs" in tool["function"]["parameters"]
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": "Book me three nights in Rome."}],
+            tools=[tool], tool_choice={"type": "function", "function": {"name": "book_trip"}},
+            temperature=1.0, seed=seed, max_tokens=200,
+        )
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "book_trip"
+        trip = Trip.model_validate_json(call.function.arguments)
+        assert isinstance(trip.destination, City)

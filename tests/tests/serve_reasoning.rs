@@ -429,3 +429,32 @@ fn a_forced_call_follows_the_thinking_in_deepseeks_markup() {
         "{turn}"
     );
 }
+
+/// With a grammar on the answer, a choice may not end its thinking with a
+/// tool-call marker nor stop inside it (issue [7]): pushed hard towards
+/// both, it thinks until the budget closes the block, then writes JSON
+/// valid against the schema.
+#[test]
+fn a_schema_answer_always_comes_after_the_thinking() {
+    let server = Server::start_model(&fixture(), &["--chat-template", &think_template()]);
+    let (marker_id, eos_id) = (366, 360); // reference.json: "specials", config.json
+    let answer = chat(
+        &server,
+        body(json!({
+            "max_tokens": 80, "max_reasoning_tokens": 4,
+            "logit_bias": {marker_id.to_string(): 100, eos_id.to_string(): 100},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "u", "strict": true, "schema": {
+                "type": "object", "properties": {"u": {"enum": ["C", "F"]}}, "required": ["u"]}}},
+        })),
+    );
+    let (r, c, f) = parts(&answer);
+    let r = r.expect("reasoning_content");
+    assert!(!r.contains("tool▁calls"), "{answer}");
+    assert!(
+        reasoning_tokens(&answer) > 4,
+        "4 thought, then the appended close: {answer}"
+    );
+    let v: Value = serde_json::from_str(&c).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(matches!(v["u"].as_str(), Some("C" | "F")), "{answer}");
+    assert_eq!(f, "stop", "{answer}");
+}

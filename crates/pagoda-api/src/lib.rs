@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod past_calls;
 pub mod response;
 pub mod structured;
 pub mod tools;
@@ -13,6 +14,7 @@ pub mod validate;
 pub mod wire;
 
 pub use error::{ApiError, ErrorEnvelope, ErrorKind};
+pub use past_calls::PastCall;
 pub use structured::{OutputConstraint, OutputFormat};
 pub use tools::{Function, ToolChoice, ToolRequest};
 pub use validate::{

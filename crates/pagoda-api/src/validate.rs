@@ -6,6 +6,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::past_calls::{past_calls, PastCall};
 use crate::structured::{output_constraint, OutputConstraint};
 use crate::tools::{tool_request, ToolRequest};
 use crate::wire::{
@@ -69,8 +70,8 @@ pub struct ValidMessage {
     pub content: String,
     /// Participant name.
     pub name: Option<String>,
-    /// An assistant turn's tool calls, as sent.
-    pub tool_calls: Option<serde_json::Value>,
+    /// An assistant turn's tool calls (empty: none).
+    pub tool_calls: Vec<PastCall>,
     /// The call a tool message answers.
     pub tool_call_id: Option<String>,
     /// An assistant turn's thinking (`reasoning_content` or `reasoning`).
@@ -389,6 +390,16 @@ fn message(i: usize, m: ChatMessage) -> Result<ValidMessage, ApiError> {
             text
         }
     };
+    let tool_calls = match m.tool_calls {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(_) if role != Role::Assistant => {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].tool_calls"),
+                "only assistant messages carry tool calls",
+            ))
+        }
+        Some(v) => past_calls(i, v)?,
+    };
     if role == Role::Tool && m.tool_call_id.is_none() {
         return Err(ApiError::invalid(
             format!("messages[{i}].tool_call_id"),
@@ -414,7 +425,7 @@ fn message(i: usize, m: ChatMessage) -> Result<ValidMessage, ApiError> {
         role,
         content,
         name: m.name,
-        tool_calls: m.tool_calls,
+        tool_calls,
         tool_call_id: m.tool_call_id,
         reasoning_content,
     })

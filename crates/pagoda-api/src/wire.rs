@@ -49,8 +49,9 @@ pub struct JsonSchemaFormat {
     /// The JSON schema the output must validate against.
     #[schema(value_type = Object)]
     pub schema: Option<serde_json::Value>,
-    /// Enforce every keyword of the schema (one that cannot be enforced is
-    /// an error); otherwise such keywords are ignored.
+    /// As OpenAI's strict mode: objects take no properties beyond those
+    /// they list. Strict or not, every keyword is enforced, and one that
+    /// cannot be is a 400 naming it.
     pub strict: Option<bool>,
 }
 
@@ -192,7 +193,8 @@ pub struct ChatMessage {
     pub content: Option<MessageContent>,
     /// An optional participant name.
     pub name: Option<String>,
-    /// Tool calls of an assistant turn, passed to the chat template as they are.
+    /// Tool calls of an assistant turn (OpenAI's shape: `id`, `type`,
+    /// `function.name`, `function.arguments`), passed to the chat template.
     pub tool_calls: Option<serde_json::Value>,
     /// The call a `tool` message answers.
     pub tool_call_id: Option<String>,

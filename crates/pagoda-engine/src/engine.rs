@@ -136,6 +136,11 @@ struct RequestState {
     seqs: Vec<SeqId>,
     /// Every id that ends a choice, computed once.
     stop_ids: Vec<u32>,
+    /// What a choice with a grammar may not sample while it thinks: the
+    /// stop ids and the single-token answer markers, so that it ends its
+    /// thinking only with the close tag and its answer always comes, held
+    /// to the grammar (empty without a grammar or without reasoning).
+    banned_while_thinking: Vec<u32>,
     /// Choices still to fork from choice 0 once its prompt is computed.
     unforked: bool,
 }
@@ -301,10 +306,20 @@ impl EngineCore {
             },
         );
         let unforked = request.n > 1;
+        let stop_ids = request.stop.stop_ids();
+        let banned_while_thinking = match (&request.grammar, &request.reasoning) {
+            (Some(_), Some(limit)) => stop_ids
+                .iter()
+                .copied()
+                .chain(limit.single_token_markers())
+                .collect(),
+            _ => Vec::new(),
+        };
         self.requests.insert(
             id,
             RequestState {
-                stop_ids: request.stop.stop_ids(),
+                stop_ids,
+                banned_while_thinking,
                 request,
                 sink,
                 seqs: vec![seq],
@@ -517,7 +532,10 @@ impl EngineCore {
         let tokens = self.scheduler.tokens(seq);
         let (prompt, output) = tokens.split_at(state.prompt_len.min(tokens.len()));
         let stop_ids = &request.stop_ids;
-        let suppressed: &[u32] = if output.len() < request.request.stop.min_tokens {
+        let thinking = matches!(state.thinking, Some(Thinking::Inside(_)));
+        let suppressed: &[u32] = if thinking && state.constraint.is_some() {
+            &request.banned_while_thinking
+        } else if output.len() < request.request.stop.min_tokens {
             stop_ids
         } else {
             &[]

@@ -179,12 +179,24 @@ pub fn lark_json(schema: &serde_json::Value, strict: bool) -> String {
 
 /// Gives every object schema in `schema` that names its `properties` but
 /// not `additionalProperties` an `additionalProperties: false`, walking the
-/// keywords that hold subschemas.
+/// keywords that hold subschemas. The parts of an `allOf` describe one
+/// object together, so neither they nor the schema holding them are closed
+/// at that level (each would reject the others' properties); what they
+/// nest is.
 fn close_objects(schema: &mut serde_json::Value) {
+    close_objects_at(schema, true);
+}
+
+fn close_objects_at(schema: &mut serde_json::Value, close_here: bool) {
     let Some(obj) = schema.as_object_mut() else {
         return;
     };
-    if obj.contains_key("properties") && !obj.contains_key("additionalProperties") {
+    let composed = obj.contains_key("allOf");
+    if close_here
+        && !composed
+        && obj.contains_key("properties")
+        && !obj.contains_key("additionalProperties")
+    {
         obj.insert("additionalProperties".into(), false.into());
     }
     for (key, value) in obj.iter_mut() {
@@ -194,7 +206,12 @@ fn close_objects(schema: &mut serde_json::Value) {
                     map.values_mut().for_each(close_objects);
                 }
             }
-            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+            "allOf" => {
+                if let Some(list) = value.as_array_mut() {
+                    list.iter_mut().for_each(|v| close_objects_at(v, false));
+                }
+            }
+            "anyOf" | "oneOf" | "prefixItems" => {
                 if let Some(list) = value.as_array_mut() {
                     list.iter_mut().for_each(close_objects);
                 }
@@ -243,5 +260,41 @@ impl PartialEq for Grammar {
     /// The same compiled grammar.
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.parser, &other.parser)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_closes_objects_but_not_the_parts_of_an_all_of() {
+        let mut schema = serde_json::json!({
+            "type": "object",
+            "properties": {"inner": {"type": "object", "properties": {"x": {}}}},
+            "$defs": {"D": {"properties": {"y": {}}}},
+            "anyOf": [{"properties": {"z": {}}}],
+        });
+        close_objects(&mut schema);
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"]["inner"]["additionalProperties"], false);
+        assert_eq!(schema["$defs"]["D"]["additionalProperties"], false);
+        assert_eq!(schema["anyOf"][0]["additionalProperties"], false);
+
+        let mut composed = serde_json::json!({
+            "allOf": [
+                {"properties": {"a": {}, "deep": {"properties": {"q": {}}}}},
+                {"properties": {"b": {}}},
+            ],
+            "properties": {"c": {}},
+        });
+        close_objects(&mut composed);
+        assert!(composed.get("additionalProperties").is_none());
+        assert!(composed["allOf"][0].get("additionalProperties").is_none());
+        assert!(composed["allOf"][1].get("additionalProperties").is_none());
+        assert_eq!(
+            composed["allOf"][0]["properties"]["deep"]["additionalProperties"],
+            false
+        );
     }
 }

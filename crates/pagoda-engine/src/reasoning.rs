@@ -21,9 +21,11 @@ pub struct ReasoningLimit {
     pub starts_inside: bool,
     /// The ids of the open tag.
     pub open: Vec<u32>,
-    /// Id sequences that end the block when generated: the close tag, and
-    /// markers that begin an answer by themselves (a tool call's opening).
-    pub ends: Vec<Vec<u32>>,
+    /// The ids of the close tag, which ends the block when generated.
+    pub close: Vec<u32>,
+    /// Id sequences of markers that begin an answer by themselves (a tool
+    /// call's opening): generated inside the block, they end it too.
+    pub markers: Vec<Vec<u32>>,
     /// Most tokens of thinking (after the open tag) before the engine closes it.
     pub max_tokens: usize,
     /// What the engine appends to close the block (the ids of, say,
@@ -62,12 +64,27 @@ impl Thinking {
     pub(crate) fn after(self, limit: &ReasoningLimit, output: &[u32], next: u32) -> Self {
         match self {
             Thinking::NotYet if ends_with(output, next, &limit.open) => Thinking::Inside(0),
-            Thinking::Inside(_) if limit.ends.iter().any(|e| ends_with(output, next, e)) => {
+            Thinking::Inside(_)
+                if ends_with(output, next, &limit.close)
+                    || limit.markers.iter().any(|m| ends_with(output, next, m)) =>
+            {
                 Thinking::Done
             }
             Thinking::Inside(n) => Thinking::Inside(n + 1),
             other => other,
         }
+    }
+}
+
+impl ReasoningLimit {
+    /// The markers that are single tokens: what a choice whose answer has a
+    /// grammar may not sample while thinking (its answer must begin where
+    /// the grammar starts, after the close tag).
+    pub(crate) fn single_token_markers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.markers.iter().filter_map(|m| match m.as_slice() {
+            [id] => Some(*id),
+            _ => None,
+        })
     }
 }
 
@@ -91,7 +108,8 @@ mod tests {
         ReasoningLimit {
             starts_inside,
             open: vec![OPEN],
-            ends: vec![vec![CLOSE], vec![TOOL]],
+            close: vec![CLOSE],
+            markers: vec![vec![TOOL]],
             max_tokens,
             close_with: vec![5, CLOSE, 5],
         }
@@ -153,7 +171,8 @@ mod tests {
         let l = ReasoningLimit {
             starts_inside: false,
             open: vec![7, 8],
-            ends: vec![vec![8, 7]],
+            close: vec![8, 7],
+            markers: Vec::new(),
             max_tokens: 10,
             close_with: vec![8, 7],
         };

@@ -578,7 +578,8 @@ fn with_budget(r: &Request, close: &[u32], max_tokens: usize) -> Request {
     r.reasoning = Some(ReasoningLimit {
         starts_inside: true,
         open: Vec::new(),
-        ends: vec![close.to_vec()],
+        close: close.to_vec(),
+        markers: Vec::new(),
         max_tokens,
         close_with: close.to_vec(),
     });

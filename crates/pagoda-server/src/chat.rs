@@ -148,7 +148,12 @@ pub async fn chat_completions(
     // (its grammar saw to it) and streams as it is written.
     let tools = req.tools.calls_possible().then(|| {
         let names = req.tools.functions.iter().map(|f| f.name.clone()).collect();
-        ToolCallParser::new(state.tool_format, names, req.tools.calls_forced())
+        let parser = ToolCallParser::new(state.tool_format, names, req.tools.calls_forced());
+        if req.tools.parallel {
+            parser
+        } else {
+            parser.at_most(1)
+        }
     });
     let mut run = InFlight::submit(
         &state,
@@ -299,9 +304,10 @@ impl ChatStream {
                     };
                     out.push(self.choice_chunk(index, d, logprobs, None));
                 }
-                if !delta.calls.is_empty() {
+                // One chunk per piece: a call's head, then its arguments.
+                for piece in delta.calls {
                     let d = ChatDelta {
-                        tool_calls: Some(delta.calls.into_iter().map(call_delta).collect()),
+                        tool_calls: Some(vec![call_delta(piece)]),
                         ..ChatDelta::default()
                     };
                     out.push(self.choice_chunk(index, d, None, None));

@@ -7,7 +7,7 @@
 //! they are written into their assistant turns the way the model was told
 //! to write them.
 
-use pagoda_api::{ToolChoice, ValidChat, ValidMessage};
+use pagoda_api::{PastCall, ToolChoice, ValidChat, ValidMessage};
 
 use crate::tool_format::ToolCallFormat;
 
@@ -103,19 +103,19 @@ fn instructions(format: ToolCallFormat, functions: &serde_json::Value, forced: b
 /// One message as the template sees it; `native`: the template renders
 /// `tool_calls`.
 fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json::Value {
-    let calls = m.tool_calls.as_ref().filter(|c| !is_empty_list(c));
+    let calls = &m.tool_calls;
     // An assistant turn that only calls has null content (templates such
     // as DeepSeek's render the calls only then).
-    let content: serde_json::Value = match calls {
-        Some(calls) if !native => written_calls(calls, format, &m.content).into(),
-        Some(_) if m.content.is_empty() => serde_json::Value::Null,
+    let content: serde_json::Value = match calls.is_empty() {
+        false if !native => written_calls(calls, format, &m.content).into(),
+        false if m.content.is_empty() => serde_json::Value::Null,
         _ => m.content.clone().into(),
     };
     let mut v = serde_json::json!({"role": m.role.template_name(), "content": content});
     if let Some(name) = &m.name {
         v["name"] = name.clone().into();
     }
-    if let (Some(calls), true) = (calls, native) {
+    if !calls.is_empty() && native {
         v["tool_calls"] = template_calls(calls, format);
     }
     if let Some(id) = &m.tool_call_id {
@@ -127,46 +127,32 @@ fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json
     v
 }
 
-fn is_empty_list(v: &serde_json::Value) -> bool {
-    v.as_array().is_some_and(Vec::is_empty)
-}
-
 /// The calls as the template expects them: OpenAI's shape, with the
 /// arguments parsed into an object for templates that apply `tojson` to
 /// them (the JSON string stays when it does not parse).
-fn template_calls(calls: &serde_json::Value, format: ToolCallFormat) -> serde_json::Value {
-    let mut calls = calls.clone();
-    if format.template_wants_argument_objects() {
-        for call in calls.as_array_mut().into_iter().flatten() {
-            let args = &mut call["function"]["arguments"];
-            if let Some(parsed) = args
-                .as_str()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-            {
-                *args = parsed;
-            }
-        }
-    }
+fn template_calls(calls: &[PastCall], format: ToolCallFormat) -> serde_json::Value {
     calls
+        .iter()
+        .map(|c| {
+            let arguments = if format.template_wants_argument_objects() {
+                c.argument_value()
+            } else {
+                c.arguments.clone().into()
+            };
+            serde_json::json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": arguments},
+            })
+        })
+        .collect()
 }
 
 /// An earlier turn's calls written as text in `format`, after its content.
-fn written_calls(calls: &serde_json::Value, format: ToolCallFormat, content: &str) -> String {
+fn written_calls(calls: &[PastCall], format: ToolCallFormat, content: &str) -> String {
     let parsed: Vec<(String, serde_json::Value)> = calls
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let name = c["function"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let args = c["function"]["arguments"]
-                .as_str()
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_else(|| c["function"]["arguments"].clone());
-            (name, args)
-        })
+        .iter()
+        .map(|c| (c.name.clone(), c.argument_value()))
         .collect();
     let object = |key: &str, (name, args): &(String, serde_json::Value)| {
         serde_json::json!({"name": name, key: args}).to_string()

@@ -261,17 +261,12 @@ fn split_calls(events: Vec<ToolEvent>, text: &mut String) -> Vec<CallPiece> {
                 head: Some((call_id(), name)),
                 arguments: String::new(),
             }),
-            ToolEvent::Arguments { index, fragment } => match calls.last_mut() {
-                // Arguments right after their call's head travel with it.
-                Some(last) if last.index == index && last.arguments.is_empty() => {
-                    last.arguments = fragment
-                }
-                _ => calls.push(CallPiece {
-                    index,
-                    head: None,
-                    arguments: fragment,
-                }),
-            },
+            // Heads go alone (`arguments: ""`), as OpenAI streams them.
+            ToolEvent::Arguments { index, fragment } => calls.push(CallPiece {
+                index,
+                head: None,
+                arguments: fragment,
+            }),
         }
     }
     calls

@@ -49,7 +49,8 @@ const TOOL_CALL_MARKERS: [(&str, bool); 2] =
 pub struct Reasoning {
     tags: Arc<ReasoningTags>,
     open_ids: Vec<u32>,
-    end_ids: Vec<Vec<u32>>,
+    close_ids: Vec<u32>,
+    marker_ids: Vec<Vec<u32>>,
     close_with: Vec<u32>,
     budgets: EffortBudgets,
 }
@@ -101,14 +102,15 @@ impl Reasoning {
             })
             .collect();
         let encode = |text: &str| tokenizer.encode(text, false);
-        let mut end_ids = vec![encode(close)?];
-        for m in &answer_markers {
-            end_ids.push(encode(m)?);
-        }
+        let marker_ids = answer_markers
+            .iter()
+            .map(|m| encode(m))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Self {
             open_ids: encode(open)?,
             close_with: encode(&format!("\n{close}\n\n"))?,
-            end_ids,
+            close_ids: encode(close)?,
+            marker_ids,
             tags: Arc::new(ReasoningTags {
                 open: open.to_string(),
                 close: close.to_string(),
@@ -156,7 +158,8 @@ impl Reasoning {
         ReasoningLimit {
             starts_inside,
             open: self.open_ids.clone(),
-            ends: self.end_ids.clone(),
+            close: self.close_ids.clone(),
+            markers: self.marker_ids.clone(),
             max_tokens: budget,
             close_with: self.close_with.clone(),
         }

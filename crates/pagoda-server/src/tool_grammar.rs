@@ -16,16 +16,70 @@ fn literal(s: &str) -> String {
 
 /// The JSON of one call of `f`: `{"name": …, "<key>": arguments}`.
 fn call_object(f: &Function, key: &str) -> String {
-    let schema = serde_json::json!({
+    let (parameters, defs) = nested_under(&f.parameters, key);
+    let mut schema = serde_json::json!({
         "type": "object",
         "properties": {
             "name": {"const": f.name},
-            key: f.parameters,
+            key: parameters,
         },
         "required": ["name", key],
         "additionalProperties": false,
     });
+    for (name, value) in defs {
+        schema[name] = value;
+    }
     lark_json(&schema, f.strict)
+}
+
+/// `parameters` made ready to sit at `properties.<key>` of a wrapper
+/// schema: its `$defs` / `definitions` come out (to go at the wrapper's
+/// root, where `#/$defs/…` references then resolve, as pydantic writes
+/// them), and its other local references (`#`, `#/properties/…`) are
+/// rewritten to point under `properties.<key>`.
+fn nested_under(
+    parameters: &serde_json::Value,
+    key: &str,
+) -> (serde_json::Value, Vec<(&'static str, serde_json::Value)>) {
+    let mut schema = parameters.clone();
+    let mut defs = Vec::new();
+    if let Some(obj) = schema.as_object_mut() {
+        for name in ["$defs", "definitions"] {
+            if let Some(value) = obj.remove(name) {
+                defs.push((name, value));
+            }
+        }
+    }
+    let base = format!("#/properties/{key}");
+    rebase_refs(&mut schema, &base);
+    for (_, value) in &mut defs {
+        rebase_refs(value, &base);
+    }
+    (schema, defs)
+}
+
+/// Rewrites local `$ref`s other than into `$defs` / `definitions` to sit
+/// under `base`.
+fn rebase_refs(schema: &mut serde_json::Value, base: &str) {
+    match schema {
+        serde_json::Value::Object(obj) => {
+            for (k, v) in obj.iter_mut() {
+                match v {
+                    serde_json::Value::String(r) if k == "$ref" => {
+                        let kept = r.starts_with("#/$defs/") || r.starts_with("#/definitions/");
+                        if r == "#" {
+                            *r = base.to_string();
+                        } else if r.starts_with("#/") && !kept {
+                            *r = format!("{base}{}", &r[1..]);
+                        }
+                    }
+                    _ => rebase_refs(v, base),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| rebase_refs(v, base)),
+        _ => {}
+    }
 }
 
 /// The Lark grammar of calls of `functions` (not empty) in `format`; with
@@ -164,5 +218,35 @@ mod tests {
         );
         assert!(g.starts_with("start: calls | answer\n"), "{g}");
         assert_eq!(g.matches("calls:").count(), 1, "{g}");
+    }
+
+    #[test]
+    fn definitions_move_to_the_root_and_local_references_follow() {
+        let parameters = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "home": {"$ref": "#/$defs/City"},
+                "others": {"type": "array", "items": {"$ref": "#/properties/home"}},
+                "next": {"$ref": "#"},
+            },
+            "$defs": {"City": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        });
+        let (schema, defs) = nested_under(&parameters, "arguments");
+        assert!(schema.get("$defs").is_none());
+        assert_eq!(schema["properties"]["home"]["$ref"], "#/$defs/City");
+        assert_eq!(
+            schema["properties"]["others"]["items"]["$ref"],
+            "#/properties/arguments/properties/home"
+        );
+        assert_eq!(
+            schema["properties"]["next"]["$ref"],
+            "#/properties/arguments"
+        );
+        assert_eq!(defs.len(), 1);
+        assert_eq!(defs[0].0, "$defs");
+        let mut f = function("save");
+        f.parameters = parameters;
+        let g = forced_calls(ToolCallFormat::Hermes, &[&f], false);
+        assert!(g.contains("\"$defs\":{\"City\""), "{g}");
     }
 }

@@ -144,6 +144,9 @@ pub struct ToolCallParser {
     deferred_text: String,
     /// Where scanning the held call stopped (valid while `buf` only grows).
     resume: Option<Resume>,
+    /// Calls returned at most (`parallel_tool_calls: false`: one); later
+    /// ones are parsed but not released.
+    max_calls: usize,
 }
 
 impl ToolCallParser {
@@ -171,7 +174,27 @@ impl ToolCallParser {
             deferred_calls: 0,
             deferred_text: String::new(),
             resume: None,
+            max_calls: usize::MAX,
         }
+    }
+
+    /// The same parser returning at most `n` calls of a turn: a model that
+    /// writes more than the request allows (`parallel_tool_calls: false`
+    /// under `tool_choice: auto`, where no grammar bounds it) has its later
+    /// calls left out, as vLLM does.
+    pub fn at_most(mut self, n: usize) -> Self {
+        self.max_calls = n;
+        self
+    }
+
+    /// Leaves out the events of calls past `max_calls`.
+    fn bounded(&self, mut events: Vec<ToolEvent>) -> Vec<ToolEvent> {
+        let max = self.max_calls;
+        events.retain(|e| match e {
+            ToolEvent::Content(_) => true,
+            ToolEvent::CallBegin { index, .. } | ToolEvent::Arguments { index, .. } => *index < max,
+        });
+        events
     }
 
     /// Feeds new output text (chunked anyhow); returns what can be released
@@ -180,7 +203,7 @@ impl ToolCallParser {
         self.buf.push_str(text);
         let mut out = Vec::new();
         while self.step(&mut out, false) {}
-        out
+        self.bounded(out)
     }
 
     /// End of output: releases everything held. An incomplete or malformed
@@ -188,7 +211,7 @@ impl ToolCallParser {
     pub fn finish(&mut self) -> Vec<ToolEvent> {
         let mut out = Vec::new();
         while self.step(&mut out, true) {}
-        out
+        self.bounded(out)
     }
 
     /// Calls released so far.
@@ -919,6 +942,24 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn at_most_one_call_leaves_out_the_later_ones_and_keeps_the_text() {
+        let text = "Sure. <tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call> then <tool_call>{\"name\": \"search\", \"arguments\": {\"q\": 1}}</tool_call>";
+        for trusted in [false, true] {
+            let mut parser = ToolCallParser::new(H, names(), trusted).at_most(1);
+            let mut events = Vec::new();
+            for c in text.chars() {
+                events.extend(parser.push(&c.to_string()));
+            }
+            events.extend(parser.finish());
+            assert_eq!(
+                reduce(&normalize(&events)),
+                ("Sure.  then ".to_string(), vec![call("f", "{}")]),
+                "trusted: {trusted}"
+            );
+        }
     }
 
     #[test]
