@@ -187,6 +187,15 @@ fn chat_models_health_and_errors() {
             json!("messages[0].role"),
             Value::Null,
         ),
+        (
+            chat_body(json!({"messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": null, "tool_calls": [{"function": "f"}]},
+            ]})),
+            400,
+            json!("messages[1].tool_calls[0].function"),
+            Value::Null,
+        ),
         ("{not json".to_string(), 400, json!("body"), Value::Null),
         (
             chat_body(json!({"max_tokens": 100000})),
