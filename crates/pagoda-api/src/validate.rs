@@ -214,6 +214,9 @@ fn parse<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, ApiError> {
     })
 }
 
+/// The smallest `repetition_penalty` accepted.
+const MIN_REPETITION_PENALTY: f64 = 1e-6;
+
 fn range(param: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
     match v {
         Some(x) if !(x.is_finite() && x >= lo && x <= hi) => Err(ApiError::invalid(
@@ -261,11 +264,12 @@ fn options(
         Some(k) if k <= 0 => Some(0),
         k => k.map(|k| k as usize),
     };
+    // Logits are divided by it: below the floor they would overflow.
     let repetition_penalty = match c.repetition_penalty {
-        Some(r) if !(r.is_finite() && r > 0.0 && r <= 100.0) => {
+        Some(r) if !(MIN_REPETITION_PENALTY..=100.0).contains(&r) => {
             return Err(ApiError::invalid(
                 "repetition_penalty",
-                format!("`repetition_penalty` must be in (0, 100], got {r}"),
+                format!("`repetition_penalty` must be in [{MIN_REPETITION_PENALTY}, 100], got {r}"),
             ))
         }
         r => r.map(|r| r as f32),
@@ -789,6 +793,10 @@ mod tests {
             ),
             (
                 r#"{"messages":[{"role":"user","content":"x"}],"repetition_penalty":0}"#,
+                "repetition_penalty",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}],"repetition_penalty":5e-324}"#,
                 "repetition_penalty",
             ),
             (

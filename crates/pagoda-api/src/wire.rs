@@ -138,8 +138,8 @@ pub struct CommonFields {
     /// Extension: drop tokens below this fraction of the top probability.
     #[schema(minimum = 0, maximum = 1)]
     pub min_p: Option<f64>,
-    /// Extension: Hugging Face repetition penalty (> 0; 1: off).
-    #[schema(exclusive_minimum = 0, maximum = 100)]
+    /// Extension: Hugging Face repetition penalty (1e-6 to 100; 1: off).
+    #[schema(minimum = 0.000001, maximum = 100)]
     pub repetition_penalty: Option<f64>,
     /// Extension: stop tokens are not chosen before this many tokens.
     #[schema(minimum = 0)]

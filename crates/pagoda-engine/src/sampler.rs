@@ -60,9 +60,10 @@ impl SamplingParams {
         }
     }
 
-    /// Whether this is greedy decoding.
+    /// Whether this is greedy decoding: a temperature below
+    /// [`GREEDY_TEMPERATURE`] is (dividing by it would overflow), as in vLLM.
     pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0 || self.top_k == 1
+        self.temperature < GREEDY_TEMPERATURE || self.top_k == 1
     }
 }
 
@@ -74,6 +75,14 @@ pub struct Sampled {
     /// Its log-probability, and the most likely alternatives (`logprobs` of them).
     pub logprobs: Option<TokenLogprobs>,
 }
+
+/// Temperatures below this decode greedily.
+pub const GREEDY_TEMPERATURE: f32 = 1e-5;
+
+/// The floor of a reported log-probability (as vLLM's): a token the
+/// processed distribution rules out (masked by a grammar, suppressed) gets
+/// this rather than `-inf`, which JSON cannot carry.
+pub const MIN_LOGPROB: f32 = -9999.0;
 
 /// Log-probabilities at one position.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,7 +208,13 @@ impl Sampler {
                 idx.sort_unstable_by(by_desc);
                 top.extend(idx.into_iter().map(|t| (t, logits[t as usize] - log_z)));
             }
-            TokenLogprobs { logprob, top }
+            // `max` also turns a NaN into the floor.
+            let floor = |l: f32| l.max(MIN_LOGPROB);
+            top.iter_mut().for_each(|(_, l)| *l = floor(*l));
+            TokenLogprobs {
+                logprob: floor(logprob),
+                top,
+            }
         });
         Sampled { token, logprobs }
     }
@@ -402,5 +417,31 @@ mod tests {
         assert!((lp.logprob - (2.0 - z)).abs() < 1e-6);
         assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1]);
         assert!((lp.top[1].1 - (1.0 - z)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ruled_out_alternatives_get_the_floor_not_minus_infinity() {
+        // A grammar left one token: the others are -inf.
+        let mut logits = [f32::NEG_INFINITY, 3.0, f32::NEG_INFINITY];
+        let mut s = Sampler::new(SamplingParams {
+            logprobs: Some(3),
+            ..SamplingParams::greedy()
+        });
+        let lp = s.sample(&mut logits, NONE).logprobs.expect("asked for");
+        assert_eq!(lp.logprob, 0.0);
+        assert_eq!(lp.top[0], (1, 0.0));
+        assert!(lp.top[1..].iter().all(|&(_, l)| l == MIN_LOGPROB), "{lp:?}");
+    }
+
+    #[test]
+    fn a_vanishing_temperature_decodes_greedily() {
+        let logits = [0.0f32, 1.0, 0.5];
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1e-40,
+            seed: Some(1),
+            ..SamplingParams::greedy()
+        });
+        assert!(s.params().is_greedy());
+        assert_eq!(s.sample(&mut logits.to_vec(), NONE).token, 1);
     }
 }
