@@ -144,6 +144,16 @@ def test_json_object_regex_and_choice_constraints(client):
         temperature=1.0, seed=3, extra_body={"guided_choice": ["yes", "no", "it depends"]},
     )
     assert r.choices[0].message.content in ("yes", "no", "it depends")
+    # A grammar that leaves one token: the alternatives it rules out get the
+    # floor, never a null (JSON has no -inf).
+    r = client.chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "Pick a digit."}],
+        temperature=1.0, seed=3, extra_body={"guided_regex": "7"},
+        logprobs=True, top_logprobs=5,
+    )
+    (token,) = r.choices[0].logprobs.content
+    assert (r.choices[0].message.content, token.logprob) == ("7", 0.0), r
+    assert [a.logprob for a in token.top_logprobs] == [0.0] + [-9999.0] * 4, token
     r = client.chat.completions.create(
         model=MODEL_NAME, messages=[{"role": "user", "content": "Count."}], temperature=1.0,
         seed=4, extra_body={"structured_outputs": {"grammar": 'start: "1, 2, " ("3" | "4")'}},
