@@ -148,12 +148,8 @@ pub async fn chat_completions(
     // (its grammar saw to it) and streams as it is written.
     let tools = req.tools.calls_possible().then(|| {
         let names = req.tools.functions.iter().map(|f| f.name.clone()).collect();
-        let parser = ToolCallParser::new(state.tool_format, names, req.tools.calls_forced());
-        if req.tools.parallel {
-            parser
-        } else {
-            parser.at_most(1)
-        }
+        let most = if req.tools.parallel { usize::MAX } else { 1 };
+        ToolCallParser::new(state.tool_format, names, req.tools.calls_forced()).at_most(most)
     });
     let mut run = InFlight::submit(
         &state,

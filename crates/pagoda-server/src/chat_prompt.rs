@@ -106,9 +106,9 @@ fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json
     let calls = &m.tool_calls;
     // An assistant turn that only calls has null content (templates such
     // as DeepSeek's render the calls only then).
-    let content: serde_json::Value = match calls.is_empty() {
-        false if !native => written_calls(calls, format, &m.content).into(),
-        false if m.content.is_empty() => serde_json::Value::Null,
+    let content: serde_json::Value = match (calls.is_empty(), native) {
+        (false, false) => written_calls(calls, format, &m.content).into(),
+        (false, true) if m.content.is_empty() => serde_json::Value::Null,
         _ => m.content.clone().into(),
     };
     let mut v = serde_json::json!({"role": m.role.template_name(), "content": content});
@@ -269,14 +269,6 @@ mod tests {
         assert_eq!(p.messages[0]["role"], "user");
     }
 
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/../../tests/fixtures/templates/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     /// The real Llama 3.1 and DeepSeek-R1 templates render OpenAI requests
     /// carrying calls, results and offered tools exactly as transformers
     /// renders the same conversation (`scripts/make_fixtures.py
@@ -284,6 +276,7 @@ mod tests {
     /// so there the functions come first, in the system message.
     #[test]
     fn real_templates_render_calls_and_results_as_transformers_does() {
+        use crate::template_fixtures::template_fixture as fixture;
         use pagoda_models::{ChatTemplate, RenderOptions};
         let requests: serde_json::Value =
             serde_json::from_str(&fixture("tool_requests.json")).expect("json");

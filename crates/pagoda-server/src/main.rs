@@ -26,6 +26,8 @@ mod serve_cmd;
 mod sse;
 mod state;
 mod stop_strings;
+#[cfg(test)]
+mod template_fixtures;
 mod tool_format;
 mod tool_grammar;
 mod tool_parser;

@@ -78,13 +78,10 @@ impl ToolCallFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template_fixtures::template_fixture;
 
     fn template(name: &str) -> String {
-        let path = format!(
-            "{}/../../tests/fixtures/templates/{name}.jinja",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        template_fixture(&format!("{name}.jinja"))
     }
 
     #[test]
