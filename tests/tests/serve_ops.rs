@@ -299,3 +299,54 @@ fn sigterm_cuts_requests_still_running_after_the_grace_period() {
     assert!(!rest.contains("[DONE]"), "the long request was cut");
     assert!(server.log().contains("grace period"), "{}", server.log());
 }
+
+#[test]
+fn a_pool_smaller_than_the_context_window_limits_requests_with_a_400() {
+    // 16 MiB holds 352 of the default model's 8,192 positions: the served
+    // context is clamped to the pool, the log says so, and admission is
+    // checked before anything reaches the engine thread.
+    let server = Server::start(&["--kv-cache-mib", "16"]);
+    assert!(
+        server.log().contains("requests are limited to 352 tokens"),
+        "{}",
+        server.log()
+    );
+    // No max_tokens: the default is what fits, so the answer comes back.
+    let fits = server
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(r#"{"messages":[{"role":"user","content":"Hi"}],"temperature":0,"ignore_eos":true}"#),
+        )
+        .expect("chat");
+    assert_eq!(fits.status, 200, "{}", fits.body);
+    let usage = &fits.json()["usage"];
+    assert_eq!(usage["total_tokens"], 352, "{usage}");
+    assert_eq!(fits.json()["choices"][0]["finish_reason"], "length");
+    // Past the pool: 400 context_length_exceeded naming the numbers.
+    let past = server
+        .request(
+            "POST",
+            "/v1/completions",
+            Some(r#"{"prompt":"Hi","max_tokens":400}"#),
+        )
+        .expect("completion");
+    assert_eq!(past.status, 400, "{}", past.body);
+    let e = &past.json()["error"];
+    assert_eq!(e["code"], "context_length_exceeded");
+    assert_eq!(e["param"], "max_tokens");
+    let message = e["message"].as_str().expect("message");
+    assert!(message.contains("400") && message.contains("352"), "{message}");
+    // A prompt that alone fills the pool names the prompt.
+    let long_prompt = "word ".repeat(400);
+    let body = serde_json::json!({"prompt": long_prompt}).to_string();
+    let too_long = server
+        .request("POST", "/v1/completions", Some(&body))
+        .expect("completion");
+    assert_eq!(too_long.status, 400, "{}", too_long.body);
+    assert_eq!(too_long.json()["error"]["param"], "prompt");
+    assert_eq!(
+        server.metric(r#"pagoda_http_requests_total{route="/v1/completions",status="500"}"#),
+        None
+    );
+}

@@ -47,7 +47,7 @@ pub struct JsonSchemaFormat {
     /// What the format is for.
     pub description: Option<String>,
     /// The JSON schema the output must validate against.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_schema_schema)]
     pub schema: Option<serde_json::Value>,
     /// As OpenAI's strict mode: objects take no properties beyond those
     /// they list. Strict or not, every keyword is enforced, and one that
@@ -60,7 +60,7 @@ pub struct JsonSchemaFormat {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
 pub struct StructuredOutputs {
     /// A JSON schema (an object, or its text).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_schema_schema)]
     pub json: Option<serde_json::Value>,
     /// A regular expression the whole output matches.
     pub regex: Option<String>,
@@ -80,7 +80,7 @@ pub struct FunctionDefinition {
     /// What it does (shown to the model).
     pub description: Option<String>,
     /// The JSON schema of its arguments (an object schema).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = object_or_null_schema)]
     pub parameters: Option<serde_json::Value>,
     /// Enforce every keyword of `parameters` when a call is forced.
     pub strict: Option<bool>,
@@ -153,7 +153,7 @@ pub struct CommonFields {
     /// Extension: a regex, Lark grammar, choice or JSON schema constraint.
     pub structured_outputs: Option<StructuredOutputs>,
     /// Extension (vLLM's older name): a JSON schema.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_schema_schema)]
     pub guided_json: Option<serde_json::Value>,
     /// Extension (vLLM's older name): a regular expression.
     pub guided_regex: Option<String>,
@@ -235,7 +235,7 @@ pub struct ChatCompletionRequest {
     /// Functions the model may call.
     pub tools: Option<Vec<ToolDefinition>>,
     /// `none`, `auto`, `required`, or `{"type": "function", "function": {"name": …}}`.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = tool_choice_schema)]
     pub tool_choice: Option<serde_json::Value>,
     /// Whether one turn may hold several calls (default true).
     pub parallel_tool_calls: Option<bool>,
@@ -282,6 +282,41 @@ fn effort_schema() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(["none", "minimal", "low", "medium", "high"]))
+        .build()
+}
+
+/// A JSON schema as the API takes it: an object (or `true`/`false`), or
+/// its JSON text; null is the same as absent.
+fn json_schema_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::Object,
+            Type::Boolean,
+            Type::String,
+            Type::Null,
+        ]))
+        .build()
+}
+
+/// An object; null is the same as absent.
+fn object_or_null_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .build()
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or a named function (an
+/// object); null is the same as absent.
+fn tool_choice_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Object,
+            Type::Null,
+        ]))
         .build()
 }
 

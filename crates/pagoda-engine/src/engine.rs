@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 
+use crate::admission::{EngineLimits, Limit, SubmitError};
 use crate::block_manager::{BlockManager, Fork};
 use crate::constraint::Constraint;
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
 use crate::reasoning::Thinking;
-use crate::request::{EngineEvent, FinishReason, Request, SubmitError};
+use crate::request::{EngineEvent, EngineFailure, FinishReason, Request};
 use crate::sampler::{History, Sampler};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig};
 
@@ -154,6 +155,7 @@ pub struct EngineCore {
     seqs: HashMap<SeqId, SeqState>,
     requests: HashMap<RequestId, RequestState>,
     next_seq: u64,
+    limits: EngineLimits,
     stats: EngineStats,
 }
 
@@ -170,6 +172,11 @@ impl EngineCore {
     pub fn new(model: Arc<dyn CausalLm>, config: EngineConfig) -> pagoda_models::Result<Self> {
         let cache = PagedKvCache::new(model.kv_layout(), config.block_size, config.num_blocks)?;
         let capacity = config.block_size * config.num_blocks;
+        let limits = EngineLimits {
+            vocab_size: model.config().vocab_size,
+            model_context: model.config().max_position_embeddings,
+            pool_tokens: capacity,
+        };
         Ok(Self {
             model,
             cache,
@@ -178,6 +185,7 @@ impl EngineCore {
             seqs: HashMap::new(),
             requests: HashMap::new(),
             next_seq: 0,
+            limits,
             stats: EngineStats {
                 blocks_total: config.num_blocks,
                 ..EngineStats::default()
@@ -207,7 +215,7 @@ impl EngineCore {
             prefix_caching,
             "KV pool allocated"
         );
-        Ok(Self::new(
+        let core = Self::new(
             model,
             EngineConfig {
                 block_size,
@@ -215,12 +223,28 @@ impl EngineCore {
                 prefix_caching,
                 scheduler,
             },
-        )?)
+        )?;
+        let limits = core.limits();
+        if let (served, Limit::KvPool) = limits.served_context() {
+            tracing::warn!(
+                served_context = served,
+                model_context = limits.model_context,
+                "the KV pool holds fewer tokens than the model's context window: \
+                 requests are limited to {served} tokens (prompt plus max_tokens); \
+                 give the pool more memory to serve the whole window"
+            );
+        }
+        Ok(core)
     }
 
     /// Current counters.
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// What a request must fit in.
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
     }
 
     /// Whether nothing is waiting or running.
@@ -250,49 +274,21 @@ impl EngineCore {
         request: Request,
         sink: Box<dyn EventSink>,
     ) -> Result<(), SubmitError> {
-        if request.prompt.is_empty() {
-            return Err(SubmitError::Invalid("the prompt has no tokens".into()));
-        }
-        if request.n == 0 || request.stop.max_tokens == 0 {
-            return Err(SubmitError::Invalid(
-                "n and max_tokens must be at least 1".into(),
-            ));
-        }
-        let vocab = self.model.config().vocab_size;
-        if let Some(bad) = request.prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(SubmitError::Invalid(format!(
-                "token id {bad} is outside the vocabulary of {vocab}"
-            )));
-        }
+        self.limits.check(&request)?;
         let needed = request.prompt.len() + request.stop.max_tokens;
-        let context = self.model.config().max_position_embeddings;
-        if needed > context {
-            return Err(SubmitError::TooLong {
-                needed,
-                limit: context,
-                what: "context window",
-            });
-        }
         let seq = self.new_seq();
         self.scheduler
             .add(seq, request.prompt.clone(), needed)
             .map_err(|e| match e {
                 AdmitError::QueueFull(_) => SubmitError::QueueFull,
-                AdmitError::TooLong { needed, capacity } => SubmitError::TooLong {
-                    needed,
-                    limit: capacity,
-                    what: "KV pool",
+                // Checked against the same pool just above.
+                AdmitError::TooLong { capacity, .. } => SubmitError::TooLong {
+                    prompt: request.prompt.len(),
+                    max_tokens: request.stop.max_tokens,
+                    max: capacity,
+                    limit: Limit::KvPool,
                 },
             })?;
-        if request
-            .reasoning
-            .as_ref()
-            .is_some_and(|r| r.close_with.is_empty())
-        {
-            return Err(SubmitError::Invalid(
-                "a thinking budget needs the ids that close the thinking".into(),
-            ));
-        }
         let sampler = Sampler::new(request.sampling.clone());
         self.seqs.insert(
             seq,
@@ -459,7 +455,8 @@ impl EngineCore {
                     .collect();
                 for id in failed {
                     if let Some(r) = self.requests.get(&id) {
-                        r.sink.send(EngineEvent::Failed(e.to_string()));
+                        r.sink
+                            .send(EngineEvent::Failed(EngineFailure::Forward(e.to_string())));
                     }
                     self.abort(id);
                 }
@@ -544,7 +541,7 @@ impl EngineCore {
         if let Some(c) = constraint.as_deref_mut() {
             if let Err(e) = c.apply(logits) {
                 let id = state.request;
-                self.fail(id, &format!("the output grammar failed: {e}"));
+                self.fail(id, EngineFailure::Grammar(e.to_string()));
                 return;
             }
         }
@@ -562,7 +559,7 @@ impl EngineCore {
                 Ok((token, ends)) => (sampled.token, stop) = (token, ends),
                 Err(e) => {
                     let id = state.request;
-                    self.fail(id, &format!("the output grammar failed: {e}"));
+                    self.fail(id, EngineFailure::Grammar(e.to_string()));
                     return;
                 }
             }
@@ -575,10 +572,10 @@ impl EngineCore {
     }
 
     /// Ends request `id` with an error event.
-    fn fail(&mut self, id: RequestId, message: &str) {
-        tracing::warn!(request = id.0, message, "request failed in the engine");
+    fn fail(&mut self, id: RequestId, failure: EngineFailure) {
+        tracing::warn!(request = id.0, %failure, "request failed in the engine");
         if let Some(r) = self.requests.get(&id) {
-            r.sink.send(EngineEvent::Failed(message.to_string()));
+            r.sink.send(EngineEvent::Failed(failure));
         }
         self.abort(id);
     }

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::admission::{EngineLimits, SubmitError};
 use crate::engine::{EngineCore, EngineStats, EventSink};
 use crate::ids::RequestId;
-use crate::request::{EngineEvent, Request, SubmitError};
+use crate::request::{EngineEvent, EngineFailure, Request};
 
 enum Command {
     Submit {
@@ -67,6 +68,7 @@ pub struct EngineHandle {
     commands: Option<flume::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<Mutex<EngineStats>>,
+    limits: EngineLimits,
     next_id: AtomicU64,
 }
 
@@ -81,6 +83,7 @@ impl EngineHandle {
     pub fn spawn(core: EngineCore, queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = flume::bounded::<Command>(queue.max(1));
         let stats = Arc::new(Mutex::new(core.stats()));
+        let limits = core.limits();
         let shared = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("pagoda-engine".into())
@@ -89,12 +92,20 @@ impl EngineHandle {
             commands: Some(tx),
             thread: Some(thread),
             stats,
+            limits,
             next_id: AtomicU64::new(0),
         })
     }
 
-    /// Submits `request`; fails at once when the queue is full.
+    /// What a request must fit in (vocabulary, context window, KV pool).
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// Checks `request` against the engine's limits and submits it; fails
+    /// at once when it can never run or the queue is full.
     pub fn submit(&self, request: Request) -> Result<RequestStream, SubmitError> {
+        self.limits.check(&request)?;
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let (events_tx, events) = flume::unbounded();
         let cancelled: Arc<[AtomicBool]> = (0..request.n).map(|_| AtomicBool::new(false)).collect();
@@ -136,8 +147,10 @@ fn accept(core: &mut EngineCore, command: Command) {
     match command {
         Command::Submit { id, request, sink } => {
             let events = sink.events.clone();
+            // Checked in `submit`, so only a full waiting queue (a race
+            // with the channel's bound) can refuse it here.
             if let Err(e) = core.add_request(id, request, Box::new(sink)) {
-                let _ = events.send(EngineEvent::Failed(e.to_string()));
+                let _ = events.send(EngineEvent::Failed(EngineFailure::Refused(e)));
             }
         }
     }

@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod block_manager;
 pub mod block_pool;
 mod constraint;
@@ -17,12 +18,13 @@ pub mod request;
 pub mod sampler;
 pub mod scheduler;
 
+pub use admission::{EngineLimits, Limit, SubmitError};
 pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};
 pub use grammar::{lark_json, Grammar, GrammarCompiler, GrammarError, GrammarSpec};
 pub use handle::{EngineHandle, RequestStream};
 pub use ids::{RequestId, SeqId};
 pub use kv_budget::{KvBudget, KvPoolSize};
 pub use reasoning::ReasoningLimit;
-pub use request::{EngineEvent, FinishReason, Request, StopCondition, SubmitError};
+pub use request::{EngineEvent, EngineFailure, FinishReason, Request, StopCondition};
 pub use sampler::{Sampler, SamplingParams};
 pub use scheduler::SchedulerConfig;

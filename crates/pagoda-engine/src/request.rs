@@ -82,29 +82,19 @@ pub enum EngineEvent {
         completion_tokens: usize,
     },
     /// The request failed inside the engine; no more events follow.
-    Failed(String),
+    Failed(EngineFailure),
 }
 
-/// Why the engine refused a request.
+/// Why a request failed inside the engine after it was admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    /// Too many requests are waiting; try again later.
-    #[error("the engine's queue is full")]
-    QueueFull,
-    /// The prompt is empty, or `n` or `max_tokens` is zero.
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// Prompt plus `max_tokens` do not fit the context window or the KV pool.
-    #[error("{needed} positions needed but only {limit} fit ({what})")]
-    TooLong {
-        /// Positions the request may reach.
-        needed: usize,
-        /// The limit.
-        limit: usize,
-        /// Which limit: the model's context window or the KV pool.
-        what: &'static str,
-    },
-    /// The engine has stopped.
-    #[error("the engine has stopped")]
-    Closed,
+pub enum EngineFailure {
+    /// The model's forward pass failed (the whole step's requests fail).
+    #[error("the forward pass failed: {0}")]
+    Forward(String),
+    /// The output grammar could not be applied or advanced.
+    #[error("the output grammar failed: {0}")]
+    Grammar(String),
+    /// The engine refused the request when it took it from the queue.
+    #[error(transparent)]
+    Refused(#[from] crate::admission::SubmitError),
 }

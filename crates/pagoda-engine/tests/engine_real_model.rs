@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, KvBudget, ReasoningLimit,
-    Request, RequestId, SamplingParams, SchedulerConfig, StopCondition, SubmitError,
+    EngineConfig, EngineCore, EngineEvent, EngineHandle, FinishReason, KvBudget, Limit,
+    ReasoningLimit, Request, RequestId, SamplingParams, SchedulerConfig, StopCondition,
+    SubmitError,
 };
 use pagoda_models::{load_model, CausalLm, Tokenizer};
 
@@ -493,7 +494,7 @@ fn refusals_are_immediate_and_clear() {
     assert!(matches!(
         engine.add_request(RequestId(1), too_long.clone(), Box::new(tx.clone())),
         Err(SubmitError::TooLong {
-            what: "KV pool",
+            limit: Limit::KvPool,
             ..
         })
     ));
@@ -501,7 +502,7 @@ fn refusals_are_immediate_and_clear() {
     assert!(matches!(
         engine.add_request(RequestId(1), too_long, Box::new(tx.clone())),
         Err(SubmitError::TooLong {
-            what: "context window",
+            limit: Limit::ContextWindow,
             ..
         })
     ));
@@ -509,13 +510,13 @@ fn refusals_are_immediate_and_clear() {
     empty.prompt.clear();
     assert!(matches!(
         engine.add_request(RequestId(1), empty, Box::new(tx.clone())),
-        Err(SubmitError::Invalid(_))
+        Err(SubmitError::EmptyPrompt)
     ));
     let mut bad = request("Hi", 4, SamplingParams::greedy());
     bad.prompt.push(1_000_000);
     assert!(matches!(
         engine.add_request(RequestId(1), bad, Box::new(tx.clone())),
-        Err(SubmitError::Invalid(_))
+        Err(SubmitError::UnknownToken { .. })
     ));
     engine
         .add_request(

@@ -41,8 +41,25 @@ fn arrival() -> impl Strategy<Value = Arrival> {
 const BLOCK_SIZE: usize = 4;
 const MAX_STEPS: usize = 3000;
 
+/// A setting fixed in the gate that an exploratory run (scripts/explore.sh)
+/// may change through the environment variable `name`.
+fn explore_setting<T: std::str::FromStr>(name: &str, gate: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(gate)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    // A fixed seed and a fixed number of cases: every run tries the same
+    // 200 cases, so the gate passes or fails alike on every run. Explore
+    // with other seeds outside the gate (scripts/explore.sh); a failure
+    // found there is kept in the regressions file beside this test.
+    #![proptest_config(ProptestConfig {
+        cases: explore_setting("PAGODA_EXPLORE_CASES", 200),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(explore_setting("PAGODA_EXPLORE_SEED", 0x9a60da)),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn scheduling_invariants_hold(

@@ -30,8 +30,10 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Maps the engine's refusals to API errors.
-pub fn submit_error(e: SubmitError) -> ApiError {
+/// Maps the engine's refusals to API errors; `prompt_param` is the field
+/// that held the prompt (`messages` or `prompt`).
+pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
+    let message = e.to_string();
     match e {
         SubmitError::QueueFull => ApiError {
             kind: ErrorKind::RateLimited,
@@ -39,18 +41,24 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             param: None,
             code: Some("rate_limit_exceeded".into()),
         },
-        SubmitError::Invalid(m) => ApiError::invalid("messages", m),
-        SubmitError::TooLong { needed, limit, what } => ApiError::invalid(
-            "messages",
-            format!("this request needs {needed} tokens (prompt plus max_tokens) but the {what} holds {limit}"),
-        )
-        .with_code("context_length_exceeded"),
         SubmitError::Closed => ApiError {
             kind: ErrorKind::Unavailable,
             message: "the server is shutting down".into(),
             param: None,
             code: None,
         },
+        SubmitError::EmptyPrompt | SubmitError::UnknownToken { .. } => {
+            ApiError::invalid(prompt_param, message)
+        }
+        SubmitError::UnknownBiasToken { .. } => ApiError::invalid("logit_bias", message),
+        SubmitError::NothingToGenerate => ApiError::invalid("max_tokens", message),
+        SubmitError::NoThinkingClose => ApiError::invalid("reasoning_effort", message),
+        SubmitError::PromptTooLong { .. } => {
+            ApiError::invalid(prompt_param, message).with_code("context_length_exceeded")
+        }
+        SubmitError::TooLong { .. } => {
+            ApiError::invalid("max_tokens", message).with_code("context_length_exceeded")
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
 use crate::chat_prompt::{chat_prompt, TemplateSupport};
 use crate::generation::{engine_request, token_text, CallPiece};
-use crate::inflight::{Collected, InFlight, RequestLabel};
+use crate::inflight::{Collected, Endpoint, InFlight, RequestLabel};
 use crate::models::check_model;
 use crate::output_grammar::{chat_spec, compile};
 use crate::sse::{self, json_event};
@@ -139,10 +139,17 @@ pub async fn chat_completions(
         (r.parser(inside), budget.map(|b| r.limit(inside, b)))
     });
     let (parser, limit) = reasoning.unzip();
-    let request = engine_request(&state, prompt, &req.options, limit.flatten(), grammar)?;
+    let request = engine_request(
+        &state,
+        Endpoint::Chat,
+        prompt,
+        &req.options,
+        limit.flatten(),
+        grammar,
+    )?;
     let label = RequestLabel {
         request_id,
-        endpoint: "chat",
+        endpoint: Endpoint::Chat,
     };
     // Tool calls are read from the answer; a forced call is well formed
     // (its grammar saw to it) and streams as it is written.

@@ -17,7 +17,7 @@ use pagoda_engine::sampler::TokenLogprobs;
 use crate::api_error::{body_rejection, internal, HttpError};
 use crate::auth::RequestId;
 use crate::generation::{engine_request, token_text, ChoiceDelta};
-use crate::inflight::{InFlight, RequestLabel};
+use crate::inflight::{Endpoint, InFlight, RequestLabel};
 use crate::models::check_model;
 use crate::output_grammar::{compile, output_spec};
 use crate::sse::{self, json_event};
@@ -118,7 +118,14 @@ pub async fn completions(
     let requests = encoded
         .into_iter()
         .map(|(text, ids)| {
-            let request = engine_request(&state, ids, &req.options, None, grammar.clone())?;
+            let request = engine_request(
+                &state,
+                Endpoint::Completions,
+                ids,
+                &req.options,
+                None,
+                grammar.clone(),
+            )?;
             Ok((text, request))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -126,7 +133,7 @@ pub async fn completions(
     for (prompt_text, request) in requests {
         let label = RequestLabel {
             request_id: request_id.clone(),
-            endpoint: "completions",
+            endpoint: Endpoint::Completions,
         };
         let run = InFlight::submit(
             &state,

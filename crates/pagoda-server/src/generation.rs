@@ -4,59 +4,38 @@
 
 use pagoda_api::{ApiError, GenerationOptions};
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::{EngineEvent, FinishReason, Request, SamplingParams, StopCondition};
+use pagoda_engine::{
+    EngineEvent, EngineFailure, FinishReason, Request, SamplingParams, StopCondition,
+};
 use pagoda_models::{IncrementalDecoder, Tokenizer};
 
+use crate::api_error::submit_error;
+use crate::inflight::Endpoint;
 use crate::reasoning_parser::ReasoningParser;
 use crate::state::AppState;
 use crate::stop_strings::StopMatcher;
 use crate::tool_parser::{ToolCallParser, ToolEvent};
 
-/// Builds the engine request, applying the checkpoint's defaults and
-/// checking the context window; `reasoning` bounds a reasoning model's
-/// thinking.
+/// Builds the engine request, applying the checkpoint's defaults (an unset
+/// `max_tokens` is what fits the served context), and checks it against the
+/// engine's limits (the same check `submit` makes) so that a request that
+/// can never run is refused before anything is submitted; `reasoning`
+/// bounds a reasoning model's thinking.
 pub fn engine_request(
     state: &AppState,
+    endpoint: Endpoint,
     prompt: Vec<u32>,
     o: &GenerationOptions,
     reasoning: Option<pagoda_engine::ReasoningLimit>,
     grammar: Option<pagoda_engine::Grammar>,
 ) -> Result<Request, ApiError> {
-    let context = state.context_length;
-    if prompt.len() >= context {
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "the prompt has {} tokens; the model's context window is {context}",
-                prompt.len()
-            ),
-        )
-        .with_code("context_length_exceeded"));
-    }
-    let max_tokens = o.max_tokens.unwrap_or(context - prompt.len());
-    if prompt.len() + max_tokens > context {
-        return Err(ApiError::invalid(
-            "max_tokens",
-            format!(
-                "the prompt ({} tokens) plus max_tokens ({max_tokens}) exceeds the context window of {context}",
-                prompt.len()
-            ),
-        )
-        .with_code("context_length_exceeded"));
-    }
-    let vocab = state.tokenizer.vocab_size();
-    if let Some(bad) = prompt
-        .iter()
-        .chain(o.logit_bias.iter().map(|(t, _)| t))
-        .find(|&&t| t as usize >= vocab)
-    {
-        return Err(ApiError::invalid(
-            "prompt",
-            format!("token id {bad} is outside the vocabulary of {vocab}"),
-        ));
-    }
+    let limits = state.engine.limits();
+    // At least 1, so that a prompt that fills the context is refused as such.
+    let max_tokens = o
+        .max_tokens
+        .unwrap_or_else(|| limits.max_new_tokens(prompt.len()).max(1));
     let d = &state.defaults;
-    Ok(Request {
+    let request = Request {
         prompt,
         sampling: SamplingParams {
             temperature: o.temperature.or(d.temperature).unwrap_or(1.0),
@@ -80,7 +59,11 @@ pub fn engine_request(
         n: o.n,
         reasoning,
         grammar,
-    })
+    };
+    limits
+        .check(&request)
+        .map_err(|e| submit_error(e, endpoint.prompt_param()))?;
+    Ok(request)
 }
 
 /// The text of one token, for log-probability entries.
@@ -334,6 +317,7 @@ pub fn apply_event(
             }
             Ok(Some((choice, c.finish(tokenizer, reason(r)))))
         }
+        EngineEvent::Failed(EngineFailure::Refused(e)) => Err(submit_error(e, "messages")),
         EngineEvent::Failed(e) => Err(crate::api_error::internal("generating", e)),
     }
 }

@@ -19,13 +19,40 @@ use crate::reasoning_parser::ReasoningParser;
 use crate::state::SharedState;
 use crate::tool_parser::ToolCallParser;
 
+/// The generation endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completions,
+}
+
+impl Endpoint {
+    /// Its name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+        }
+    }
+
+    /// The request field that holds its prompt (errors about the prompt name it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completions => "prompt",
+        }
+    }
+}
+
 /// Who asked, for the log line.
 #[derive(Debug, Clone)]
 pub struct RequestLabel {
     /// The `x-request-id`.
     pub request_id: String,
-    /// The endpoint (`chat`, `completions`).
-    pub endpoint: &'static str,
+    /// The endpoint.
+    pub endpoint: Endpoint,
 }
 
 /// Every choice's output, read to the end.
@@ -91,7 +118,10 @@ impl InFlight {
     ) -> Result<Self, ApiError> {
         let n = request.n;
         let prompt_tokens = request.prompt.len();
-        let stream = state.engine.submit(request).map_err(submit_error)?;
+        let stream = state
+            .engine
+            .submit(request)
+            .map_err(|e| submit_error(e, label.endpoint.prompt_param()))?;
         metrics::prompt_tokens(prompt_tokens);
         Ok(Self {
             state: state.clone(),
@@ -253,7 +283,7 @@ impl InFlight {
         let ttft = self.first_token.map(|t| t - self.arrived);
         tracing::info!(
             request_id = %self.label.request_id,
-            endpoint = self.label.endpoint,
+            endpoint = self.label.endpoint.name(),
             model = %self.state.model_name,
             outcome,
             prompt_tokens = self.prompt_tokens,

@@ -91,7 +91,6 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         chat_template: loaded.chat_template,
         defaults: loaded.generation,
         model_name,
-        context_length: config.max_position_embeddings,
         created: unix_now(),
         fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
         request_timeout: (args.request_timeout_secs > 0)

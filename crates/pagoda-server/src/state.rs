@@ -30,8 +30,6 @@ pub struct AppState {
     pub defaults: GenerationDefaults,
     /// The name clients use in `model`.
     pub model_name: String,
-    /// Context window of the model.
-    pub context_length: usize,
     /// Unix seconds when the model was ready.
     pub created: u64,
     /// `system_fingerprint` of responses.
