@@ -8,7 +8,8 @@
 //! `cargo run --release -p pagoda-models --example kernel_speed`
 //!
 //! With the argument `mla`, latent attention instead
-//! (`mla_attention::latent_attention`) at DeepSeek-V2-Lite's shapes (16
+//! (`families::deepseek::mla_attention::latent_attention`) at
+//! DeepSeek-V2-Lite's shapes (16
 //! heads, kv_lora_rank 512, qk_rope 64, qk_nope 128, v 128): decode steps
 //! of 1 and 16 sequences over contexts of 512 and 2048 tokens, each against
 //! one read of the bytes it must touch (latent rows and `kv_b_proj`) on the
@@ -20,12 +21,15 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use pagoda_models::kv_cache::{BlockId, KvLayout, LatentKv, PagedKvCache};
-use pagoda_models::mla_attention::{latent_attention, AbsorbedKvB, LatentQueries, MlaShape};
-use pagoda_models::panel_matrix::{matmul_group, PanelMatrix};
-use pagoda_models::qmatmul::{BlockFormat, QuantMatrix};
-use pagoda_models::qmatmul_int8::Q8Rows;
-use pagoda_models::team::Team;
+use pagoda_models::families::deepseek::mla_attention::{
+    latent_attention, AbsorbedKvB, LatentQueries, MlaShape,
+};
+use pagoda_models::kernels::f32::QuantMatrix;
+use pagoda_models::kernels::int8::Q8Rows;
+use pagoda_models::kernels::panel::{matmul_group, PanelMatrix};
+use pagoda_models::kernels::team::Team;
+use pagoda_models::kernels::BlockFormat;
+use pagoda_models::{BlockId, KvLayout, LatentKv, PagedKvCache};
 
 /// The best time of several repetitions (the machine is shared).
 fn best(iters: usize, mut f: impl FnMut()) -> f64 {

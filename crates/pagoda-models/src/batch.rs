@@ -2,7 +2,7 @@
 //! flattened, each with where it starts and where its KV lives.
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{BlockId, KvLayout, PagedKvCache};
+use crate::layers::kv_cache::{BlockId, KvLayout, PagedKvCache};
 
 /// Which positions of a chunk need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

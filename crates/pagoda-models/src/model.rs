@@ -2,9 +2,9 @@
 //! per-request state and computes a batch against a paged KV cache.
 
 use crate::batch::{Logits, SeqChunk};
-use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::kv_cache::{KvLayout, PagedKvCache};
+use crate::families::config::ModelConfig;
+use crate::layers::kv_cache::{KvLayout, PagedKvCache};
 
 /// A causal language model, stateless between calls: everything a sequence
 /// remembers lives in the KV cache blocks its block table names.

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use common::{argmax, prompt_logits, write_tiny_gguf, TINY_VOCAB};
-use pagoda_models::gguf_config::gguf_model_config;
-use pagoda_models::gguf_file::{gguf_name, GgufFile};
-use pagoda_models::llama::Llama;
-use pagoda_models::tensor_source::TensorSource;
-use pagoda_models::weight::Weight;
+use pagoda_models::families::llama::Llama;
+use pagoda_models::formats::gguf::config::gguf_model_config;
+use pagoda_models::formats::gguf::file::{gguf_name, GgufFile};
+use pagoda_models::formats::tensor_source::TensorSource;
+use pagoda_models::formats::weight::Weight;
 use pagoda_models::{load_model_with, Activations, LoadOptions};
 
 /// The GGUF file's weights, dequantized to dense f32 tensors.

@@ -127,9 +127,8 @@ fn read_chat_template(
 ) -> anyhow::Result<pagoda_models::ChatTemplate> {
     let source = std::fs::read_to_string(path)
         .with_context(|| format!("reading the chat template {}", path.display()))?;
-    let text = |t: Option<&pagoda_models::tokenizer::SpecialToken>| {
-        t.map(|t| t.text.clone()).unwrap_or_default()
-    };
+    let text =
+        |t: Option<&pagoda_models::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
     pagoda_models::ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))
         .with_context(|| format!("the chat template {}", path.display()))
 }

@@ -10,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use pagoda_api::{ApiError, ErrorKind};
 use pagoda_engine::{EngineHandle, GrammarCompiler, GrammarError};
-use pagoda_models::generation_config::GenerationDefaults;
+use pagoda_models::GenerationDefaults;
 use pagoda_models::{ChatTemplate, Tokenizer};
 
 use crate::api_error::HttpError;

@@ -1,0 +1,275 @@
+//! The llama family of decoders: Llama 2/3, SmolLM2, DeepSeek-R1-Distill-Llama,
+//! and Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases).
+//!
+//! Paper: Touvron et al., <https://arxiv.org/abs/2302.13971>. Reference
+//! implementation: Hugging Face transformers `models/llama/modeling_llama.py`
+//! and `models/qwen2/modeling_qwen2.py`; field names follow their tensor names.
+//!
+//! The forward pass takes the new tokens of a whole batch flattened into one
+//! matrix: every projection is one matrix product for the batch; only
+//! attention runs per sequence, through its block table into the paged cache.
+
+use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
+use crate::error::{ModelError, Result};
+use crate::families::config::ModelConfig;
+use crate::families::decoder::{load_embedding, load_lm_head, output_logits, residual_block};
+use crate::formats::tensor_source::TensorSource;
+use crate::layers::attention::{paged_attention, SeqQueries};
+use crate::layers::embedding::Embedding;
+use crate::layers::kv_cache::{KvLayout, PagedKvCache};
+use crate::layers::linear::{Activations, Linear};
+use crate::layers::norm::RmsNorm;
+use crate::layers::rope::{Rope, RopeAngles};
+use crate::layers::swiglu::SwiGlu;
+use crate::model::CausalLm;
+
+/// Multi-head self-attention with grouped-query heads.
+#[derive(Debug)]
+struct SelfAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+}
+
+/// One transformer block.
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: SelfAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: SwiGlu,
+}
+
+/// A llama-style causal language model.
+#[derive(Debug)]
+pub struct Llama {
+    config: ModelConfig,
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+}
+
+impl Llama {
+    /// Builds the model from `src`, checking every tensor's shape against
+    /// `config`, with f32 activations.
+    pub fn load(config: ModelConfig, src: &dyn TensorSource) -> Result<Self> {
+        Self::load_with(config, src, Activations::F32)
+    }
+
+    /// [`Llama::load`], with block-quantized layers treating activations as
+    /// `act` says.
+    pub fn load_with(
+        config: ModelConfig,
+        src: &dyn TensorSource,
+        act: Activations,
+    ) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|reason| ModelError::InvalidFile {
+                path: src.path().to_path_buf(),
+                format: "model configuration",
+                reason,
+            })?;
+        let c = &config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let embed_tokens = load_embedding(src, c.vocab_size, h, act)?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                let attn = format!("{p}.self_attn");
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::new(
+                        src.require_vector(&format!("{p}.input_layernorm.weight"), h)?,
+                        c.rms_norm_eps,
+                    ),
+                    self_attn: SelfAttention {
+                        q_proj: Linear::load(
+                            src,
+                            &format!("{attn}.q_proj"),
+                            c.num_attention_heads * hd,
+                            h,
+                            c.qkv_bias,
+                            act,
+                        )?,
+                        k_proj: Linear::load(
+                            src,
+                            &format!("{attn}.k_proj"),
+                            c.kv_dim(),
+                            h,
+                            c.qkv_bias,
+                            act,
+                        )?,
+                        v_proj: Linear::load(
+                            src,
+                            &format!("{attn}.v_proj"),
+                            c.kv_dim(),
+                            h,
+                            c.qkv_bias,
+                            act,
+                        )?,
+                        o_proj: Linear::load(
+                            src,
+                            &format!("{attn}.o_proj"),
+                            h,
+                            c.num_attention_heads * hd,
+                            false,
+                            act,
+                        )?,
+                    },
+                    post_attention_layernorm: RmsNorm::new(
+                        src.require_vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                        c.rms_norm_eps,
+                    ),
+                    mlp: SwiGlu::load(
+                        src,
+                        &format!("{p}.mlp"),
+                        h,
+                        c.intermediate_size,
+                        false,
+                        act,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(src.require_vector("model.norm.weight", h)?, c.rms_norm_eps);
+        let lm_head = load_lm_head(
+            src,
+            c.tie_word_embeddings,
+            c.vocab_size,
+            h,
+            &embed_tokens,
+            act,
+        )?;
+        let rope = Rope::new(&c.rope);
+        Ok(Self {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+}
+
+/// What every layer of one forward pass shares.
+struct Step<'a> {
+    config: &'a ModelConfig,
+    angles: &'a RopeAngles,
+    batch: &'a [SeqChunk<'a>],
+    /// Total new tokens in the batch.
+    rows: usize,
+}
+
+impl SelfAttention {
+    fn forward(
+        &self,
+        x: &[f32],
+        layer: usize,
+        step: &Step<'_>,
+        cache: &mut PagedKvCache,
+    ) -> Result<Vec<f32>> {
+        let (c, angles, batch, rows) = (step.config, step.angles, step.batch, step.rows);
+        let qkv = Linear::forward_group(&[&self.q_proj, &self.k_proj, &self.v_proj], x, rows)?;
+        let Ok([mut q, mut k, v]) = <[Vec<f32>; 3]>::try_from(qkv) else {
+            return Err(ModelError::InvalidBatch(
+                "three projections expected".into(),
+            ));
+        };
+        angles.apply(&mut q, c.num_attention_heads, c.head_dim);
+        angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
+
+        let (q_row, kv_row) = (c.num_attention_heads * c.head_dim, c.kv_dim());
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            cache.write(
+                layer,
+                chunk.block_table,
+                chunk.start_pos,
+                &k[offset * kv_row..(offset + n) * kv_row],
+                &v[offset * kv_row..(offset + n) * kv_row],
+            );
+            offset += n;
+        }
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut offset = 0;
+        for chunk in batch {
+            let n = chunk.tokens.len();
+            seqs.push(SeqQueries {
+                q: &q[offset * q_row..(offset + n) * q_row],
+                start_pos: chunk.start_pos,
+                block_table: chunk.block_table,
+            });
+            offset += n;
+        }
+        let attn = paged_attention(
+            cache.layer(layer),
+            &seqs,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        );
+        self.o_proj.forward(&attn, rows)
+    }
+}
+
+impl CausalLm for Llama {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn kv_layout(&self) -> KvLayout {
+        KvLayout::per_head(
+            self.config.num_hidden_layers,
+            self.config.num_key_value_heads,
+            self.config.head_dim,
+        )
+    }
+
+    fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
+        self.forward_batch(batch, cache)
+    }
+}
+
+impl Llama {
+    fn forward_batch(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
+        check_batch(
+            batch,
+            cache,
+            self.kv_layout(),
+            self.config.max_position_embeddings,
+        )?;
+        let c = &self.config;
+        let (tokens, positions) = flat_tokens(batch);
+        let rows = tokens.len();
+        let angles = self.rope.angles(&positions);
+        let step = Step {
+            config: c,
+            angles: &angles,
+            batch,
+            rows,
+        };
+
+        let mut x = self.embed_tokens.forward(&tokens, c.vocab_size)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            residual_block(
+                &mut x,
+                &layer.input_layernorm,
+                |h| layer.self_attn.forward(h, i, &step, cache),
+                &layer.post_attention_layernorm,
+                |h| layer.mlp.forward(h, rows),
+            )?;
+        }
+        output_logits(
+            batch,
+            &x,
+            &self.norm,
+            &self.lm_head,
+            c.hidden_size,
+            c.vocab_size,
+        )
+    }
+}

@@ -1,0 +1,257 @@
+//! Opening a GGUF file (through candle-core's reader) with every failure
+//! reported against the file, and its tensors served under Hugging Face names.
+//!
+//! Tensor naming follows llama.cpp's `convert_hf_to_gguf.py` (`blk.N.attn_q`
+//! for `model.layers.N.self_attn.q_proj`).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+
+use crate::error::{candle_reason, ModelError, Result};
+use crate::formats::gguf::meta::GgufMeta;
+use crate::formats::tensor_source::TensorSource;
+use crate::formats::weight::Weight;
+use crate::kernels::block_format::BlockFormat;
+use crate::kernels::f32::QuantMatrix;
+
+/// The tensor types pagoda loads from GGUF files.
+pub const SUPPORTED_TYPES: &[GgmlDType] = &[
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::BF16,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+/// An open GGUF file: its parsed header and a reader for its tensors.
+pub struct GgufFile {
+    path: PathBuf,
+    content: Content,
+    reader: Mutex<BufReader<File>>,
+    file_len: u64,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn invalid(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::InvalidFile {
+        path: path.to_path_buf(),
+        format: "GGUF",
+        reason: reason.into(),
+    }
+}
+
+impl GgufFile {
+    /// Opens and validates `path`: header, metadata, tensor types, and that
+    /// every tensor's data lies inside the file (a truncated file fails here,
+    /// not half-way through loading).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = Self::open_header(path)?;
+        file.check_tensor_extents()?;
+        Ok(file)
+    }
+
+    /// Opens `path` and parses its header and metadata only; tensor data is
+    /// not checked (enough for the tokenizer and chat template).
+    pub fn open_header(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader).map_err(|e| {
+            let msg = candle_reason(&e);
+            if msg.contains("unknown dtype") {
+                ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: "GGUF tensor type",
+                    value: msg,
+                }
+            } else if ["failed to fill whole buffer", "exceeds", "remaining"]
+                .iter()
+                .any(|p| msg.contains(p))
+            {
+                invalid(path, format!("the header is truncated or corrupt ({msg})"))
+            } else {
+                invalid(path, msg)
+            }
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader: Mutex::new(reader),
+            file_len,
+        })
+    }
+
+    fn check_tensor_extents(&self) -> Result<()> {
+        let (path, content, file_len) = (&self.path, &self.content, self.file_len);
+        for (name, info) in &content.tensor_infos {
+            if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
+                return Err(ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: "GGUF tensor type",
+                    value: format!("{:?} (tensor `{name}`)", info.ggml_dtype),
+                });
+            }
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            if elems % block != 0 {
+                return Err(invalid(
+                    path,
+                    format!("tensor `{name}` has {elems} values, not a multiple of its block size {block}"),
+                ));
+            }
+            let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+            let end = content.tensor_data_offset + info.offset + bytes;
+            if end > file_len {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "the file is truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Typed access to the metadata.
+    pub fn meta(&self) -> GgufMeta<'_> {
+        GgufMeta::new(&self.path, &self.content.metadata)
+    }
+
+    /// Whether a tensor of this GGUF name exists.
+    pub fn has_tensor(&self, gguf_name: &str) -> bool {
+        self.content.tensor_infos.contains_key(gguf_name)
+    }
+
+    /// Reads the tensor of this GGUF name, if present.
+    pub fn tensor(&self, gguf_name: &str) -> Result<Option<Weight>> {
+        if !self.has_tensor(gguf_name) {
+            return Ok(None);
+        }
+        let mut reader = self.reader.lock().map_err(|_| {
+            invalid(
+                &self.path,
+                "the file reader was poisoned by an earlier failure",
+            )
+        })?;
+        let q = self
+            .content
+            .tensor(&mut *reader, gguf_name, &Device::Cpu)
+            .map_err(|e| ModelError::Tensor {
+                path: self.path.clone(),
+                name: gguf_name.to_string(),
+                reason: candle_reason(&e),
+            })?;
+        let dims = q.shape().dims().to_vec();
+        if let (Some(format), [rows, cols]) = (BlockFormat::from_ggml(q.dtype()), &dims[..]) {
+            let bytes = q.data()?.into_owned();
+            let matrix =
+                QuantMatrix::new(format, *rows, *cols, bytes).map_err(|e| ModelError::Tensor {
+                    path: self.path.clone(),
+                    name: gguf_name.to_string(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(Some(Weight::Blocks(Arc::new(matrix))));
+        }
+        Ok(Some(Weight::Quantized(Arc::new(q))))
+    }
+}
+
+/// Maps a Hugging Face tensor name of the llama family to its GGUF name.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    let fixed = match hf_name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let gguf_module = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{gguf_module}.{kind}"))
+}
+
+impl TensorSource for GgufFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Weight>> {
+        match gguf_name(name) {
+            Some(g) => self.tensor(&g),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_names_map_to_gguf_names() {
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.k_proj.bias").as_deref(),
+            Some("blk.12.attn_k.bias")
+        );
+        assert_eq!(
+            gguf_name("model.layers.0.mlp.down_proj.weight").as_deref(),
+            Some("blk.0.ffn_down.weight")
+        );
+        assert_eq!(
+            gguf_name("lm_head.weight").as_deref(),
+            Some("output.weight")
+        );
+        assert_eq!(gguf_name("model.layers.0.unknown.weight"), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! GGUF files: opening one ([`file`](mod@file)), typed access to its metadata
+//! (`meta`), the llama-style model configuration read from it
+//! ([`config`]), DeepSeek-V2/V3 files with their split and absorbed
+//! tensors (`deepseek`), and the tokenizer rebuilt from its metadata
+//! (`tokenizer`).
+
+pub mod config;
+pub(crate) mod deepseek;
+pub mod file;
+pub(crate) mod meta;
+pub(crate) mod tokenizer;

@@ -1,0 +1,223 @@
+//! One entry point that loads whatever a path holds — a GGUF file or a
+//! Hugging Face checkpoint directory — into a model, its tokenizer and its
+//! chat template.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{ModelError, Result};
+use crate::families::config::ModelConfig;
+use crate::families::deepseek::Deepseek;
+use crate::families::llama::Llama;
+use crate::formats::gguf::config::gguf_model_config;
+use crate::formats::gguf::deepseek::{deepseek_config_from_gguf, DeepseekGguf};
+use crate::formats::gguf::file::GgufFile;
+use crate::formats::gguf::tokenizer::tokenizer_from_gguf;
+use crate::formats::hf::generation_config::GenerationDefaults;
+use crate::formats::hf::{
+    read_checkpoint_config, read_generation_config, read_raw_config, read_tokenizer,
+    CheckpointConfig, SafetensorsSource,
+};
+use crate::model::CausalLm;
+use crate::text::chat_template::ChatTemplate;
+use crate::text::tokenizer::Tokenizer;
+
+/// The on-disk format a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A single GGUF file.
+    Gguf,
+    /// A Hugging Face directory with safetensors weights.
+    HfSafetensors,
+}
+
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// How the block-quantized kernels treat activations (GGUF Q4_0, Q4_1,
+    /// Q8_0 weights; other weights are unaffected).
+    pub activations: crate::layers::linear::Activations,
+}
+
+/// Everything a server needs from a model path.
+pub struct LoadedModel {
+    /// The network.
+    pub model: Arc<dyn CausalLm>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template, if the checkpoint ships one.
+    pub chat_template: Option<ChatTemplate>,
+    /// Sampling defaults and extra stop ids.
+    pub generation: GenerationDefaults,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// In which format.
+    pub format: ModelFormat,
+    /// How the weights are stored (`Q4_1`, `BF16`...) and computed, for logs.
+    pub precision: String,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("config", self.model.config())
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+}
+
+fn is_gguf(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"GGUF"),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Loads the model at `path`: a `.gguf` file or a checkpoint directory.
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    load_model_with(path, &LoadOptions::default())
+}
+
+/// [`load_model`] with explicit options.
+pub fn load_model_with(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        return load_hf_dir(path, options);
+    }
+    if is_gguf(path)? {
+        return load_gguf(path, options);
+    }
+    Err(ModelError::InvalidFile {
+        path: path.to_path_buf(),
+        format: "model",
+        reason: "neither a GGUF file (no GGUF magic) nor a checkpoint directory".into(),
+    })
+}
+
+fn template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let text = |t: Option<&crate::text::tokenizer::SpecialToken>| {
+        t.map(|t| t.text.clone()).unwrap_or_default()
+    };
+    source
+        .map(|s| ChatTemplate::new(&s, &text(tokenizer.bos()), &text(tokenizer.eos())))
+        .transpose()
+}
+
+/// Loads only the tokenizer and chat template of a model path (a GGUF file's
+/// header, or a checkpoint directory's tokenizer files): no weights are read.
+pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if path.is_dir() {
+        let raw = read_raw_config(path)?;
+        let generation = read_generation_config(path)?;
+        let parts = read_tokenizer(path, &raw, &generation)?;
+        let chat_template = template(parts.chat_template, &parts.tokenizer)?;
+        return Ok((parts.tokenizer, chat_template));
+    }
+    let file = GgufFile::open_header(path)?;
+    let tokenizer = tokenizer_from_gguf(file.meta())?;
+    let source = file.meta().optional("tokenizer.chat_template", |m, k| {
+        m.str(k).map(str::to_string)
+    })?;
+    let chat_template = template(source, &tokenizer)?;
+    Ok((tokenizer, chat_template))
+}
+
+/// Loads a GGUF file.
+pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let file = GgufFile::open(path)?;
+    let deepseek =
+        file.meta().str("general.architecture")? == crate::formats::gguf::deepseek::ARCHITECTURE;
+    let config = if deepseek {
+        CheckpointConfig::Deepseek(Box::new(deepseek_config_from_gguf(&file)?))
+    } else {
+        CheckpointConfig::Llama(gguf_model_config(&file)?)
+    };
+    let tokenizer = tokenizer_from_gguf(file.meta())?;
+    let chat_template = file.meta().optional("tokenizer.chat_template", |m, k| {
+        m.str(k).map(str::to_string)
+    })?;
+    let chat_template = template(chat_template, &tokenizer)?;
+    let model: Arc<dyn CausalLm> = match config {
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &file, options.activations)?),
+        CheckpointConfig::Deepseek(c) => {
+            let source = DeepseekGguf::new(&file, &c);
+            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+        }
+    };
+    let file_type = file
+        .meta()
+        .optional("general.file_type", |m, k| m.u32(k))?
+        .map(|t| format!(" (GGUF file type {t})"))
+        .unwrap_or_default();
+    let kernels = match options.activations {
+        crate::Activations::Int8 => {
+            format!(" ({} kernels)", crate::kernels::Isa::best().name())
+        }
+        crate::Activations::F32 => String::new(),
+    };
+    let precision = format!(
+        "GGUF quantized weights{file_type}, {} activations in Q4_0/Q4_1/Q8_0 layers{kernels}",
+        options.activations.name()
+    );
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat_template,
+        generation: GenerationDefaults::default(),
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        precision,
+    })
+}
+
+/// Loads a Hugging Face checkpoint directory.
+pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let (raw, config) = read_checkpoint_config(dir)?;
+    let generation = read_generation_config(dir)?;
+    let parts = read_tokenizer(dir, &raw, &generation)?;
+    let chat_template = template(parts.chat_template, &parts.tokenizer)?;
+    let source = SafetensorsSource::open(dir, raw.quantization_config.as_ref())?;
+    let precision = match (source.fp8_blocks(), source.stored_dtype()) {
+        (Some(b), _) => format!(
+            "FP8 (e4m3) weights with [{}, {}] block scales, dequantized to f32 on load and computed in f32",
+            b.block_rows, b.block_cols
+        ),
+        (None, Some(candle_core::DType::F32) | None) => "f32 weights, computed in f32".to_string(),
+        (None, Some(dt)) => format!(
+            "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
+        ),
+    };
+    let model: Arc<dyn CausalLm> = match config {
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &source, options.activations)?),
+        CheckpointConfig::Deepseek(c) => {
+            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+        }
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer: parts.tokenizer,
+        chat_template,
+        generation,
+        path: dir.to_path_buf(),
+        format: ModelFormat::HfSafetensors,
+        precision,
+    })
+}

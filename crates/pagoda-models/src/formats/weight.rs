@@ -1,0 +1,89 @@
+//! A checkpoint tensor as loaded: either GGUF-quantized blocks or a dense f32 tensor.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::Result;
+use crate::kernels::f32::{DenseMatrix, QuantMatrix};
+use crate::kernels::panel::PanelMatrix;
+
+/// One weight tensor of a checkpoint.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// A GGUF matrix in a block format pagoda's own f32-activation kernels implement.
+    Blocks(Arc<QuantMatrix>),
+    /// Other GGUF tensors (other quantized types, F16/F32, vectors), run on candle's kernels.
+    Quantized(Arc<QTensor>),
+    /// A dense tensor, always f32 for computation on the CPU.
+    Dense(Tensor),
+    /// A dense matrix already laid out for pagoda's f32 kernel (shared, e.g.
+    /// by a tied embedding and output head).
+    DenseRows(Arc<DenseMatrix>),
+    /// GGUF blocks already repacked for the 8-bit-activation kernels
+    /// (shared, e.g. by a tied embedding and output head).
+    Panels(Arc<PanelMatrix>),
+}
+
+impl Weight {
+    /// The tensor's dimensions, outermost first (rows, then columns for a matrix).
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Weight::Blocks(m) => vec![m.rows(), m.cols()],
+            Weight::Quantized(q) => q.shape().dims().to_vec(),
+            Weight::Dense(t) => t.dims().to_vec(),
+            Weight::DenseRows(m) => vec![m.rows(), m.cols()],
+            Weight::Panels(m) => vec![m.rows(), m.cols()],
+        }
+    }
+
+    /// A short name of the stored type for logs (`Q4_1`, `f32`...).
+    pub fn type_name(&self) -> String {
+        match self {
+            Weight::Blocks(m) => format!("{:?}", m.format()),
+            Weight::Quantized(q) => format!("{:?}", q.dtype()),
+            Weight::Dense(t) => format!("{:?}", t.dtype()),
+            Weight::DenseRows(_) => "F32".to_string(),
+            Weight::Panels(m) => format!("{:?}", m.format()),
+        }
+    }
+
+    /// The whole tensor as f32 values, row-major.
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        let dense = match self {
+            Weight::Blocks(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                return Ok(out);
+            }
+            Weight::Panels(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                return Ok(out);
+            }
+            Weight::DenseRows(m) => return Ok(m.data().to_vec()),
+            Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
+            Weight::Dense(t) => t.clone(),
+        };
+        Ok(dense
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Whether this is stored in a block-quantized GGUF type (not F16/F32).
+    pub fn is_block_quantized(&self) -> bool {
+        match self {
+            Weight::Blocks(_) | Weight::Panels(_) => true,
+            Weight::Quantized(q) => {
+                !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+            }
+            Weight::Dense(_) | Weight::DenseRows(_) => false,
+        }
+    }
+}

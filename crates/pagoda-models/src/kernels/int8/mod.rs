@@ -1,0 +1,235 @@
+//! Activations quantized to **8 bits** per 32-value block, as llama.cpp
+//! does before its integer dot products: `d = max|x| / 127`,
+//! `q = round(x / d)` (ties to even), plus `s = d · Σq` for Q4_1's offset
+//! (like ggml's Q8_1), scales rounded through f16 as ggml stores them. The
+//! products themselves are [`crate::kernels::panel`]'s. A row is quantized on
+//! its own, so batch invariance holds. The portable quantizer here is the
+//! reference the AVX2 one (`avx2.rs`, run at the [`crate::kernels::Isa::Avx2`]
+//! level and above) is tested against.
+
+use half::f16;
+
+use crate::kernels::block_format::QK;
+use crate::kernels::Isa;
+
+mod avx2;
+
+/// Activation rows quantized to 8 bits per 32-value block.
+#[derive(Debug, Clone, Default)]
+pub struct Q8Rows {
+    rows: usize,
+    cols: usize,
+    /// Quantized values, row-major.
+    pub(crate) qs: Vec<i8>,
+    /// Per block: the scale `d` (rounded through f16).
+    pub(crate) d: Vec<f32>,
+    /// Per block: `d · Σq` (rounded through f16), the Q4_1 offset's factor.
+    pub(crate) s: Vec<f32>,
+    /// Per block: `Σq`, exact (the correction of unsigned-weight products).
+    pub(crate) sums: Vec<i32>,
+}
+
+/// `T` consecutive rows of a [`Q8Rows`], sliced for a kernel tile.
+pub(crate) struct Q8Tile<'a, const T: usize> {
+    /// Each row's quantized values.
+    pub(crate) qs: [&'a [i8]; T],
+    /// Each row's per-block scales.
+    pub(crate) d: [&'a [f32]; T],
+    /// Each row's per-block `d · Σq`.
+    pub(crate) s: [&'a [f32]; T],
+    /// Each row's per-block `Σq`.
+    pub(crate) sums: [&'a [i32]; T],
+}
+
+fn f16_round(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+impl Q8Rows {
+    /// Quantizes `rows` rows of `cols` values (a multiple of 32) into `self`,
+    /// reusing its buffers.
+    pub fn quantize(&mut self, x: &[f32], rows: usize, cols: usize) {
+        assert!(cols.is_multiple_of(QK) && x.len() == rows * cols);
+        let blocks = rows * cols / QK;
+        self.rows = rows;
+        self.cols = cols;
+        self.qs.resize(rows * cols, 0);
+        self.d.resize(blocks, 0.0);
+        self.s.resize(blocks, 0.0);
+        self.sums.resize(blocks, 0);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if Isa::best() >= Isa::Avx2 {
+                debug_assert!(avx2::available());
+                // SAFETY: the CPU supports AVX2 and FMA: the level includes
+                // them, and `Isa::best` only picks levels this CPU runs.
+                unsafe {
+                    avx2::quantize(x, &mut self.qs, &mut self.d, &mut self.s, &mut self.sums)
+                };
+                return;
+            }
+        }
+        for ((((xb, qb), d), s), sum) in x
+            .chunks_exact(QK)
+            .zip(self.qs.chunks_exact_mut(QK))
+            .zip(&mut self.d)
+            .zip(&mut self.s)
+            .zip(&mut self.sums)
+        {
+            (*d, *s, *sum) = quantize_block(xb, qb);
+        }
+    }
+
+    /// Rows `j0 .. j0 + T`, each row's values and per-block scales, sums
+    /// and offsets factors as slices (what a kernel tile reads).
+    #[inline]
+    pub(crate) fn tile<const T: usize>(&self, j0: usize) -> Q8Tile<'_, T> {
+        let (cols, nb) = (self.cols, self.cols / QK);
+        assert!(j0 + T <= self.rows);
+        Q8Tile {
+            qs: std::array::from_fn(|k| &self.qs[(j0 + k) * cols..][..cols]),
+            d: std::array::from_fn(|k| &self.d[(j0 + k) * nb..][..nb]),
+            s: std::array::from_fn(|k| &self.s[(j0 + k) * nb..][..nb]),
+            sums: std::array::from_fn(|k| &self.sums[(j0 + k) * nb..][..nb]),
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Quantizes one block; returns its `(d, s, Σq)`. Rounds half to even,
+/// like the AVX2 build.
+pub(crate) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *q = r;
+        sum += r as i32;
+    }
+    (f16_round(d), f16_round(d * sum as f32), sum)
+}
+
+/// Random weights and activations for the kernels' tests.
+#[cfg(test)]
+pub(crate) mod test_data {
+    use half::f16;
+
+    use super::QK;
+    use crate::kernels::block_format::BlockFormat;
+    /// A small xorshift generator: tests need no external randomness.
+    pub(crate) struct Rng(pub(crate) u32);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 17;
+            self.0 ^= self.0 << 5;
+            self.0
+        }
+
+        pub(crate) fn f32(&mut self) -> f32 {
+            (self.next() % 20_001) as f32 / 10_000.0 - 1.0
+        }
+    }
+
+    /// `rows × cols` random weights in `format`'s GGUF blocks, with sane scales.
+    pub(crate) fn random_blocks(
+        format: BlockFormat,
+        rows: usize,
+        cols: usize,
+        rng: &mut Rng,
+    ) -> Vec<u8> {
+        let bb = format.block_bytes();
+        let mut data = vec![0u8; rows * cols / QK * bb];
+        for block in data.chunks_exact_mut(bb) {
+            for b in block.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            let d = f16::from_f32(0.001 + (rng.next() % 1000) as f32 * 5e-5);
+            block[..2].copy_from_slice(&d.to_le_bytes());
+            if format == BlockFormat::Q4_1 {
+                let m = f16::from_f32(rng.f32() * 0.1);
+                block[2..4].copy_from_slice(&m.to_le_bytes());
+            }
+        }
+        data
+    }
+
+    /// Random activations with an all-zero block and a block with one outlier.
+    pub(crate) fn activations(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
+        let mut x: Vec<f32> = (0..rows * cols).map(|_| rng.f32() * 3.0).collect();
+        x[..QK].fill(0.0);
+        if x.len() > 2 * QK {
+            x[QK + 5] = 40.0;
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_data::{activations, Rng};
+    use super::*;
+
+    #[test]
+    fn odd_values_quantize_alike_in_every_build_and_stay_in_range() {
+        let mut x = vec![0.5f32; 6 * QK];
+        x[3] = f32::NAN;
+        x[QK + 1] = f32::INFINITY;
+        x[2 * QK + 7] = f32::NEG_INFINITY;
+        x[3 * QK..4 * QK].fill(1e-40); // subnormal: 1/d overflows
+        x[4 * QK + 2] = f32::MAX;
+        x[5 * QK..].fill(f32::NAN);
+        let mut fast = Q8Rows::default();
+        fast.quantize(&x, 1, 6 * QK);
+        for (b, xb) in x.chunks_exact(QK).enumerate() {
+            let mut q = [0i8; QK];
+            let (d, s, sum) = quantize_block(xb, &mut q);
+            assert_eq!(&fast.qs[b * QK..(b + 1) * QK], &q, "block {b}");
+            assert_eq!(fast.d[b].to_bits(), d.to_bits(), "block {b}");
+            assert_eq!(fast.s[b].to_bits(), s.to_bits(), "block {b}");
+            assert_eq!(fast.sums[b], sum, "block {b}");
+            assert!(q.iter().all(|&v| v != i8::MIN), "block {b}: {q:?}");
+        }
+    }
+
+    #[test]
+    fn quantization_matches_the_portable_reference_bit_for_bit() {
+        let mut rng = Rng(7);
+        let x = activations(5, 96, &mut rng);
+        let mut fast = Q8Rows::default();
+        fast.quantize(&x, 5, 96);
+        for (b, xb) in x.chunks_exact(QK).enumerate() {
+            let mut q = [0i8; QK];
+            let (d, s, sum) = quantize_block(xb, &mut q);
+            assert_eq!(&fast.qs[b * QK..(b + 1) * QK], &q, "block {b}");
+            assert_eq!(
+                (fast.d[b], fast.s[b], fast.sums[b]),
+                (d, s, sum),
+                "block {b}"
+            );
+            assert_eq!(sum, q.iter().map(|&v| v as i32).sum::<i32>(), "block {b}");
+            let err = xb
+                .iter()
+                .zip(q)
+                .map(|(v, q)| (v - d * q as f32).abs())
+                .fold(0.0f32, f32::max);
+            // Half a step, plus the scale's rounding through f16 (2^-11 relative) at 127.
+            assert!(
+                err <= d * (0.5 + 127.0 / 2048.0) + 1e-6,
+                "block {b}: error {err} for d {d}"
+            );
+        }
+    }
+}
