@@ -336,7 +336,10 @@ fn a_pool_smaller_than_the_context_window_limits_requests_with_a_400() {
     assert_eq!(e["code"], "context_length_exceeded");
     assert_eq!(e["param"], "max_tokens");
     let message = e["message"].as_str().expect("message");
-    assert!(message.contains("400") && message.contains("352"), "{message}");
+    assert!(
+        message.contains("400") && message.contains("352"),
+        "{message}"
+    );
     // A prompt that alone fills the pool names the prompt.
     let long_prompt = "word ".repeat(400);
     let body = serde_json::json!({"prompt": long_prompt}).to_string();

@@ -17,6 +17,7 @@ pub mod reasoning;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
+mod token_tally;
 
 pub use admission::{EngineLimits, Limit, SubmitError};
 pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};

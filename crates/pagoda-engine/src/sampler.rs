@@ -7,10 +7,10 @@
 //! sampled from the sequence's own seeded generator — so the same seed gives
 //! the same tokens whatever else runs in the batch.
 
-use std::collections::HashMap;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::token_tally::TokenTally;
 
 /// How one sequence picks its tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +109,9 @@ pub struct History<'a> {
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// The sequence's tokens so far, for the penalties (kept only when a
+    /// penalty is on).
+    tally: TokenTally,
 }
 
 /// Index of the largest value; the first one on ties (like `torch.argmax`).
@@ -136,7 +139,11 @@ impl Sampler {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        Self { params, rng }
+        Self {
+            params,
+            rng,
+            tally: TokenTally::default(),
+        }
     }
 
     /// The parameters.
@@ -145,7 +152,7 @@ impl Sampler {
     }
 
     /// Applies bias, suppression and penalties to `logits` in place.
-    fn adjust(&self, logits: &mut [f32], history: History<'_>) {
+    fn adjust(&mut self, logits: &mut [f32], history: History<'_>) {
         let p = &self.params;
         for &(token, bias) in &p.logit_bias {
             if let Some(l) = logits.get_mut(token as usize) {
@@ -157,26 +164,24 @@ impl Sampler {
                 *l = f32::NEG_INFINITY;
             }
         }
-        if p.repetition_penalty != 1.0 {
-            let mut seen = std::collections::HashSet::new();
-            for &t in history.prompt.iter().chain(history.output) {
-                if seen.insert(t) {
-                    if let Some(l) = logits.get_mut(t as usize) {
-                        *l = if *l > 0.0 {
-                            *l / p.repetition_penalty
-                        } else {
-                            *l * p.repetition_penalty
-                        };
-                    }
+        let repetition = p.repetition_penalty != 1.0;
+        let presence = p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        if repetition || presence {
+            self.tally.update(&history);
+        }
+        if repetition {
+            for &t in self.tally.distinct() {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
-        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
-            let mut counts: HashMap<u32, u32> = HashMap::new();
-            for &t in history.output {
-                *counts.entry(t).or_default() += 1;
-            }
-            for (t, c) in counts {
+        if presence {
+            for (t, c) in self.tally.counts() {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l -= p.presence_penalty + p.frequency_penalty * c as f32;
                 }
@@ -222,6 +227,10 @@ impl Sampler {
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         let inv_t = 1.0 / p.temperature;
+        let truncated = (p.top_k > 0 && p.top_k < logits.len()) || p.top_p < 1.0 || p.min_p > 0.0;
+        if !truncated {
+            return self.draw_from_all(logits, inv_t);
+        }
         let mut candidates: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -269,6 +278,41 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// Draws from the whole distribution (no top-k, top-p or min-p): one
+    /// pass in vocabulary order, no sorting.
+    fn draw_from_all(&mut self, logits: &[f32], inv_t: f32) -> u32 {
+        let max = logits
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v * inv_t));
+        if max == f32::NEG_INFINITY {
+            return argmax(logits);
+        }
+        let weight = |v: f32| {
+            if v.is_finite() {
+                (v * inv_t - max).exp()
+            } else {
+                0.0
+            }
+        };
+        let total: f32 = logits.iter().map(|&v| weight(v)).sum();
+        let mut draw = self.rng.random::<f32>() * total;
+        let mut last = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            let w = weight(v);
+            if w > 0.0 {
+                last = i;
+                draw -= w;
+                if draw <= 0.0 {
+                    return i as u32;
+                }
+            }
+        }
+        last as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +356,17 @@ mod tests {
             "sampling at temperature 1 should vary"
         );
         assert_ne!(a, sampled(random(1.0, 43), &logits, 20));
+    }
+
+    #[test]
+    fn the_whole_distribution_is_drawn_from_in_proportion() {
+        // Weights 1 : 3 : 0 (a masked token) at temperature 1, unsorted:
+        // 2,000 seeded draws land close to a quarter and three quarters.
+        let logits = [0.0, 3f32.ln(), f32::NEG_INFINITY];
+        let draws = sampled(random(1.0, 7), &logits, 2000);
+        let ones = draws.iter().filter(|&&t| t == 1).count();
+        assert!(draws.iter().all(|&t| t < 2));
+        assert!((1400..1600).contains(&ones), "{ones} of 2000");
     }
 
     #[test]

@@ -1,50 +1,45 @@
-//! The engine core: one synchronous `step` schedules, runs one forward pass
-//! over every scheduled sequence, samples, and sends each request its
-//! events. It owns the KV pool and the block tables; the model keeps no
-//! state. [`crate::handle`] runs it on its own thread.
+//! The engine core: one synchronous [`EngineCore::step`] runs three steps,
+//! in order: **schedule** (which sequences run and how many of their tokens,
+//! [`crate::scheduler`]), **execute** (one forward pass over all of them,
+//! with the grammar masks of those about to sample computed beside it), and
+//! **update** (each sampling sequence's next token by the rules of
+//! [`next_token`], its event sent, finished choices dropped). It owns the
+//! KV pool and the block tables; the model keeps no state.
+//! [`crate::handle`] runs it on its own thread.
 //!
-//! A request with `n > 1` computes its prompt once: when the first choice's
-//! prompt is done, the other choices fork from it (sharing its full KV
-//! blocks, copying the partial last one) and sample their first token from
-//! the same logits with their own seeds.
+//! The folder: [`state`] (what is kept per request and per choice),
+//! [`next_token`] (the per-choice rules: thinking budget, suppression,
+//! grammar), [`fork`] (choices 1..n of a request split off choice 0),
+//! [`sink`] (where events go), [`stats`] (counters). The scripted model of
+//! the unit tests (`scripted.rs`) drives every path without a real model.
+
+mod fork;
+mod next_token;
+#[cfg(test)]
+mod scripted;
+mod sink;
+mod state;
+mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 
+pub use sink::EventSink;
+pub use stats::EngineStats;
+
 use crate::admission::{EngineLimits, Limit, SubmitError};
-use crate::block_manager::{BlockManager, Fork};
-use crate::constraint::Constraint;
+use crate::block_manager::BlockManager;
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
-use crate::reasoning::Thinking;
 use crate::request::{EngineEvent, EngineFailure, FinishReason, Request};
-use crate::sampler::{History, Sampler};
-use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig};
-
-/// Where a request's events go.
-pub trait EventSink: Send {
-    /// Delivers `event`; false when nobody listens any more.
-    fn send(&self, event: EngineEvent) -> bool;
-    /// Whether the listener is gone (the request should be aborted).
-    fn is_closed(&self) -> bool;
-    /// Whether the listener no longer wants choice `choice` (say, a stop
-    /// string ended it); that choice alone is dropped.
-    fn is_choice_cancelled(&self, _choice: usize) -> bool {
-        false
-    }
-}
-
-impl EventSink for flume::Sender<EngineEvent> {
-    fn send(&self, event: EngineEvent) -> bool {
-        flume::Sender::send(self, event).is_ok()
-    }
-
-    fn is_closed(&self) -> bool {
-        self.is_disconnected()
-    }
-}
+use crate::sampler::TokenLogprobs;
+use crate::scheduler::{AdmitError, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
+use next_token::{next_token, Next};
+use state::{ChoiceState, RequestState};
 
 /// Sizes of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,89 +65,13 @@ pub enum EngineInitError {
     Model(#[from] pagoda_models::ModelError),
 }
 
-/// Counters and gauges of the engine, for logs and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Sequences waiting.
-    pub waiting: usize,
-    /// Sequences running.
-    pub running: usize,
-    /// KV blocks held by sequences.
-    pub blocks_used: usize,
-    /// KV blocks in the pool.
-    pub blocks_total: usize,
-    /// Prefix-cache block hits so far.
-    pub prefix_hits: u64,
-    /// Prefix-cache block misses so far.
-    pub prefix_misses: u64,
-    /// Prompt tokens computed so far (recomputation after preemption included).
-    pub computed_tokens: u64,
-    /// Tokens generated so far.
-    pub generated_tokens: u64,
-    /// Sequences preempted so far.
-    pub preemptions: u64,
-    /// Steps run so far.
-    pub steps: u64,
-    /// Wall time of those steps, microseconds.
-    pub step_micros: u64,
-    /// The part of it spent in the model's forward pass, microseconds; the
-    /// rest is the engine's own overhead (scheduling, block tables,
-    /// sampling, events).
-    pub forward_micros: u64,
-    /// Grammar masks computed so far (one per constrained token).
-    pub masks: u64,
-    /// Time spent computing them, microseconds (beside the forward pass).
-    pub mask_micros: u64,
-    /// Time steps waited for masks after their forward pass had finished,
-    /// microseconds: what structured output added to the steps.
-    pub mask_wait_micros: u64,
-}
-
-struct SeqState {
-    request: RequestId,
-    choice: usize,
-    sampler: Sampler,
-    prompt_len: usize,
-    /// Where the choice stands in its thinking (budgeted requests only).
-    thinking: Option<Thinking>,
-    /// The grammar its output must match, if any.
-    constraint: Option<Constraint>,
-}
-
-/// The grammar that applies to a choice's next token: none while it is
-/// thinking (a grammar shapes the answer, not the thinking).
-fn active_constraint(
-    thinking: Option<Thinking>,
-    constraint: &mut Option<Constraint>,
-) -> Option<&mut Constraint> {
-    match thinking {
-        Some(Thinking::Inside(_)) => None,
-        _ => constraint.as_mut(),
-    }
-}
-
-struct RequestState {
-    request: Request,
-    sink: Box<dyn EventSink>,
-    seqs: Vec<SeqId>,
-    /// Every id that ends a choice, computed once.
-    stop_ids: Vec<u32>,
-    /// What a choice with a grammar may not sample while it thinks: the
-    /// stop ids and the single-token answer markers, so that it ends its
-    /// thinking only with the close tag and its answer always comes, held
-    /// to the grammar (empty without a grammar or without reasoning).
-    banned_while_thinking: Vec<u32>,
-    /// Choices still to fork from choice 0 once its prompt is computed.
-    unforked: bool,
-}
-
 /// The engine's state and its step.
 pub struct EngineCore {
     model: Arc<dyn CausalLm>,
     cache: PagedKvCache,
     blocks: BlockManager,
     scheduler: Scheduler,
-    seqs: HashMap<SeqId, SeqState>,
+    seqs: HashMap<SeqId, ChoiceState>,
     requests: HashMap<RequestId, RequestState>,
     next_seq: u64,
     limits: EngineLimits,
@@ -289,39 +208,9 @@ impl EngineCore {
                     limit: Limit::KvPool,
                 },
             })?;
-        let sampler = Sampler::new(request.sampling.clone());
-        self.seqs.insert(
-            seq,
-            SeqState {
-                request: id,
-                choice: 0,
-                sampler,
-                prompt_len: request.prompt.len(),
-                thinking: request.reasoning.as_ref().map(Thinking::start),
-                constraint: request.grammar.as_ref().map(Constraint::new),
-            },
-        );
-        let unforked = request.n > 1;
-        let stop_ids = request.stop.stop_ids();
-        let banned_while_thinking = match (&request.grammar, &request.reasoning) {
-            (Some(_), Some(limit)) => stop_ids
-                .iter()
-                .copied()
-                .chain(limit.single_token_markers())
-                .collect(),
-            _ => Vec::new(),
-        };
-        self.requests.insert(
-            id,
-            RequestState {
-                stop_ids,
-                banned_while_thinking,
-                request,
-                sink,
-                seqs: vec![seq],
-                unforked,
-            },
-        );
+        self.seqs.insert(seq, ChoiceState::new(id, 0, &request));
+        self.requests
+            .insert(id, RequestState::new(request, sink, seq));
         Ok(())
     }
 
@@ -395,19 +284,31 @@ impl EngineCore {
             self.refresh_stats();
             return 0;
         }
-        let tables: Vec<Vec<pagoda_models::BlockId>> = plan
-            .chunks
-            .iter()
-            .map(|c| self.blocks.table(c.seq).to_vec())
-            .collect();
+        let Some(mut logits) = self.execute(&plan) else {
+            self.refresh_stats();
+            return 0;
+        };
+        let computed: usize = plan.chunks.iter().map(|c| c.len).sum();
+        self.stats.computed_tokens += computed as u64;
+        self.update(&plan.chunks, &mut logits);
+        self.stats.steps += 1;
+        self.refresh_stats();
+        computed
+    }
+
+    /// One forward pass over the planned chunks, the grammar masks of the
+    /// sequences about to sample computed on another thread meanwhile.
+    /// Returns the logits (a row per sampling chunk, in order), or `None`
+    /// when the pass failed (its requests have then failed too).
+    fn execute(&mut self, plan: &StepPlan) -> Option<pagoda_models::Logits> {
+        // Block tables and tokens are borrowed, not copied, for the pass.
         let batch: Vec<SeqChunk<'_>> = plan
             .chunks
             .iter()
-            .zip(&tables)
-            .map(|(c, table)| SeqChunk {
+            .map(|c| SeqChunk {
                 tokens: &self.scheduler.tokens(c.seq)[c.start..c.start + c.len],
                 start_pos: c.start,
-                block_table: table,
+                block_table: self.blocks.table(c.seq),
                 logits: if c.wants_logits {
                     LogitsWanted::Last
                 } else {
@@ -415,61 +316,55 @@ impl EngineCore {
                 },
             })
             .collect();
-        // The grammar masks of the sequences about to sample are computed
-        // on another thread while the forward pass runs.
         // (Nothing is allocated when no sequence has a grammar.)
         let samples = |seq: &SeqId| plan.chunks.iter().any(|c| c.wants_logits && c.seq == *seq);
-        let constrained: Vec<&mut Constraint> = self
+        let constrained: Vec<_> = self
             .seqs
             .iter_mut()
             .filter(|(seq, s)| s.constraint.is_some() && samples(seq))
-            .filter_map(|(_, s)| active_constraint(s.thinking, &mut s.constraint))
+            .filter_map(|(_, s)| s.active_constraint())
             .collect();
         let masks = constrained.len() as u64;
-        let forward_started = std::time::Instant::now();
-        let (result, forward_micros, mask_micros, wait_micros) = std::thread::scope(|scope| {
+        let started = std::time::Instant::now();
+        let (result, forward_micros, mask_micros) = std::thread::scope(|scope| {
             let masks = (!constrained.is_empty()).then(|| {
                 scope.spawn(move || constrained.into_iter().map(|c| c.prepare()).sum::<u64>())
             });
             let result = self.model.forward(&batch, &mut self.cache);
-            let forward_micros = forward_started.elapsed().as_micros() as u64;
+            let forward_micros = started.elapsed().as_micros() as u64;
             // A mask that failed (the thread panicked) is computed again,
             // and its error reported, when the token is sampled.
             let mask_micros = masks.map(|h| h.join().unwrap_or(0)).unwrap_or(0);
-            let wait_micros =
-                (forward_started.elapsed().as_micros() as u64).saturating_sub(forward_micros);
-            (result, forward_micros, mask_micros, wait_micros)
+            (result, forward_micros, mask_micros)
         });
+        let wait_micros = (started.elapsed().as_micros() as u64).saturating_sub(forward_micros);
         self.stats.forward_micros += forward_micros;
         self.stats.masks += masks;
         self.stats.mask_micros += mask_micros;
         self.stats.mask_wait_micros += wait_micros;
-        drop(batch);
-        let logits = match result {
-            Ok(l) => l,
+        match result {
+            Ok(logits) => Some(logits),
             Err(e) => {
+                let failure = EngineFailure::Forward(e.to_string());
                 let failed: Vec<RequestId> = plan
                     .chunks
                     .iter()
                     .filter_map(|c| self.seqs.get(&c.seq).map(|s| s.request))
                     .collect();
                 for id in failed {
-                    if let Some(r) = self.requests.get(&id) {
-                        r.sink
-                            .send(EngineEvent::Failed(EngineFailure::Forward(e.to_string())));
-                    }
-                    self.abort(id);
+                    self.fail(id, failure.clone());
                 }
-                self.refresh_stats();
-                return 0;
+                None
             }
-        };
-        let computed: usize = plan.chunks.iter().map(|c| c.len).sum();
-        self.stats.computed_tokens += computed as u64;
+        }
+    }
+
+    /// Records what each chunk computed and, for each chunk that reached
+    /// its sequence's end, decides and sends the next token.
+    fn update(&mut self, chunks: &[ScheduledChunk], logits: &mut pagoda_models::Logits) {
         let vocab = logits.vocab_size;
-        let mut data = logits.data;
-        let mut rows = data.chunks_exact_mut(vocab);
-        for chunk in &plan.chunks {
+        let mut rows = logits.data.chunks_exact_mut(vocab);
+        for chunk in chunks {
             self.scheduler.complete(chunk, &mut self.blocks);
             if chunk.wants_logits {
                 if let Some(row) = rows.next() {
@@ -477,9 +372,6 @@ impl EngineCore {
                 }
             }
         }
-        self.stats.steps += 1;
-        self.refresh_stats();
-        computed
     }
 
     fn refresh_stats(&mut self) {
@@ -492,7 +384,8 @@ impl EngineCore {
         self.stats.prefix_misses = cache.misses;
     }
 
-    /// Samples the next token of `seq` from its logits and sends it.
+    /// Decides the next token of `seq` from its logits and sends it; the
+    /// first choice of a request with `n > 1` then forks the others.
     fn on_logits(&mut self, seq: SeqId, logits: &mut [f32]) {
         let Some(request_id) = self.seqs.get(&seq).map(|s| s.request) else {
             return;
@@ -509,66 +402,26 @@ impl EngineCore {
     }
 
     fn sample_and_emit(&mut self, seq: SeqId, logits: &mut [f32]) {
-        let Some(state) = self.seqs.get_mut(&seq) else {
+        let Some(choice) = self.seqs.get_mut(&seq) else {
             return;
         };
-        let Some(request) = self.requests.get(&state.request) else {
+        let Some(request) = self.requests.get(&choice.request) else {
             return;
         };
-        let limit = request.request.reasoning.as_ref();
-        if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
-            if thinking.must_close(limit) {
-                // The thinking budget is spent: close the block instead of
-                // sampling; the next step computes the appended tokens.
-                state.thinking = Some(Thinking::Done);
-                let close = limit.close_with.clone();
-                self.append_forced(seq, &close);
-                return;
-            }
-        }
         let tokens = self.scheduler.tokens(seq);
-        let (prompt, output) = tokens.split_at(state.prompt_len.min(tokens.len()));
-        let stop_ids = &request.stop_ids;
-        let thinking = matches!(state.thinking, Some(Thinking::Inside(_)));
-        let suppressed: &[u32] = if thinking && state.constraint.is_some() {
-            &request.banned_while_thinking
-        } else if output.len() < request.request.stop.min_tokens {
-            stop_ids
-        } else {
-            &[]
-        };
-        let mut constraint = active_constraint(state.thinking, &mut state.constraint);
-        if let Some(c) = constraint.as_deref_mut() {
-            if let Err(e) = c.apply(logits) {
-                let id = state.request;
-                self.fail(id, EngineFailure::Grammar(e.to_string()));
-                return;
+        let generated = tokens.len().saturating_sub(choice.prompt_len) + 1;
+        let id = choice.request;
+        match next_token(choice, request, tokens, logits) {
+            Next::Close(tokens) => self.append_forced(seq, &tokens),
+            Next::Token {
+                token,
+                logprobs,
+                stop,
+            } => {
+                self.emit(seq, token, logprobs, generated, stop);
             }
+            Next::Failed(failure) => self.fail(id, failure),
         }
-        let mut sampled = state.sampler.sample(
-            logits,
-            History {
-                prompt,
-                output,
-                suppressed,
-            },
-        );
-        let mut stop = stop_ids.contains(&sampled.token);
-        if let Some(c) = constraint {
-            match c.settle(sampled.token, stop_ids) {
-                Ok((token, ends)) => (sampled.token, stop) = (token, ends),
-                Err(e) => {
-                    let id = state.request;
-                    self.fail(id, EngineFailure::Grammar(e.to_string()));
-                    return;
-                }
-            }
-        }
-        if let (Some(limit), Some(thinking)) = (limit, state.thinking) {
-            state.thinking = Some(thinking.after(limit, output, sampled.token));
-        }
-        let generated = output.len() + 1;
-        self.emit(seq, sampled.token, sampled.logprobs, generated, stop);
     }
 
     /// Ends request `id` with an error event.
@@ -587,7 +440,7 @@ impl EngineCore {
         &mut self,
         seq: SeqId,
         token: u32,
-        logprobs: Option<crate::sampler::TokenLogprobs>,
+        logprobs: Option<TokenLogprobs>,
         generated: usize,
         stop: bool,
     ) -> bool {
@@ -644,72 +497,13 @@ impl EngineCore {
                 .requests
                 .get(&state.request)
                 .is_some_and(|r| r.request.sampling.logprobs.is_some());
-            let logprobs = wants_logprobs.then(|| crate::sampler::TokenLogprobs {
+            let logprobs = wants_logprobs.then(|| TokenLogprobs {
                 logprob: 0.0,
                 top: Vec::new(),
             });
             let generated = self.scheduler.tokens(seq).len() - state.prompt_len + 1;
             if !self.emit(seq, token, logprobs, generated, false) {
                 return;
-            }
-        }
-    }
-
-    /// Creates choices 1..n of a request from choice 0 (`parent`), whose
-    /// prompt has just been computed; each samples its first token from `logits`.
-    fn fork_choices(&mut self, request_id: RequestId, parent: SeqId, logits: &[f32]) {
-        let Some(r) = self.requests.get_mut(&request_id) else {
-            return;
-        };
-        r.unforked = false;
-        let (n, prompt, sampling) = (
-            r.request.n,
-            r.request.prompt.clone(),
-            r.request.sampling.clone(),
-        );
-        let thinking = r.request.reasoning.as_ref().map(Thinking::start);
-        let grammar = r.request.grammar.clone();
-        for choice in 1..n {
-            // A choice's first token may have found the listener gone and
-            // aborted the whole request: then no more choices are made.
-            if !self.requests.contains_key(&request_id) {
-                break;
-            }
-            let child = self.new_seq();
-            let mut params = sampling.clone();
-            params.seed = params.seed.map(|s| s.wrapping_add(choice as u64));
-            let sampler = Sampler::new(params);
-            self.seqs.insert(
-                child,
-                SeqState {
-                    request: request_id,
-                    choice,
-                    sampler,
-                    prompt_len: prompt.len(),
-                    thinking,
-                    constraint: grammar.as_ref().map(Constraint::new),
-                },
-            );
-            if let Some(r) = self.requests.get_mut(&request_id) {
-                r.seqs.push(child);
-            }
-            match self.blocks.fork(parent, child, prompt.len()) {
-                Fork::Shared { copy } => {
-                    if let Some((src, dst)) = copy {
-                        self.cache.copy_block(src, dst);
-                    }
-                    self.scheduler
-                        .fork(parent, child, prompt.clone(), prompt.len());
-                    self.sample_and_emit(child, &mut logits.to_vec());
-                }
-                // No block for the copy: the choice waits and recomputes its
-                // prompt (from the prefix cache where it can).
-                Fork::NoFreeBlock => self.scheduler.add_front(child, prompt.clone()),
-            }
-        }
-        if let Some(r) = self.requests.get(&request_id) {
-            if r.seqs.is_empty() {
-                self.requests.remove(&request_id);
             }
         }
     }
