@@ -85,7 +85,7 @@ pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> HttpError 
         message: if too_large {
             format!(
                 "the request body is larger than {} bytes",
-                crate::http::routes::MAX_BODY_BYTES
+                crate::http::MAX_BODY_BYTES
             )
         } else {
             format!("the request body could not be read: {}", r.body_text())

@@ -12,3 +12,7 @@ pub(crate) mod playground;
 pub(crate) mod routes;
 pub(crate) mod sse;
 pub(crate) mod state;
+
+/// Largest accepted request body (the router's limit; a larger body is a 413
+/// that names it).
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;

@@ -14,10 +14,7 @@ use crate::endpoints::{chat, completions, models};
 use crate::http::auth::{self, ApiKeys};
 use crate::http::errors::HttpError;
 use crate::http::state::ServerState;
-use crate::http::{health, metrics, openapi, playground};
-
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+use crate::http::{health, metrics, openapi, playground, MAX_BODY_BYTES};
 
 /// The CORS policy for `origins` (`*`: any); `None` when no origin is allowed.
 pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {

@@ -1,5 +1,6 @@
 //! Hermes tool calls (Hermes and Qwen templates): each call a JSON object
-//! between `<tool_call>` and `</tool_call>`, anywhere in the answer text. Reference: vLLM's `hermes_tool_parser.py`.
+//! between `<tool_call>` and `</tool_call>`, anywhere in the answer text.
+//! Reference: vLLM's `hermes_tool_parser.py`.
 
 use super::json_scan::{expect, scan_call_object, skip_ws, Found, Stop};
 
