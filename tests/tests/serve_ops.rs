@@ -79,7 +79,32 @@ fn metrics_count_requests_tokens_and_latencies_and_a_gone_client_is_aborted() {
         .request("POST", "/v1/chat/completions", Some(r#"{"messages":[]}"#))
         .expect("chat");
     assert_eq!(bad.status, 400);
+    // Routes are labelled with the router's own patterns (the wildcard
+    // included); a path no route matches is `unmatched`.
+    let models = server.request("GET", "/v1/models", None).expect("models");
+    let name = models.json()["data"][0]["id"]
+        .as_str()
+        .expect("model id")
+        .to_string();
+    let one = server
+        .request("GET", &format!("/v1/models/{name}"), None)
+        .expect("model");
+    assert_eq!(one.status, 200);
+    let nowhere = server.request("GET", "/v1/nowhere", None).expect("404");
+    assert_eq!(nowhere.status, 404);
     let m = |s: &str| server.metric(s);
+    assert_eq!(
+        m(r#"pagoda_http_requests_total{route="/v1/models",status="200"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        m(r#"pagoda_http_requests_total{route="/v1/models/{*id}",status="200"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        m(r#"pagoda_http_requests_total{route="unmatched",status="404"}"#),
+        Some(1.0)
+    );
     // The engine publishes its counters after each step, and a response may
     // reach the client just before that: wait (bounded) for the last step.
     let settled = std::time::Instant::now() + std::time::Duration::from_secs(10);

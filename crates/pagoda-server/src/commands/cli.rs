@@ -1,0 +1,241 @@
+//! Command-line arguments of the `pagoda` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::capabilities::reasoning::ReasoningMode;
+
+/// Where `scripts/fetch-model.sh` puts the default model.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// pagoda: an OpenAI-compatible LLM inference server.
+#[derive(Debug, Parser)]
+#[command(name = "pagoda", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion for one prompt and stream it to the terminal.
+    #[command(allow_negative_numbers = true)]
+    Generate(GenerateArgs),
+    /// Measure engine throughput and latency at several concurrency levels.
+    Bench(BenchArgs),
+    /// Serve the OpenAI-compatible HTTP API.
+    Serve(Box<ServeArgs>),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the GGUF Q4_0/Q4_1/Q8_0 kernels treat activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ActivationsArg {
+    /// f32: results match transformers on the dequantized weights.
+    F32,
+    /// 8 bits per 32-value block, as llama.cpp: less arithmetic, noisier logits.
+    Int8,
+}
+
+impl ActivationsArg {
+    /// The load options this choice means.
+    pub fn load_options(self) -> pagoda_models::LoadOptions {
+        pagoda_models::LoadOptions {
+            activations: match self {
+                ActivationsArg::F32 => pagoda_models::Activations::F32,
+                ActivationsArg::Int8 => pagoda_models::Activations::Int8,
+            },
+        }
+    }
+}
+
+/// Arguments of `pagoda serve`. Each can also come from the config file
+/// (`--config`, keys named like the fields below) and from `PAGODA_*`
+/// variables; flags beat variables, variables beat the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML config file (default: config/pagoda.toml when it exists).
+    #[arg(long, env = "PAGODA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
+    pub activations: ActivationsArg,
+    /// The name clients pass as `model` (default: the file name without extension).
+    #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long, env = "PAGODA_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+    /// Split a reasoning model's thinking from its answer (`reasoning_content`):
+    /// auto detects it from the chat template and the tokenizer.
+    #[arg(long, env = "PAGODA_REASONING", value_enum, default_value_t = ReasoningMode::Auto)]
+    pub reasoning: ReasoningMode,
+    /// The tag that opens the thinking block.
+    #[arg(long, env = "PAGODA_REASONING_OPEN_TAG", default_value = "<think>")]
+    pub reasoning_open_tag: String,
+    /// The tag that closes it (what the server inserts when a budget is spent).
+    #[arg(long, env = "PAGODA_REASONING_CLOSE_TAG", default_value = "</think>")]
+    pub reasoning_close_tag: String,
+    /// Thinking budget of `reasoning_effort: "minimal"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_MINIMAL", default_value_t = 256)]
+    pub reasoning_budget_minimal: usize,
+    /// Thinking budget of `reasoning_effort: "low"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_LOW", default_value_t = 1024)]
+    pub reasoning_budget_low: usize,
+    /// Thinking budget of `reasoning_effort: "medium"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_MEDIUM", default_value_t = 4096)]
+    pub reasoning_budget_medium: usize,
+    /// Thinking budget of `reasoning_effort: "high"`, in tokens.
+    #[arg(long, env = "PAGODA_REASONING_BUDGET_HIGH", default_value_t = 16384)]
+    pub reasoning_budget_high: usize,
+    /// How the model writes tool calls: auto (from the chat template),
+    /// hermes (`<tool_call>` JSON, Qwen), llama3_json, deepseek
+    /// (`<｜tool▁calls▁begin｜>` markup) or json (a bare JSON call).
+    #[arg(long, env = "PAGODA_TOOL_CALL_PARSER", default_value = "auto")]
+    pub tool_call_parser: String,
+    /// Address to listen on.
+    #[arg(long, env = "PAGODA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, env = "PAGODA_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Memory of the KV pool, in MiB.
+    #[arg(long, env = "PAGODA_KV_CACHE_MIB", default_value_t = 512,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub kv_cache_mib: u64,
+    /// Positions per KV block.
+    #[arg(long, env = "PAGODA_BLOCK_SIZE", default_value_t = 16,
+        value_parser = positive)]
+    pub block_size: usize,
+    /// Most sequences running at once.
+    #[arg(long, env = "PAGODA_MAX_NUM_SEQS", default_value_t = 16,
+        value_parser = positive)]
+    pub max_num_seqs: usize,
+    /// Token budget of one engine step.
+    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 128,
+        value_parser = positive)]
+    pub max_tokens_per_step: usize,
+    /// Most requests waiting; beyond it, 429.
+    #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64,
+        value_parser = positive)]
+    pub max_waiting: usize,
+    /// Longest a generation may run, in seconds; past it, its choices end
+    /// with finish_reason `length` (0: no limit).
+    #[arg(long, env = "PAGODA_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    pub request_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight requests may still run before they are cut, in seconds.
+    #[arg(long, env = "PAGODA_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// An API key clients must send as `Authorization: Bearer <key>` (repeatable;
+    /// env: comma-separated). None: no authentication.
+    #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// A browser origin allowed by CORS (repeatable; env: comma-separated; `*`: any).
+    /// None: no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "PAGODA_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "PAGODA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Testing aid: wait this long before loading the model (shows /health's 503).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub debug_load_delay_ms: u64,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Arguments of `pagoda bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
+    pub activations: ActivationsArg,
+    /// Concurrent requests per cell, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub concurrency: Vec<usize>,
+    /// Prompt length in tokens (each prompt is unique, so no prefix-cache hits).
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: usize,
+    /// Tokens generated per request (end-of-sequence is ignored).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Repetitions of each cell; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Token budget of one engine step.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens_per_step: usize,
+    /// Also run every round with each request's output held to this JSON
+    /// schema (a file), right after the free round, and report what the
+    /// grammar costs per token.
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
+}
+
+/// Arguments of `pagoda generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
+    pub activations: ActivationsArg,
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed for sampling (same seed, same output).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print the generated token ids after the text.
+    #[arg(long)]
+    pub print_ids: bool,
+}

@@ -1,0 +1,247 @@
+//! `pagoda serve`: listen at once (`/health` says 503 while loading), load
+//! the model and start the engine thread, serve the OpenAI API until
+//! SIGTERM or Ctrl-C, then stop accepting connections and give in-flight
+//! requests a grace period before cutting them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pagoda_engine::{EngineCore, EngineHandle, GrammarCompiler, KvBudget, SchedulerConfig};
+use pagoda_models::load_model_with;
+use tokio::sync::watch;
+
+use crate::capabilities::reasoning::{EffortBudgets, Reasoning};
+use crate::capabilities::tool_format::ToolCallFormat;
+use crate::commands::cli::ServeArgs;
+use crate::http::auth::ApiKeys;
+use crate::http::metrics::Metrics;
+use crate::http::routes::{cors, router};
+use crate::http::state::{unix_now, AppState, ServerState};
+
+/// Loads the model and starts the engine: the state requests are served from.
+fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
+    if args.debug_load_delay_ms > 0 {
+        std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
+    }
+    let mut loaded = load_model_with(&args.model, &args.activations.load_options())
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let config = loaded.config().clone();
+    tracing::info!(
+        path = %loaded.path.display(),
+        architecture = config.architecture.name(),
+        precision = %loaded.precision,
+        "model loaded"
+    );
+    if let Some(path) = &args.chat_template {
+        loaded.chat_template = Some(read_chat_template(path, &loaded.tokenizer)?);
+        tracing::info!(path = %path.display(), "chat template from file");
+    }
+    let reasoning = Reasoning::setup(
+        args.reasoning,
+        &args.reasoning_open_tag,
+        &args.reasoning_close_tag,
+        loaded.chat_template.as_ref(),
+        &loaded.tokenizer,
+        EffortBudgets {
+            minimal: args.reasoning_budget_minimal,
+            low: args.reasoning_budget_low,
+            medium: args.reasoning_budget_medium,
+            high: args.reasoning_budget_high,
+        },
+    )
+    .context("--reasoning")?;
+    match &reasoning {
+        Some(r) => tracing::info!(
+            open = %r.tags().open,
+            close = %r.tags().close,
+            answer_markers = ?r.tags().answer_markers,
+            "reasoning output: thinking is returned as reasoning_content"
+        ),
+        None => tracing::info!("reasoning output: off"),
+    }
+    let tool_format = tool_format(&args.tool_call_parser, loaded.chat_template.as_ref())?;
+    tracing::info!(format = tool_format.name(), "tool calls");
+    let grammars = GrammarCompiler::new(
+        &loaded.tokenizer,
+        config.vocab_size,
+        loaded.tokenizer.stop_ids(),
+    );
+    if let Err(e) = &grammars {
+        tracing::warn!(error = %e, "structured output and forced tool calls are unavailable");
+    }
+    let scheduler = SchedulerConfig {
+        max_num_seqs: args.max_num_seqs,
+        max_tokens_per_step: args.max_tokens_per_step,
+        max_waiting: args.max_waiting,
+    };
+    let budget = KvBudget::Bytes(args.kv_cache_mib * 1024 * 1024);
+    let core = EngineCore::with_budget(
+        loaded.model.clone(),
+        budget,
+        args.block_size,
+        true,
+        scheduler,
+    )?;
+    crate::http::metrics::kv_layout(loaded.model.kv_layout());
+    let engine = EngineHandle::spawn(core, args.max_waiting)?;
+    Ok(AppState {
+        engine,
+        tokenizer: loaded.tokenizer,
+        chat_template: loaded.chat_template,
+        defaults: loaded.generation,
+        model_name,
+        created: unix_now(),
+        fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
+        request_timeout: (args.request_timeout_secs > 0)
+            .then(|| Duration::from_secs(args.request_timeout_secs)),
+        reasoning,
+        grammars,
+        tool_format,
+    })
+}
+
+/// The tool-call format: the one `--tool-call-parser` names, or the chat
+/// template's.
+fn tool_format(
+    name: &str,
+    template: Option<&pagoda_models::ChatTemplate>,
+) -> anyhow::Result<ToolCallFormat> {
+    if name == "auto" {
+        return Ok(template
+            .map(|t| ToolCallFormat::detect(t.source()))
+            .unwrap_or(ToolCallFormat::Json));
+    }
+    ToolCallFormat::from_name(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--tool-call-parser: unknown format `{name}` (auto, {})",
+            ToolCallFormat::NAMES.join(", ")
+        )
+    })
+}
+
+/// Reads a chat template file, with the tokenizer's bos/eos for its variables.
+fn read_chat_template(
+    path: &std::path::Path,
+    tokenizer: &pagoda_models::Tokenizer,
+) -> anyhow::Result<pagoda_models::ChatTemplate> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the chat template {}", path.display()))?;
+    let text =
+        |t: Option<&pagoda_models::SpecialToken>| t.map(|t| t.text.clone()).unwrap_or_default();
+    pagoda_models::ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))
+        .with_context(|| format!("the chat template {}", path.display()))
+}
+
+/// Runs the server until a shutdown signal (or a failed load).
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Flags are checked before anything is loaded.
+    let cors = cors(&args.cors_origins)?;
+    let keys = ApiKeys(
+        args.api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
+    );
+    let model_name = args.served_model_name.clone().unwrap_or_else(|| {
+        args.model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pagoda".into())
+    });
+    let server = Arc::new(ServerState::new(Metrics::install()?));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let result = runtime.block_on(async {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, model = %model_name, "listening; loading the model");
+        if !keys.0.is_empty() {
+            tracing::info!(keys = keys.0.len(), "API keys required on /v1");
+        }
+        // `signals` counts SIGTERM / Ctrl-C; `stop` closes the listener.
+        let (signal_tx, signal_rx) = watch::channel(0u32);
+        let signals = tokio::spawn(watch_signals(signal_tx));
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let app = router(server.clone(), keys, cors);
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let loading = tokio::task::spawn_blocking(move || load(&args, model_name));
+        let mut signalled = signal_rx.clone();
+        // A signal while loading stops at once (the load is abandoned).
+        let failure = tokio::select! {
+            loaded = loading => match loaded.context("loading the model")? {
+                Ok(app) => {
+                    server.set_ready(app);
+                    tracing::info!("ready");
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            _ = signalled.wait_for(|n| *n >= 1) => {
+                tracing::info!("stopping before the model finished loading");
+                None
+            }
+        };
+        if failure.is_none() {
+            let _ = signalled.wait_for(|n| *n >= 1).await;
+        }
+        let _ = stop_tx.send(true);
+        // In-flight requests get `grace` to finish; a second signal cuts them now.
+        tokio::select! {
+            r = serving => r.context("the server task")??,
+            _ = tokio::time::sleep(grace) => tracing::warn!(
+                grace_s = grace.as_secs(),
+                "in-flight requests still running after the grace period: cutting them"
+            ),
+            _ = signalled.wait_for(|n| *n >= 2) => tracing::warn!(
+                "second signal: cutting in-flight requests now"
+            ),
+        }
+        signals.abort();
+        match failure {
+            Some(e) => Err(e),
+            None => anyhow::Ok(()),
+        }
+    });
+    // Dropping the tasks closes every request's channel, so the engine
+    // aborts what is left and its thread ends.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(server);
+    result
+}
+
+/// Counts SIGTERM and Ctrl-C signals into `count`.
+async fn watch_signals(count: watch::Sender<u32>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        let term_recv = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term_recv => {},
+        }
+        let n = *count.borrow() + 1;
+        if n == 1 {
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        }
+        let _ = count.send(n);
+    }
+}

@@ -1,0 +1,60 @@
+//! From validated options and prompt tokens to an engine request: the
+//! checkpoint's sampling defaults applied, and the engine's limits checked
+//! before anything is submitted.
+
+use pagoda_api::{ApiError, GenerationOptions};
+use pagoda_engine::{Request, SamplingParams, StopCondition};
+
+use crate::http::errors::submit_error;
+use crate::http::state::AppState;
+use crate::output::inflight::Endpoint;
+
+/// Builds the engine request, applying the checkpoint's defaults (an unset
+/// `max_tokens` is what fits the served context), and checks it against the
+/// engine's limits (the same check `submit` makes) so that a request that
+/// can never run is refused before anything is submitted; `reasoning`
+/// bounds a reasoning model's thinking.
+pub fn engine_request(
+    state: &AppState,
+    endpoint: Endpoint,
+    prompt: Vec<u32>,
+    o: &GenerationOptions,
+    reasoning: Option<pagoda_engine::ReasoningLimit>,
+    grammar: Option<pagoda_engine::Grammar>,
+) -> Result<Request, ApiError> {
+    let limits = state.engine.limits();
+    // At least 1, so that a prompt that fills the context is refused as such.
+    let max_tokens = o
+        .max_tokens
+        .unwrap_or_else(|| limits.max_new_tokens(prompt.len()).max(1));
+    let d = &state.defaults;
+    let request = Request {
+        prompt,
+        sampling: SamplingParams {
+            temperature: o.temperature.or(d.temperature).unwrap_or(1.0),
+            top_k: o.top_k.or(d.top_k.map(|k| k as usize)).unwrap_or(0),
+            top_p: o.top_p.or(d.top_p).unwrap_or(1.0),
+            min_p: o.min_p.unwrap_or(0.0),
+            repetition_penalty: o.repetition_penalty.or(d.repetition_penalty).unwrap_or(1.0),
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            logit_bias: o.logit_bias.clone(),
+            seed: o.seed,
+            logprobs: o.logprobs,
+        },
+        stop: StopCondition {
+            max_tokens,
+            min_tokens: o.min_tokens,
+            eos_token_ids: state.tokenizer.stop_ids().to_vec(),
+            stop_token_ids: Vec::new(),
+            ignore_eos: o.ignore_eos,
+        },
+        n: o.n,
+        reasoning,
+        grammar,
+    };
+    limits
+        .check(&request)
+        .map_err(|e| submit_error(e, endpoint.prompt_param()))?;
+    Ok(request)
+}

@@ -1,0 +1,96 @@
+//! The one place where an error becomes an HTTP response: the status and
+//! the OpenAI envelope, for JSON answers and (as a final event) for streams.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pagoda_api::{ApiError, ErrorKind};
+use pagoda_engine::SubmitError;
+
+/// An [`ApiError`] that axum can return.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self.0.envelope())).into_response();
+        if matches!(self.0.kind, ErrorKind::RateLimited | ErrorKind::Unavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Maps the engine's refusals to API errors; `prompt_param` is the field
+/// that held the prompt (`messages` or `prompt`).
+pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
+    let message = e.to_string();
+    match e {
+        SubmitError::QueueFull => ApiError {
+            kind: ErrorKind::RateLimited,
+            message: "the server is at capacity; retry shortly".into(),
+            param: None,
+            code: Some("rate_limit_exceeded".into()),
+        },
+        SubmitError::Closed => ApiError {
+            kind: ErrorKind::Unavailable,
+            message: "the server is shutting down".into(),
+            param: None,
+            code: None,
+        },
+        SubmitError::EmptyPrompt | SubmitError::UnknownToken { .. } => {
+            ApiError::invalid(prompt_param, message)
+        }
+        SubmitError::UnknownBiasToken { .. } => ApiError::invalid("logit_bias", message),
+        SubmitError::NothingToGenerate => ApiError::invalid("max_tokens", message),
+        SubmitError::NoThinkingClose => ApiError::invalid("reasoning_effort", message),
+        SubmitError::PromptTooLong { .. } => {
+            ApiError::invalid(prompt_param, message).with_code("context_length_exceeded")
+        }
+        SubmitError::TooLong { .. } => {
+            ApiError::invalid("max_tokens", message).with_code("context_length_exceeded")
+        }
+    }
+}
+
+/// A 500 whose message never carries internals (they go to the log).
+pub fn internal(what: &str, detail: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%detail, "{what}");
+    ApiError {
+        kind: ErrorKind::Internal,
+        message: format!("internal error while {what}"),
+        param: None,
+        code: None,
+    }
+}
+
+/// Maps a body that could not be read (over the size limit, broken transfer) to the envelope.
+pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> HttpError {
+    let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    HttpError(ApiError {
+        kind: if too_large {
+            ErrorKind::PayloadTooLarge
+        } else {
+            ErrorKind::InvalidRequest
+        },
+        message: if too_large {
+            format!(
+                "the request body is larger than {} bytes",
+                crate::http::MAX_BODY_BYTES
+            )
+        } else {
+            format!("the request body could not be read: {}", r.body_text())
+        },
+        param: Some("body".into()),
+        code: None,
+    })
+}

@@ -1,0 +1,18 @@
+//! The HTTP plumbing every endpoint shares: the route table, the server
+//! state, errors as responses, authentication and request ids, SSE framing,
+//! metrics, and the operational routes (`/health`, `/metrics`,
+//! `/openapi.json`, the playground page at `/`).
+
+pub(crate) mod auth;
+pub(crate) mod errors;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod playground;
+pub(crate) mod routes;
+pub(crate) mod sse;
+pub(crate) mod state;
+
+/// Largest accepted request body (the router's limit; a larger body is a 413
+/// that names it).
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;

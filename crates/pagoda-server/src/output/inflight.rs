@@ -1,0 +1,308 @@
+//! One engine request on the server side, from submission to its last
+//! choice: reads the engine's events, turns them into text deltas, stops a
+//! choice in the engine when a stop string ends it, enforces the request
+//! timeout, records the latency metrics and writes the request's log line.
+//! Dropping it before the end (the client went away) aborts the request in
+//! the engine at its next step.
+
+use std::time::{Duration, Instant};
+
+use pagoda_api::response::{FunctionCall, ToolCall};
+use pagoda_api::ApiError;
+use pagoda_engine::sampler::TokenLogprobs;
+use pagoda_engine::{EngineEvent, Request, RequestStream};
+
+use crate::http::errors::{internal, submit_error};
+use crate::http::metrics;
+use crate::http::state::SharedState;
+use crate::output::choice::{apply_event, CallPiece, ChoiceDelta, ChoiceOutput};
+use crate::output::reasoning_parser::ReasoningParser;
+use crate::output::tool_calls::ToolCallParser;
+
+/// The generation endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completions,
+}
+
+impl Endpoint {
+    /// Its name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+        }
+    }
+
+    /// The request field that holds its prompt (errors about the prompt name it).
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completions => "prompt",
+        }
+    }
+}
+
+/// Who asked, for the log line.
+#[derive(Debug, Clone)]
+pub struct RequestLabel {
+    /// The `x-request-id`.
+    pub request_id: String,
+    /// The endpoint.
+    pub endpoint: Endpoint,
+}
+
+/// Every choice's output, read to the end.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Each choice's text (its answer, for a reasoning model).
+    pub texts: Vec<String>,
+    /// Each choice's thinking (empty unless the model reasons).
+    pub reasoning: Vec<String>,
+    /// Each choice's tokens with their log-probabilities (when asked for).
+    pub logprobs: Vec<Vec<(String, TokenLogprobs)>>,
+    /// Each choice's tool calls, in order.
+    pub calls: Vec<Vec<ToolCall>>,
+}
+
+/// Appends call pieces to a choice's calls: a head starts a call, a
+/// fragment extends the arguments of the call it names.
+fn assemble(calls: &mut Vec<ToolCall>, pieces: Vec<CallPiece>) {
+    for piece in pieces {
+        if let Some((id, name)) = piece.head {
+            calls.push(ToolCall {
+                id,
+                kind: "function",
+                function: FunctionCall {
+                    name,
+                    arguments: String::new(),
+                },
+            });
+        }
+        if let Some(call) = calls.get_mut(piece.index) {
+            call.function.arguments.push_str(&piece.arguments);
+        }
+    }
+}
+
+/// A submitted request whose events are being read.
+pub struct InFlight {
+    state: SharedState,
+    stream: RequestStream,
+    choices: Vec<ChoiceOutput>,
+    prompt_tokens: usize,
+    label: RequestLabel,
+    arrived: Instant,
+    first_token: Option<Instant>,
+    last_token: Vec<Option<Instant>>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    done: bool,
+}
+
+impl InFlight {
+    /// Submits `request` (arrived at `arrived`) to the engine; each of its
+    /// choices stops at one of `stops`, has its thinking split out by a
+    /// copy of `reasoning` and its tool calls read by a copy of `tools`.
+    pub fn submit(
+        state: &SharedState,
+        request: Request,
+        stops: &[String],
+        reasoning: Option<ReasoningParser>,
+        tools: Option<ToolCallParser>,
+        label: RequestLabel,
+        arrived: Instant,
+    ) -> Result<Self, ApiError> {
+        let n = request.n;
+        let prompt_tokens = request.prompt.len();
+        let stream = state
+            .engine
+            .submit(request)
+            .map_err(|e| submit_error(e, label.endpoint.prompt_param()))?;
+        metrics::prompt_tokens(prompt_tokens);
+        Ok(Self {
+            state: state.clone(),
+            stream,
+            choices: (0..n)
+                .map(|_| ChoiceOutput::new(stops.to_vec(), reasoning.clone(), tools.clone()))
+                .collect(),
+            prompt_tokens,
+            label,
+            arrived,
+            first_token: None,
+            last_token: vec![None; n],
+            // A timeout too large to represent means no deadline.
+            deadline: state.request_timeout.and_then(|t| arrived.checked_add(t)),
+            timed_out: false,
+            done: false,
+        })
+    }
+
+    /// A response id, `{prefix}-` and 16 hex digits, unique per server run.
+    pub fn response_id(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{:016x}",
+            self.stream.id.0 ^ self.state.created.rotate_left(20)
+        )
+    }
+
+    /// Reads every event to the end: each choice's text and log-probabilities.
+    pub async fn collect(&mut self) -> Result<Collected, ApiError> {
+        let n = self.choices.len();
+        let mut out = Collected {
+            texts: vec![String::new(); n],
+            reasoning: vec![String::new(); n],
+            logprobs: vec![Vec::new(); n],
+            calls: vec![Vec::new(); n],
+        };
+        while let Some((i, delta)) = self.next().await? {
+            out.texts[i].push_str(&delta.text);
+            out.reasoning[i].push_str(&delta.reasoning);
+            out.logprobs[i].extend(delta.logprobs);
+            assemble(&mut out.calls[i], delta.calls);
+        }
+        Ok(out)
+    }
+
+    /// Tokens in the prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// Tokens generated so far, all choices together.
+    pub fn completion_tokens(&self) -> usize {
+        self.choices.iter().map(|c| c.tokens).sum()
+    }
+
+    /// Tokens spent thinking so far, all choices together.
+    pub fn reasoning_tokens(&self) -> usize {
+        self.choices.iter().map(|c| c.reasoning_tokens).sum()
+    }
+
+    /// Each choice's finish reason (`None` while running).
+    pub fn finish_reasons(&self) -> Vec<Option<&'static str>> {
+        self.choices.iter().map(|c| c.finish_reason).collect()
+    }
+
+    /// Number of choices.
+    pub fn num_choices(&self) -> usize {
+        self.choices.len()
+    }
+
+    /// The next choice's delta; `Ok(None)` once every choice has finished.
+    pub async fn next(&mut self) -> Result<Option<(usize, ChoiceDelta)>, ApiError> {
+        loop {
+            if self.choices.iter().all(|c| c.finish_reason.is_some()) {
+                self.finish(if self.timed_out {
+                    "timeout"
+                } else {
+                    "completed"
+                });
+                return Ok(None);
+            }
+            if self.timed_out {
+                if let Some(i) = self.choices.iter().position(|c| c.finish_reason.is_none()) {
+                    let delta = self.choices[i].finish(&self.state.tokenizer, "length");
+                    return Ok(Some((i, delta)));
+                }
+            }
+            let event = match self.deadline {
+                // Checked before reading: a slow reader with events queued
+                // is cut too.
+                Some(deadline) if Instant::now() >= deadline => {
+                    self.time_out();
+                    continue;
+                }
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(wait, self.stream.events.recv_async()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            self.time_out();
+                            continue;
+                        }
+                    }
+                }
+                None => self.stream.events.recv_async().await,
+            };
+            let event = event.map_err(|_| {
+                self.finish("failed");
+                internal("generating", "the engine dropped the request")
+            })?;
+            let now = Instant::now();
+            let is_token = matches!(event, EngineEvent::Token { .. });
+            let applied = apply_event(&self.state.tokenizer, &mut self.choices, event);
+            let Some((i, delta)) = applied.inspect_err(|_| self.finish("failed"))? else {
+                continue;
+            };
+            if is_token {
+                self.note_token(i, now);
+            }
+            if delta.finish_reason.is_some() {
+                // A stop string ended it: the engine need not go on.
+                self.stream.cancel_choice(i);
+            }
+            return Ok(Some((i, delta)));
+        }
+    }
+
+    fn note_token(&mut self, choice: usize, now: Instant) {
+        if self.first_token.is_none() {
+            self.first_token = Some(now);
+            metrics::time_to_first_token(now - self.arrived);
+        }
+        if let Some(prev) = self.last_token[choice] {
+            metrics::inter_token_latency(now - prev);
+        }
+        self.last_token[choice] = Some(now);
+    }
+
+    fn time_out(&mut self) {
+        self.timed_out = true;
+        for i in 0..self.choices.len() {
+            self.stream.cancel_choice(i);
+        }
+        tracing::warn!(
+            request_id = %self.label.request_id,
+            timeout_s = self.state.request_timeout.map(|t| t.as_secs_f64()),
+            "request timed out; ending its choices with finish_reason `length`"
+        );
+    }
+
+    /// Records the outcome once: metrics and the request's log line.
+    fn finish(&mut self, outcome: &'static str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let total = self.arrived.elapsed();
+        metrics::request_finished(outcome, total, self.reasoning_tokens());
+        let ttft = self.first_token.map(|t| t - self.arrived);
+        tracing::info!(
+            request_id = %self.label.request_id,
+            endpoint = self.label.endpoint.name(),
+            model = %self.state.model_name,
+            outcome,
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = self.completion_tokens(),
+            reasoning_tokens = self.reasoning_tokens(),
+            ttft_ms = ttft.map(millis),
+            total_ms = millis(total),
+            "generation finished"
+        );
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Dropping `stream` aborts the request in the engine.
+        self.finish("aborted");
+    }
+}
