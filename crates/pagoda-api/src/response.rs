@@ -138,6 +138,29 @@ pub struct FunctionCallDelta {
     pub arguments: String,
 }
 
+/// Why a choice ended, as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token, a stop string, or a complete grammar.
+    Stop,
+    /// `max_tokens` (or the request timeout) was reached.
+    Length,
+    /// The answer is tool calls.
+    ToolCalls,
+}
+
+impl FinishReason {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+        }
+    }
+}
+
 /// One choice of a chat completion.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ChatChoice {
@@ -147,8 +170,8 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     /// Log-probabilities, when asked for.
     pub logprobs: Option<ChatLogprobs>,
-    /// `stop` or `length`.
-    pub finish_reason: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
 }
 
 /// The body answering `POST /v1/chat/completions`.
@@ -197,22 +220,23 @@ pub struct ChatChunkChoice {
     /// Log-probabilities of the tokens in this delta, when asked for.
     pub logprobs: Option<ChatLogprobs>,
     /// Set in the choice's last chunk.
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
 }
 
-/// A `chat.completion.chunk` of a stream.
+/// A `chat.completion.chunk` of a stream (its strings borrowed: a chunk is
+/// written per token).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct ChatChunk {
+pub struct ChatChunk<'a> {
     /// The same id in every chunk of a stream.
-    pub id: String,
+    pub id: &'a str,
     /// Always `chat.completion.chunk`.
     pub object: &'static str,
     /// Unix seconds.
     pub created: u64,
     /// The served model's name.
-    pub model: String,
+    pub model: &'a str,
     /// Identifies the backend configuration.
-    pub system_fingerprint: String,
+    pub system_fingerprint: &'a str,
     /// Choices that changed (empty in the usage chunk).
     pub choices: Vec<ChatChunkChoice>,
     /// Only in the final usage chunk, when asked for.
@@ -242,23 +266,24 @@ pub struct CompletionChoice {
     pub text: String,
     /// Log-probabilities, when asked for.
     pub logprobs: Option<CompletionLogprobs>,
-    /// `stop` or `length` once finished.
-    pub finish_reason: Option<String>,
+    /// Set once finished.
+    pub finish_reason: Option<FinishReason>,
 }
 
-/// The body answering `POST /v1/completions`, and each chunk of its stream.
+/// The body answering `POST /v1/completions`, and each chunk of its stream
+/// (its strings borrowed: a chunk is written per token).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Completion {
+pub struct Completion<'a> {
     /// `cmpl-...`.
-    pub id: String,
+    pub id: &'a str,
     /// Always `text_completion`.
     pub object: &'static str,
     /// Unix seconds.
     pub created: u64,
     /// The served model's name.
-    pub model: String,
+    pub model: &'a str,
     /// Identifies the backend configuration.
-    pub system_fingerprint: String,
+    pub system_fingerprint: &'a str,
     /// The choices.
     pub choices: Vec<CompletionChoice>,
     /// Token counts (absent from stream chunks but the usage chunk).

@@ -91,7 +91,7 @@ pub fn chat_spec(
 /// Compiles `request` for the served model (blocking: run it off the
 /// async threads).
 pub fn compile(state: &AppState, request: &GrammarRequest) -> Result<Grammar, ApiError> {
-    let compiler = state.grammars.as_ref().map_err(|e| {
+    let compiler = state.capabilities.grammars.as_ref().map_err(|e| {
         ApiError::invalid(request.param.clone(), e.to_string())
             .with_code("structured_output_unavailable")
     })?;

@@ -17,17 +17,6 @@ pub enum ToolCallFormat {
 }
 
 impl ToolCallFormat {
-    /// Every accepted name, for error messages.
-    pub const NAMES: &'static [&'static str] = &[
-        "hermes",
-        "qwen",
-        "llama3_json",
-        "llama3",
-        "deepseek",
-        "deepseek_r1",
-        "json",
-    ];
-
     /// Detects the format from a chat template's source.
     pub fn detect(template_source: &str) -> Self {
         let t = template_source;
@@ -41,17 +30,6 @@ impl ToolCallFormat {
             Self::Llama3Json
         } else {
             Self::Json
-        }
-    }
-
-    /// Parses a configuration or command-line name (see [`Self::NAMES`]).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "hermes" | "qwen" => Some(Self::Hermes),
-            "llama3_json" | "llama3" => Some(Self::Llama3Json),
-            "deepseek" | "deepseek_r1" => Some(Self::DeepSeek),
-            "json" => Some(Self::Json),
-            _ => None,
         }
     }
 
@@ -72,6 +50,40 @@ impl ToolCallFormat {
     /// generic fallback keeps it).
     pub fn template_wants_argument_objects(self) -> bool {
         matches!(self, Self::Hermes | Self::Llama3Json)
+    }
+}
+
+/// `--tool-call-parser`: a format by name, or `auto` (the chat template's).
+/// Checked by the command line before the model loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToolCallParserArg {
+    /// The format the chat template writes (plain JSON without a template).
+    Auto,
+    /// `<tool_call>` JSON (Hermes, Qwen).
+    #[value(alias = "qwen")]
+    Hermes,
+    /// Llama 3's bare JSON calls.
+    #[value(name = "llama3_json", alias = "llama3")]
+    Llama3Json,
+    /// DeepSeek R1's markup.
+    #[value(alias = "deepseek_r1")]
+    Deepseek,
+    /// A bare JSON call object or an array of them.
+    Json,
+}
+
+impl ToolCallParserArg {
+    /// The format to parse, given the served chat template.
+    pub fn resolve(self, template: Option<&pagoda_models::ChatTemplate>) -> ToolCallFormat {
+        match self {
+            Self::Auto => template
+                .map(|t| ToolCallFormat::detect(t.source()))
+                .unwrap_or(ToolCallFormat::Json),
+            Self::Hermes => ToolCallFormat::Hermes,
+            Self::Llama3Json => ToolCallFormat::Llama3Json,
+            Self::Deepseek => ToolCallFormat::DeepSeek,
+            Self::Json => ToolCallFormat::Json,
+        }
     }
 }
 
@@ -113,20 +125,23 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip() {
-        for &name in ToolCallFormat::NAMES {
-            let format = ToolCallFormat::from_name(name).expect("a listed name parses");
-            assert_eq!(ToolCallFormat::from_name(format.name()), Some(format));
+    fn names_and_aliases_parse_and_name_their_format() {
+        use clap::ValueEnum;
+        let parse = |name: &str| ToolCallParserArg::from_str(name, false).map(|a| a.resolve(None));
+        for (name, format) in [
+            ("hermes", ToolCallFormat::Hermes),
+            ("qwen", ToolCallFormat::Hermes),
+            ("llama3_json", ToolCallFormat::Llama3Json),
+            ("llama3", ToolCallFormat::Llama3Json),
+            ("deepseek", ToolCallFormat::DeepSeek),
+            ("deepseek_r1", ToolCallFormat::DeepSeek),
+            ("json", ToolCallFormat::Json),
+            ("auto", ToolCallFormat::Json),
+        ] {
+            assert_eq!(parse(name), Ok(format), "{name}");
+            assert_eq!(parse(format.name()), Ok(format));
         }
-        assert_eq!(
-            ToolCallFormat::from_name("qwen"),
-            Some(ToolCallFormat::Hermes)
-        );
-        assert_eq!(
-            ToolCallFormat::from_name("deepseek_r1"),
-            Some(ToolCallFormat::DeepSeek)
-        );
-        assert_eq!(ToolCallFormat::from_name("mistral"), None);
+        assert!(parse("mistral").is_err());
         assert!(ToolCallFormat::Hermes.template_wants_argument_objects());
         assert!(ToolCallFormat::Llama3Json.template_wants_argument_objects());
         assert!(!ToolCallFormat::DeepSeek.template_wants_argument_objects());

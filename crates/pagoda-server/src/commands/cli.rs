@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::capabilities::reasoning::ReasoningMode;
+use crate::capabilities::tool_format::ToolCallParserArg;
 
 /// Where `scripts/fetch-model.sh` puts the default model.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -105,8 +106,8 @@ pub struct ServeArgs {
     /// How the model writes tool calls: auto (from the chat template),
     /// hermes (`<tool_call>` JSON, Qwen), llama3_json, deepseek
     /// (`<｜tool▁calls▁begin｜>` markup) or json (a bare JSON call).
-    #[arg(long, env = "PAGODA_TOOL_CALL_PARSER", default_value = "auto")]
-    pub tool_call_parser: String,
+    #[arg(long, env = "PAGODA_TOOL_CALL_PARSER", value_enum, default_value_t = ToolCallParserArg::Auto)]
+    pub tool_call_parser: ToolCallParserArg,
     /// Address to listen on.
     #[arg(long, env = "PAGODA_HOST", default_value = "127.0.0.1")]
     pub host: String,

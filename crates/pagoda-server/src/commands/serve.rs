@@ -12,12 +12,12 @@ use pagoda_models::load_model_with;
 use tokio::sync::watch;
 
 use crate::capabilities::reasoning::{EffortBudgets, Reasoning};
-use crate::capabilities::tool_format::ToolCallFormat;
+use crate::capabilities::template::TemplateSupport;
 use crate::commands::cli::ServeArgs;
 use crate::http::auth::ApiKeys;
 use crate::http::metrics::Metrics;
 use crate::http::routes::{cors, router};
-use crate::http::state::{unix_now, AppState, ServerState};
+use crate::http::state::{unix_now, AppState, Capabilities, Identity, ServerState, TextSide};
 
 /// Loads the model and starts the engine: the state requests are served from.
 fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
@@ -60,7 +60,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         ),
         None => tracing::info!("reasoning output: off"),
     }
-    let tool_format = tool_format(&args.tool_call_parser, loaded.chat_template.as_ref())?;
+    let tool_format = args.tool_call_parser.resolve(loaded.chat_template.as_ref());
     tracing::info!(format = tool_format.name(), "tool calls");
     let grammars = GrammarCompiler::new(
         &loaded.tokenizer,
@@ -85,38 +85,31 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
     )?;
     crate::http::metrics::kv_layout(loaded.model.kv_layout());
     let engine = EngineHandle::spawn(core, args.max_waiting)?;
+    let template = loaded
+        .chat_template
+        .as_ref()
+        .map(|t| TemplateSupport::of(t.source()))
+        .unwrap_or_default();
     Ok(AppState {
         engine,
-        tokenizer: loaded.tokenizer,
-        chat_template: loaded.chat_template,
-        defaults: loaded.generation,
-        model_name,
-        created: unix_now(),
-        fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
+        identity: Identity {
+            model_name,
+            created: unix_now(),
+            fingerprint: format!("pagoda-{}", env!("CARGO_PKG_VERSION")),
+        },
+        text: TextSide {
+            tokenizer: loaded.tokenizer,
+            chat_template: loaded.chat_template,
+            defaults: loaded.generation,
+        },
+        capabilities: Capabilities {
+            reasoning,
+            grammars,
+            tool_format,
+            template,
+        },
         request_timeout: (args.request_timeout_secs > 0)
             .then(|| Duration::from_secs(args.request_timeout_secs)),
-        reasoning,
-        grammars,
-        tool_format,
-    })
-}
-
-/// The tool-call format: the one `--tool-call-parser` names, or the chat
-/// template's.
-fn tool_format(
-    name: &str,
-    template: Option<&pagoda_models::ChatTemplate>,
-) -> anyhow::Result<ToolCallFormat> {
-    if name == "auto" {
-        return Ok(template
-            .map(|t| ToolCallFormat::detect(t.source()))
-            .unwrap_or(ToolCallFormat::Json));
-    }
-    ToolCallFormat::from_name(name).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--tool-call-parser: unknown format `{name}` (auto, {})",
-            ToolCallFormat::NAMES.join(", ")
-        )
     })
 }
 

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use pagoda_api::response::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion, ChatDelta,
-    ChatLogprobs, FunctionCallDelta, TokenLogprob, ToolCallDelta, TopLogprob, Usage,
+    ChatLogprobs, FinishReason, FunctionCallDelta, TokenLogprob, ToolCallDelta, TopLogprob, Usage,
 };
 use pagoda_api::{parse_chat, ApiError, ValidChat};
 use pagoda_engine::sampler::TokenLogprobs;
@@ -19,7 +19,7 @@ use pagoda_engine::Grammar;
 use pagoda_models::RenderOptions;
 
 use crate::capabilities::output_grammar::{chat_spec, compile};
-use crate::endpoints::chat_prompt::{chat_prompt, TemplateSupport};
+use crate::endpoints::chat_prompt::chat_prompt;
 use crate::endpoints::engine_request::engine_request;
 use crate::endpoints::models::check_model;
 use crate::http::auth::RequestId;
@@ -27,7 +27,8 @@ use crate::http::errors::{body_rejection, internal, HttpError};
 use crate::http::sse::{self, json_event};
 use crate::http::state::{unix_now, AppState, Ready, SharedState};
 use crate::output::choice::{token_text, CallPiece};
-use crate::output::inflight::{Collected, Endpoint, InFlight, RequestLabel};
+use crate::output::inflight::{Collected, InFlight};
+use crate::output::label::{Endpoint, RequestLabel};
 use crate::output::tool_calls::ToolCallParser;
 
 fn chat_logprobs(state: &AppState, items: Vec<(String, TokenLogprobs)>) -> ChatLogprobs {
@@ -66,19 +67,24 @@ struct Prepared {
 /// Renders the conversation (and its tools) with the model's chat template,
 /// tokenizes it and compiles the output grammar, off the async threads.
 async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiError> {
-    let template = state.chat_template.as_ref().ok_or_else(|| {
-        ApiError::invalid(
+    if state.text.chat_template.is_none() {
+        return Err(ApiError::invalid(
             "messages",
             "this model ships no chat template; use /v1/completions",
-        )
-    })?;
-    let support = TemplateSupport::of(template.source());
-    let prompt = chat_prompt(req, state.tool_format, support);
-    let grammar = chat_spec(&req.options.output, &req.tools, state.tool_format);
+        ));
+    }
+    let caps = &state.capabilities;
+    let prompt = chat_prompt(req, caps.tool_format, caps.template);
+    let grammar = chat_spec(
+        &req.options.output,
+        &req.tools,
+        state.capabilities.tool_format,
+    );
     let extra = req.template_kwargs.clone();
     let st = state.clone();
     tokio::task::spawn_blocking(move || -> Result<Prepared, ApiError> {
         let template = st
+            .text
             .chat_template
             .as_ref()
             .ok_or_else(|| internal("rendering", "the chat template is gone"))?;
@@ -93,6 +99,7 @@ async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiEr
             )
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         let ids = st
+            .text
             .tokenizer
             .encode(&text, false)
             .map_err(|e| internal("tokenizing the prompt", e))?;
@@ -132,7 +139,7 @@ pub async fn chat_completions(
     } = prepare(&state, &req).await?;
     // A reasoning model's thinking is split out, and bounded when asked;
     // with a grammar it is tracked, so that the grammar shapes the answer.
-    let reasoning = state.reasoning.as_ref().map(|r| {
+    let reasoning = state.capabilities.reasoning.as_ref().map(|r| {
         let inside = r.starts_inside(&prompt_text);
         let budget = r
             .budget(req.reasoning)
@@ -157,7 +164,12 @@ pub async fn chat_completions(
     let tools = req.tools.calls_possible().then(|| {
         let names = req.tools.functions.iter().map(|f| f.name.clone()).collect();
         let most = if req.tools.parallel { usize::MAX } else { 1 };
-        ToolCallParser::new(state.tool_format, names, req.tools.calls_forced()).at_most(most)
+        ToolCallParser::new(
+            state.capabilities.tool_format,
+            names,
+            req.tools.calls_forced(),
+        )
+        .at_most(most)
     });
     let mut run = InFlight::submit(
         &state,
@@ -185,8 +197,8 @@ pub async fn chat_completions(
         id,
         object: "chat.completion",
         created,
-        model: state.model_name.clone(),
-        system_fingerprint: state.fingerprint.clone(),
+        model: state.identity.model_name.clone(),
+        system_fingerprint: state.identity.fingerprint.clone(),
         choices: run
             .finish_reasons()
             .into_iter()
@@ -207,7 +219,7 @@ pub async fn chat_completions(
                         tool_calls: (!calls.is_empty()).then_some(calls),
                     },
                     logprobs: req.options.logprobs.map(|_| chat_logprobs(&state, lp)),
-                    finish_reason: reason.unwrap_or("stop").to_string(),
+                    finish_reason: reason.unwrap_or(FinishReason::Stop),
                 },
             )
             .collect(),
@@ -219,7 +231,7 @@ pub async fn chat_completions(
 /// A request's token counts; a reasoning model's show its thinking tokens.
 fn usage(state: &AppState, run: &InFlight) -> Usage {
     let usage = Usage::new(run.prompt_tokens(), run.completion_tokens());
-    match state.reasoning {
+    match state.capabilities.reasoning {
         Some(_) => usage.with_reasoning_tokens(run.reasoning_tokens()),
         None => usage,
     }
@@ -239,11 +251,11 @@ struct ChatStream {
 impl ChatStream {
     fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Event {
         json_event(&ChatChunk {
-            id: self.id.clone(),
+            id: &self.id,
             object: "chat.completion.chunk",
             created: self.created,
-            model: self.state.model_name.clone(),
-            system_fingerprint: self.state.fingerprint.clone(),
+            model: &self.state.identity.model_name,
+            system_fingerprint: &self.state.identity.fingerprint,
             choices,
             usage,
         })
@@ -254,13 +266,13 @@ impl ChatStream {
         index: usize,
         delta: ChatDelta,
         logprobs: Option<ChatLogprobs>,
-        finish_reason: Option<&str>,
+        finish_reason: Option<FinishReason>,
     ) -> Event {
         let choice = ChatChunkChoice {
             index,
             delta,
             logprobs,
-            finish_reason: finish_reason.map(str::to_string),
+            finish_reason,
         };
         self.chunk(vec![choice], None)
     }
@@ -270,7 +282,12 @@ impl ChatStream {
             self.started = true;
             // A reasoning model's first text is thinking: no empty content
             // ahead of it.
-            let content = self.state.reasoning.is_none().then(String::new);
+            let content = self
+                .state
+                .capabilities
+                .reasoning
+                .is_none()
+                .then(String::new);
             return (0..self.run.num_choices())
                 .map(|index| {
                     let delta = ChatDelta {

@@ -9,6 +9,7 @@
 
 use pagoda_api::{PastCall, ToolChoice, ValidChat, ValidMessage};
 
+use crate::capabilities::template::TemplateSupport;
 use crate::capabilities::tool_format::ToolCallFormat;
 
 /// The template input of one request.
@@ -17,25 +18,6 @@ pub struct ChatPrompt {
     pub messages: Vec<serde_json::Value>,
     /// The template's `tools`, when it takes them and calls are possible.
     pub tools: Option<serde_json::Value>,
-}
-
-/// What a chat template renders of tool use, read from its source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TemplateSupport {
-    /// It reads the `tools` variable (function definitions).
-    pub tools: bool,
-    /// It renders assistant turns' `tool_calls`.
-    pub calls: bool,
-}
-
-impl TemplateSupport {
-    /// What the template with this source renders.
-    pub fn of(source: &str) -> Self {
-        Self {
-            tools: source.contains("tools"),
-            calls: source.contains("tool_calls"),
-        }
-    }
 }
 
 /// Builds the template input of `req` for a model writing calls in `format`

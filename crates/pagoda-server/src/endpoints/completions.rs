@@ -10,7 +10,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
-use pagoda_api::response::{Completion, CompletionChoice, CompletionLogprobs, Usage};
+use pagoda_api::response::{Completion, CompletionChoice, CompletionLogprobs, FinishReason, Usage};
 use pagoda_api::{parse_completion, ApiError, Prompt};
 use pagoda_engine::sampler::TokenLogprobs;
 
@@ -22,7 +22,8 @@ use crate::http::errors::{body_rejection, internal, HttpError};
 use crate::http::sse::{self, json_event};
 use crate::http::state::{unix_now, AppState, Ready, SharedState};
 use crate::output::choice::{token_text, ChoiceDelta};
-use crate::output::inflight::{Endpoint, InFlight, RequestLabel};
+use crate::output::inflight::InFlight;
+use crate::output::label::{Endpoint, RequestLabel};
 
 /// The legacy `logprobs` object for `items`, whose text starts at `start`
 /// characters into the choice's text.
@@ -66,13 +67,14 @@ async fn encode_prompts(
             .map(|p| match p {
                 Prompt::Text(t) => {
                     let ids = st
+                        .text
                         .tokenizer
                         .encode(&t, true)
                         .map_err(|e| internal("tokenizing the prompt", e))?;
                     Ok((t, ids))
                 }
                 Prompt::Tokens(ids) => {
-                    let text = st.tokenizer.decode(&ids, false).unwrap_or_default();
+                    let text = st.text.tokenizer.decode(&ids, false).unwrap_or_default();
                     Ok((text, ids))
                 }
             })
@@ -188,16 +190,16 @@ pub async fn completions(
                 index: p * n + i,
                 logprobs: want_logprobs.then(|| legacy_logprobs(&state, prefix.len(), &lps)),
                 text: prefix + &text,
-                finish_reason: Some(reason.unwrap_or("stop").to_string()),
+                finish_reason: Some(reason.unwrap_or(FinishReason::Stop)),
             });
         }
     }
     Ok(Json(Completion {
-        id,
+        id: &id,
         object: "text_completion",
         created,
-        model: state.model_name.clone(),
-        system_fingerprint: state.fingerprint.clone(),
+        model: &state.identity.model_name,
+        system_fingerprint: &state.identity.fingerprint,
         choices: choices_out,
         usage: Some(Usage::new(prompt_tokens, completion_tokens)),
     })
@@ -228,11 +230,11 @@ struct CompletionStream {
 impl CompletionStream {
     fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Event {
         json_event(&Completion {
-            id: self.opts.id.clone(),
+            id: &self.opts.id,
             object: "text_completion",
             created: self.created,
-            model: self.state.model_name.clone(),
-            system_fingerprint: self.state.fingerprint.clone(),
+            model: &self.state.identity.model_name,
+            system_fingerprint: &self.state.identity.fingerprint,
             choices,
             usage,
         })
@@ -251,7 +253,7 @@ impl CompletionStream {
             index,
             text: delta.text,
             logprobs,
-            finish_reason: delta.finish_reason.map(str::to_string),
+            finish_reason: delta.finish_reason,
         };
         Some(self.chunk(vec![choice], None))
     }

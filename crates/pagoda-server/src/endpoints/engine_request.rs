@@ -7,7 +7,7 @@ use pagoda_engine::{Request, SamplingParams, StopCondition};
 
 use crate::http::errors::submit_error;
 use crate::http::state::AppState;
-use crate::output::inflight::Endpoint;
+use crate::output::label::Endpoint;
 
 /// Builds the engine request, applying the checkpoint's defaults (an unset
 /// `max_tokens` is what fits the served context), and checks it against the
@@ -27,7 +27,7 @@ pub fn engine_request(
     let max_tokens = o
         .max_tokens
         .unwrap_or_else(|| limits.max_new_tokens(prompt.len()).max(1));
-    let d = &state.defaults;
+    let d = &state.text.defaults;
     let request = Request {
         prompt,
         sampling: SamplingParams {
@@ -45,7 +45,7 @@ pub fn engine_request(
         stop: StopCondition {
             max_tokens,
             min_tokens: o.min_tokens,
-            eos_token_ids: state.tokenizer.stop_ids().to_vec(),
+            eos_token_ids: state.text.tokenizer.stop_ids().to_vec(),
             stop_token_ids: Vec::new(),
             ignore_eos: o.ignore_eos,
         },

@@ -11,9 +11,9 @@ use crate::http::state::{AppState, Ready};
 
 fn card(state: &AppState) -> ModelCard {
     ModelCard {
-        id: state.model_name.clone(),
+        id: state.identity.model_name.clone(),
         object: "model",
-        created: state.created,
+        created: state.identity.created,
         owned_by: "pagoda".into(),
     }
 }
@@ -30,7 +30,7 @@ fn not_found(model: &str) -> ApiError {
 /// A request may omit `model` or name the served one.
 pub fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     match model {
-        Some(m) if m != state.model_name => Err(not_found(m)),
+        Some(m) if m != state.identity.model_name => Err(not_found(m)),
         _ => Ok(()),
     }
 }

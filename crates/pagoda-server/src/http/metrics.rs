@@ -197,8 +197,12 @@ pub fn inter_token_latency(d: Duration) {
 
 /// Records a finished request: its outcome, end-to-end latency and the
 /// tokens its choices spent thinking.
-pub fn request_finished(outcome: &'static str, total: Duration, reasoning_tokens: usize) {
-    metrics::counter!("pagoda_requests_finished_total", "outcome" => outcome).increment(1);
+pub fn request_finished(
+    outcome: crate::output::label::Outcome,
+    total: Duration,
+    reasoning_tokens: usize,
+) {
+    metrics::counter!("pagoda_requests_finished_total", "outcome" => outcome.name()).increment(1);
     metrics::counter!("pagoda_reasoning_tokens_total").increment(reasoning_tokens as u64);
     metrics::histogram!("pagoda_e2e_request_latency_seconds").record(total.as_secs_f64());
 }

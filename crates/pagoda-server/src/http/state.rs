@@ -14,34 +14,55 @@ use pagoda_models::GenerationDefaults;
 use pagoda_models::{ChatTemplate, Tokenizer};
 
 use crate::capabilities::reasoning::Reasoning;
+use crate::capabilities::template::TemplateSupport;
 use crate::capabilities::tool_format::ToolCallFormat;
 use crate::http::errors::HttpError;
 use crate::http::metrics::Metrics;
 
-/// The served model: engine, tokenizer, chat template, identity and limits.
+/// The served model: its engine and what requests need of it, grouped.
 pub struct AppState {
-    /// The engine thread.
+    /// The engine thread (it also holds the limits a request must fit).
     pub engine: EngineHandle,
-    /// The model's tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Its chat template, if it ships one.
-    pub chat_template: Option<ChatTemplate>,
-    /// Sampling defaults from the checkpoint.
-    pub defaults: GenerationDefaults,
+    /// How the model is named in responses.
+    pub identity: Identity,
+    /// The text side: tokenizer, chat template, sampling defaults.
+    pub text: TextSide,
+    /// What the model can do, resolved once at load.
+    pub capabilities: Capabilities,
+    /// Longest a request may run; past it, its choices end with `length`.
+    pub request_timeout: Option<Duration>,
+}
+
+/// How the served model is named in responses.
+pub struct Identity {
     /// The name clients use in `model`.
     pub model_name: String,
     /// Unix seconds when the model was ready.
     pub created: u64,
     /// `system_fingerprint` of responses.
     pub fingerprint: String,
-    /// Longest a request may run; past it, its choices end with `length`.
-    pub request_timeout: Option<Duration>,
+}
+
+/// The text side of the served model.
+pub struct TextSide {
+    /// The model's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template, if it ships one.
+    pub chat_template: Option<ChatTemplate>,
+    /// Sampling defaults from the checkpoint.
+    pub defaults: GenerationDefaults,
+}
+
+/// What the served model can do, resolved once at load.
+pub struct Capabilities {
     /// How the model reasons, if it does.
     pub reasoning: Option<Reasoning>,
     /// Compiles output grammars for this model's vocabulary (or why it cannot).
     pub grammars: Result<GrammarCompiler, GrammarError>,
     /// How the model writes tool calls.
     pub tool_format: ToolCallFormat,
+    /// What the chat template renders of tool use.
+    pub template: TemplateSupport,
 }
 
 /// The served model as handlers receive it.

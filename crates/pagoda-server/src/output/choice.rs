@@ -2,9 +2,10 @@
 //! detokenization, the reasoning split, stop strings, tool calls, finish
 //! reasons and log-probabilities.
 
+use pagoda_api::response::FinishReason;
 use pagoda_api::ApiError;
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::{EngineEvent, EngineFailure, FinishReason};
+use pagoda_engine::{EngineEvent, EngineFailure};
 use pagoda_models::{IncrementalDecoder, Tokenizer};
 
 use crate::http::errors::submit_error;
@@ -15,7 +16,7 @@ use crate::output::tool_calls::{ToolCallParser, ToolEvent};
 
 /// The text of one token, for log-probability entries.
 pub fn token_text(state: &AppState, id: u32) -> String {
-    text_of(&state.tokenizer, id)
+    text_of(&state.text.tokenizer, id)
 }
 
 fn text_of(tokenizer: &Tokenizer, id: u32) -> String {
@@ -37,7 +38,7 @@ pub struct ChoiceDelta {
     /// New pieces of tool calls (the answer text holds none of them).
     pub calls: Vec<CallPiece>,
     /// Set when the choice is done.
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// A piece of one tool call: its first piece carries the id and name, the
@@ -71,7 +72,7 @@ pub struct ChoiceOutput {
     /// Of them, tokens of the thinking block (its tags included).
     pub reasoning_tokens: usize,
     /// Set once finished.
-    pub finish_reason: Option<&'static str>,
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl ChoiceOutput {
@@ -142,9 +143,9 @@ impl ChoiceOutput {
             logprobs: Vec::new(),
             finish_reason: released.stopped.then_some(
                 if calls.is_empty() && self.num_calls() == 0 {
-                    "stop"
+                    FinishReason::Stop
                 } else {
-                    "tool_calls"
+                    FinishReason::ToolCalls
                 },
             ),
             calls,
@@ -165,13 +166,13 @@ impl ChoiceOutput {
     /// Ends the choice with `reason` (the engine finished it, or the
     /// request ran out of time): what is held back is released, unless it
     /// completes a stop string, which makes the reason `stop`.
-    pub fn finish(&mut self, tokenizer: &Tokenizer, reason: &'static str) -> ChoiceDelta {
+    pub fn finish(&mut self, tokenizer: &Tokenizer, reason: FinishReason) -> ChoiceDelta {
         let text = self.decoder.flush(tokenizer).unwrap_or_default();
         let mut delta = self.release(&text, true);
         let mut reason = delta.finish_reason.unwrap_or(reason);
         // A turn that called functions ends for them (unless cut short).
-        if reason == "stop" && self.num_calls() > 0 {
-            reason = "tool_calls";
+        if reason == FinishReason::Stop && self.num_calls() > 0 {
+            reason = FinishReason::ToolCalls;
         }
         self.finish_reason = Some(reason);
         delta.finish_reason = Some(reason);
@@ -202,10 +203,11 @@ fn split_calls(events: Vec<ToolEvent>, text: &mut String) -> Vec<CallPiece> {
     calls
 }
 
-fn reason(r: FinishReason) -> &'static str {
+/// The engine's reason as the API names it.
+fn reason(r: pagoda_engine::FinishReason) -> FinishReason {
     match r {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
+        pagoda_engine::FinishReason::Stop => FinishReason::Stop,
+        pagoda_engine::FinishReason::Length => FinishReason::Length,
     }
 }
 
@@ -302,7 +304,7 @@ mod tests {
         ids: &[u32],
         starts_inside: bool,
         stops: &[&str],
-    ) -> (String, String, &'static str, usize, usize) {
+    ) -> (String, String, FinishReason, usize, usize) {
         let stops = stops.iter().map(|s| s.to_string()).collect();
         let mut choices = vec![ChoiceOutput::new(stops, Some(parser(starts_inside)), None)];
         let (mut reasoning, mut content, mut finish) = (String::new(), String::new(), None);
@@ -315,7 +317,7 @@ mod tests {
             })
             .chain([EngineEvent::Finished {
                 choice: 0,
-                reason: FinishReason::Length,
+                reason: pagoda_engine::FinishReason::Length,
                 prompt_tokens: 1,
                 completion_tokens: ids.len(),
             }]);
@@ -354,7 +356,7 @@ mod tests {
         let (r, c, f, rt, n) = run(&t, &ids, false, &[]);
         assert_eq!(
             (r.as_str(), c.as_str(), f),
-            ("Two and two.", "Four.", "length")
+            ("Two and two.", "Four.", FinishReason::Length)
         );
         assert_eq!(rt, at_close + 1, "the block's tokens, both tags included");
         assert_eq!(n, ids.len());
@@ -365,7 +367,7 @@ mod tests {
         let (r, c, f, _, _) = run(&t, &ids, true, &["STOP"]);
         assert_eq!(
             (r.as_str(), c.as_str(), f),
-            ("Say STOP here.", "Answer ", "stop")
+            ("Say STOP here.", "Answer ", FinishReason::Stop)
         );
 
         // The close tag spelled out in pieces rather than as its token.
@@ -380,7 +382,10 @@ mod tests {
 
         // Never closed: all reasoning, by length.
         let (r, c, f, rt, n) = run(&t, &encode("still going"), true, &[]);
-        assert_eq!((r.as_str(), c.as_str(), f), ("still going", "", "length"));
+        assert_eq!(
+            (r.as_str(), c.as_str(), f),
+            ("still going", "", FinishReason::Length)
+        );
         assert_eq!(rt, n);
 
         // A DeepSeek tool call in an unclosed block is the answer's.

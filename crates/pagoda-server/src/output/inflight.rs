@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use pagoda_api::response::{FunctionCall, ToolCall};
+use pagoda_api::response::{FinishReason, FunctionCall, ToolCall};
 use pagoda_api::ApiError;
 use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::{EngineEvent, Request, RequestStream};
@@ -16,44 +16,9 @@ use crate::http::errors::{internal, submit_error};
 use crate::http::metrics;
 use crate::http::state::SharedState;
 use crate::output::choice::{apply_event, CallPiece, ChoiceDelta, ChoiceOutput};
+use crate::output::label::{Outcome, RequestLabel};
 use crate::output::reasoning_parser::ReasoningParser;
 use crate::output::tool_calls::ToolCallParser;
-
-/// The generation endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /v1/chat/completions`.
-    Chat,
-    /// `POST /v1/completions`.
-    Completions,
-}
-
-impl Endpoint {
-    /// Its name in logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat",
-            Endpoint::Completions => "completions",
-        }
-    }
-
-    /// The request field that holds its prompt (errors about the prompt name it).
-    pub fn prompt_param(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "messages",
-            Endpoint::Completions => "prompt",
-        }
-    }
-}
-
-/// Who asked, for the log line.
-#[derive(Debug, Clone)]
-pub struct RequestLabel {
-    /// The `x-request-id`.
-    pub request_id: String,
-    /// The endpoint.
-    pub endpoint: Endpoint,
-}
 
 /// Every choice's output, read to the end.
 #[derive(Debug, Default)]
@@ -145,7 +110,7 @@ impl InFlight {
     pub fn response_id(&self, prefix: &str) -> String {
         format!(
             "{prefix}-{:016x}",
-            self.stream.id.0 ^ self.state.created.rotate_left(20)
+            self.stream.id.0 ^ self.state.identity.created.rotate_left(20)
         )
     }
 
@@ -183,7 +148,7 @@ impl InFlight {
     }
 
     /// Each choice's finish reason (`None` while running).
-    pub fn finish_reasons(&self) -> Vec<Option<&'static str>> {
+    pub fn finish_reasons(&self) -> Vec<Option<FinishReason>> {
         self.choices.iter().map(|c| c.finish_reason).collect()
     }
 
@@ -197,15 +162,16 @@ impl InFlight {
         loop {
             if self.choices.iter().all(|c| c.finish_reason.is_some()) {
                 self.finish(if self.timed_out {
-                    "timeout"
+                    Outcome::Timeout
                 } else {
-                    "completed"
+                    Outcome::Completed
                 });
                 return Ok(None);
             }
             if self.timed_out {
                 if let Some(i) = self.choices.iter().position(|c| c.finish_reason.is_none()) {
-                    let delta = self.choices[i].finish(&self.state.tokenizer, "length");
+                    let delta =
+                        self.choices[i].finish(&self.state.text.tokenizer, FinishReason::Length);
                     return Ok(Some((i, delta)));
                 }
             }
@@ -229,13 +195,13 @@ impl InFlight {
                 None => self.stream.events.recv_async().await,
             };
             let event = event.map_err(|_| {
-                self.finish("failed");
+                self.finish(Outcome::Failed);
                 internal("generating", "the engine dropped the request")
             })?;
             let now = Instant::now();
             let is_token = matches!(event, EngineEvent::Token { .. });
-            let applied = apply_event(&self.state.tokenizer, &mut self.choices, event);
-            let Some((i, delta)) = applied.inspect_err(|_| self.finish("failed"))? else {
+            let applied = apply_event(&self.state.text.tokenizer, &mut self.choices, event);
+            let Some((i, delta)) = applied.inspect_err(|_| self.finish(Outcome::Failed))? else {
                 continue;
             };
             if is_token {
@@ -273,7 +239,7 @@ impl InFlight {
     }
 
     /// Records the outcome once: metrics and the request's log line.
-    fn finish(&mut self, outcome: &'static str) {
+    fn finish(&mut self, outcome: Outcome) {
         if self.done {
             return;
         }
@@ -284,8 +250,8 @@ impl InFlight {
         tracing::info!(
             request_id = %self.label.request_id,
             endpoint = self.label.endpoint.name(),
-            model = %self.state.model_name,
-            outcome,
+            model = %self.state.identity.model_name,
+            outcome = outcome.name(),
             prompt_tokens = self.prompt_tokens,
             completion_tokens = self.completion_tokens(),
             reasoning_tokens = self.reasoning_tokens(),
@@ -303,6 +269,6 @@ fn millis(d: Duration) -> u64 {
 impl Drop for InFlight {
     fn drop(&mut self) {
         // Dropping `stream` aborts the request in the engine.
-        self.finish("aborted");
+        self.finish(Outcome::Aborted);
     }
 }
