@@ -48,6 +48,40 @@ impl ErrorKind {
     }
 }
 
+/// The machine-readable `error.code` values pagoda returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The prompt, or the prompt plus `max_tokens`, does not fit.
+    ContextLengthExceeded,
+    /// The server is at capacity.
+    RateLimitExceeded,
+    /// The model is still loading.
+    ModelLoading,
+    /// The API key is missing or wrong.
+    InvalidApiKey,
+    /// No such route.
+    NotFound,
+    /// No such model.
+    ModelNotFound,
+    /// The model's vocabulary cannot be held to a grammar.
+    StructuredOutputUnavailable,
+}
+
+impl ErrorCode {
+    /// The code on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ContextLengthExceeded => "context_length_exceeded",
+            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+            ErrorCode::ModelLoading => "model_loading",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::StructuredOutputUnavailable => "structured_output_unavailable",
+        }
+    }
+}
+
 /// An error as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -58,8 +92,8 @@ pub struct ApiError {
     pub message: String,
     /// The offending request field (`temperature`, `messages[1].role`...).
     pub param: Option<String>,
-    /// A machine-readable code (`context_length_exceeded`...).
-    pub code: Option<String>,
+    /// A machine-readable code.
+    pub code: Option<ErrorCode>,
 }
 
 impl ApiError {
@@ -74,8 +108,8 @@ impl ApiError {
     }
 
     /// Sets the machine-readable code.
-    pub fn with_code(mut self, code: &str) -> Self {
-        self.code = Some(code.to_string());
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.code = Some(code);
         self
     }
 
@@ -86,7 +120,7 @@ impl ApiError {
                 message: self.message.clone(),
                 kind: self.kind.type_label().to_string(),
                 param: self.param.clone(),
-                code: self.code.clone(),
+                code: self.code.map(|c| c.as_str().to_string()),
             },
         }
     }

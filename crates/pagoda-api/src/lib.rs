@@ -13,7 +13,7 @@ pub mod tools;
 pub mod validate;
 pub mod wire;
 
-pub use error::{ApiError, ErrorEnvelope, ErrorKind};
+pub use error::{ApiError, ErrorCode, ErrorEnvelope, ErrorKind};
 pub use past_calls::PastCall;
 pub use structured::{OutputConstraint, OutputFormat};
 pub use tools::{Function, ToolChoice, ToolRequest};

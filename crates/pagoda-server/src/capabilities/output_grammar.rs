@@ -5,7 +5,7 @@
 //! grammar that cannot be enforced is a 400 naming the parameter it came
 //! from and, for a schema, the keyword.
 
-use pagoda_api::{ApiError, OutputConstraint, OutputFormat, ToolChoice, ToolRequest};
+use pagoda_api::{ApiError, ErrorCode, OutputConstraint, OutputFormat, ToolChoice, ToolRequest};
 use pagoda_engine::{Grammar, GrammarError, GrammarSpec};
 
 use crate::capabilities::tool_format::ToolCallFormat;
@@ -93,7 +93,7 @@ pub fn chat_spec(
 pub fn compile(state: &AppState, request: &GrammarRequest) -> Result<Grammar, ApiError> {
     let compiler = state.capabilities.grammars.as_ref().map_err(|e| {
         ApiError::invalid(request.param.clone(), e.to_string())
-            .with_code("structured_output_unavailable")
+            .with_code(ErrorCode::StructuredOutputUnavailable)
     })?;
     compiler.compile(&request.spec).map_err(|e| match e {
         GrammarError::Invalid(message) => ApiError::invalid(

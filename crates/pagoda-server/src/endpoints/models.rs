@@ -4,7 +4,7 @@
 use axum::extract::Path;
 use axum::Json;
 use pagoda_api::response::{ModelCard, ModelList};
-use pagoda_api::{ApiError, ErrorKind};
+use pagoda_api::{ApiError, ErrorCode, ErrorKind};
 
 use crate::http::errors::HttpError;
 use crate::http::state::{AppState, Ready};
@@ -23,7 +23,7 @@ fn not_found(model: &str) -> ApiError {
         kind: ErrorKind::NotFound,
         message: format!("the model `{model}` does not exist"),
         param: Some("model".into()),
-        code: Some("model_not_found".into()),
+        code: Some(ErrorCode::ModelNotFound),
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use pagoda_api::{ApiError, ErrorKind};
+use pagoda_api::{ApiError, ErrorCode, ErrorKind};
 use subtle::ConstantTimeEq;
 
 use crate::http::errors::HttpError;
@@ -33,7 +33,7 @@ fn unauthorized(message: &str) -> Response {
         kind: ErrorKind::Authentication,
         message: message.into(),
         param: None,
-        code: Some("invalid_api_key".into()),
+        code: Some(ErrorCode::InvalidApiKey),
     })
     .into_response()
 }

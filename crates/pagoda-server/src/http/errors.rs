@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pagoda_api::{ApiError, ErrorKind};
+use pagoda_api::{ApiError, ErrorCode, ErrorKind};
 use pagoda_engine::SubmitError;
 
 /// An [`ApiError`] that axum can return.
@@ -39,7 +39,7 @@ pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
             kind: ErrorKind::RateLimited,
             message: "the server is at capacity; retry shortly".into(),
             param: None,
-            code: Some("rate_limit_exceeded".into()),
+            code: Some(ErrorCode::RateLimitExceeded),
         },
         SubmitError::Closed => ApiError {
             kind: ErrorKind::Unavailable,
@@ -54,10 +54,10 @@ pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
         SubmitError::NothingToGenerate => ApiError::invalid("max_tokens", message),
         SubmitError::NoThinkingClose => ApiError::invalid("reasoning_effort", message),
         SubmitError::PromptTooLong { .. } => {
-            ApiError::invalid(prompt_param, message).with_code("context_length_exceeded")
+            ApiError::invalid(prompt_param, message).with_code(ErrorCode::ContextLengthExceeded)
         }
         SubmitError::TooLong { .. } => {
-            ApiError::invalid("max_tokens", message).with_code("context_length_exceeded")
+            ApiError::invalid("max_tokens", message).with_code(ErrorCode::ContextLengthExceeded)
         }
     }
 }

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
-use pagoda_api::{ApiError, ErrorKind};
+use pagoda_api::{ApiError, ErrorCode, ErrorKind};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::endpoints::{chat, completions, models};
@@ -74,6 +74,6 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
         kind: ErrorKind::NotFound,
         message: format!("no route for {}", uri.path()),
         param: None,
-        code: Some("not_found".into()),
+        code: Some(ErrorCode::NotFound),
     })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use pagoda_api::{ApiError, ErrorKind};
+use pagoda_api::{ApiError, ErrorCode, ErrorKind};
 use pagoda_engine::{EngineHandle, GrammarCompiler, GrammarError};
 use pagoda_models::GenerationDefaults;
 use pagoda_models::{ChatTemplate, Tokenizer};
@@ -110,7 +110,7 @@ impl FromRequestParts<Arc<ServerState>> for Ready {
                 kind: ErrorKind::Unavailable,
                 message: "the model is still loading; retry shortly".into(),
                 param: None,
-                code: Some("model_loading".into()),
+                code: Some(ErrorCode::ModelLoading),
             })
         })
     }
