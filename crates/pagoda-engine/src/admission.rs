@@ -53,7 +53,7 @@ pub enum SubmitError {
     #[error("the engine has stopped")]
     Closed,
     /// The prompt has no tokens.
-    #[error("the prompt has no tokens")]
+    #[error("the prompt is empty: it has no tokens")]
     EmptyPrompt,
     /// `n` or `max_tokens` is zero.
     #[error("n and max_tokens must be at least 1")]
