@@ -1,9 +1,11 @@
 //! Admission: what a request must fit in (the vocabulary, the model's
 //! context window, the KV pool) and the typed refusal when it does not.
-//! The limits are fixed when the engine is built; [`crate::EngineHandle`]
-//! checks every request against them synchronously in `submit`, before it
-//! is queued, so a request that can never run is refused at once and never
-//! reaches the engine thread.
+//! The limits are fixed when the engine is built. A request is checked
+//! once, synchronously, before it is queued: [`EngineLimits::admit`] turns
+//! a [`Request`] into an [`Admitted`] one, the only kind the engine queues
+//! ([`crate::EngineHandle::submit`] and [`crate::EngineCore::add_request`]
+//! take either, and check a plain [`Request`] themselves). A request that
+//! can never run is refused at once and never reaches the engine thread.
 
 use crate::request::Request;
 
@@ -104,7 +106,60 @@ pub enum SubmitError {
     NoThinkingClose,
 }
 
+/// A request checked against an engine's limits: the only kind the engine
+/// queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    request: Request,
+    limits: EngineLimits,
+}
+
+impl Admitted {
+    /// The request.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The request, taken back.
+    pub fn into_request(self) -> Request {
+        self.request
+    }
+}
+
+/// What [`crate::EngineHandle::submit`] and [`crate::EngineCore::add_request`]
+/// take: a plain [`Request`] (checked there) or an [`Admitted`] one (checked
+/// already; again only if it was checked against other limits).
+pub trait Admit {
+    /// The request admitted under `limits`, or why it cannot be.
+    fn admit(self, limits: &EngineLimits) -> Result<Admitted, SubmitError>;
+}
+
+impl Admit for Request {
+    fn admit(self, limits: &EngineLimits) -> Result<Admitted, SubmitError> {
+        limits.admit(self)
+    }
+}
+
+impl Admit for Admitted {
+    fn admit(self, limits: &EngineLimits) -> Result<Admitted, SubmitError> {
+        if self.limits == *limits {
+            Ok(self)
+        } else {
+            limits.admit(self.request)
+        }
+    }
+}
+
 impl EngineLimits {
+    /// Checks `request` (see [`Self::check`]) and marks it admitted.
+    pub fn admit(&self, request: Request) -> Result<Admitted, SubmitError> {
+        self.check(&request)?;
+        Ok(Admitted {
+            request,
+            limits: *self,
+        })
+    }
+
     /// The positions one sequence may reach: the context window, or the
     /// pool where that is smaller, and which of the two it is.
     pub fn served_context(&self) -> (usize, Limit) {
@@ -210,6 +265,25 @@ mod tests {
         };
         assert_eq!(roomy.served_context(), (64, Limit::ContextWindow));
         assert_eq!(roomy.max_new_tokens(10), 54);
+    }
+
+    #[test]
+    fn an_admitted_request_is_checked_again_only_under_other_limits() {
+        let admitted = LIMITS.admit(request(10, 22)).expect("fits");
+        assert_eq!(admitted.clone().admit(&LIMITS), Ok(admitted.clone()));
+        let smaller = EngineLimits {
+            pool_tokens: 16,
+            ..LIMITS
+        };
+        assert!(matches!(
+            admitted.admit(&smaller),
+            Err(SubmitError::TooLong {
+                limit: Limit::KvPool,
+                max: 16,
+                ..
+            })
+        ));
+        assert_eq!(request(0, 1).admit(&LIMITS), Err(SubmitError::EmptyPrompt));
     }
 
     #[test]

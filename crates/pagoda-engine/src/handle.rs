@@ -7,15 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::admission::{EngineLimits, SubmitError};
+use crate::admission::{Admit, Admitted, EngineLimits, SubmitError};
 use crate::engine::{EngineCore, EngineStats, EventSink};
 use crate::ids::RequestId;
-use crate::request::{EngineEvent, EngineFailure, Request};
+use crate::request::{EngineEvent, EngineFailure};
 
 enum Command {
     Submit {
         id: RequestId,
-        request: Request,
+        request: Admitted,
         sink: ChannelSink,
     },
 }
@@ -102,13 +102,15 @@ impl EngineHandle {
         self.limits
     }
 
-    /// Checks `request` against the engine's limits and submits it; fails
-    /// at once when it can never run or the queue is full.
-    pub fn submit(&self, request: Request) -> Result<RequestStream, SubmitError> {
-        self.limits.check(&request)?;
+    /// Checks `request` against the engine's limits (unless it was
+    /// admitted under them already) and submits it; fails at once when it
+    /// can never run or the queue is full.
+    pub fn submit(&self, request: impl Admit) -> Result<RequestStream, SubmitError> {
+        let request = request.admit(&self.limits)?;
         let id = RequestId(self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let (events_tx, events) = flume::unbounded();
-        let cancelled: Arc<[AtomicBool]> = (0..request.n).map(|_| AtomicBool::new(false)).collect();
+        let n = request.request().n;
+        let cancelled: Arc<[AtomicBool]> = (0..n).map(|_| AtomicBool::new(false)).collect();
         let sink = ChannelSink {
             events: events_tx,
             cancelled: Arc::clone(&cancelled),
@@ -147,8 +149,9 @@ fn accept(core: &mut EngineCore, command: Command) {
     match command {
         Command::Submit { id, request, sink } => {
             let events = sink.events.clone();
-            // Checked in `submit`, so only a full waiting queue (a race
-            // with the channel's bound) can refuse it here.
+            // Admitted in `submit` under these limits (not checked again),
+            // so only a full waiting queue (a race with the channel's
+            // bound) can refuse it here.
             if let Err(e) = core.add_request(id, request, Box::new(sink)) {
                 let _ = events.send(EngineEvent::Failed(EngineFailure::Refused(e)));
             }

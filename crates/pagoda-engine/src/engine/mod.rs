@@ -31,11 +31,11 @@ use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
 pub use sink::EventSink;
 pub use stats::EngineStats;
 
-use crate::admission::{EngineLimits, Limit, SubmitError};
+use crate::admission::{Admit, EngineLimits, Limit, SubmitError};
 use crate::block_manager::BlockManager;
 use crate::ids::{RequestId, SeqId};
 use crate::kv_budget::{KvBudget, KvBudgetError};
-use crate::request::{EngineEvent, EngineFailure, FinishReason, Request};
+use crate::request::{EngineEvent, EngineFailure, FinishReason};
 use crate::sampler::TokenLogprobs;
 use crate::scheduler::{AdmitError, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
 use next_token::{next_token, Next};
@@ -186,14 +186,15 @@ impl EngineCore {
         SeqId(self.next_seq)
     }
 
-    /// Queues `request`; its events go to `sink`.
+    /// Queues `request` (checked against the limits unless it was
+    /// admitted under them already); its events go to `sink`.
     pub fn add_request(
         &mut self,
         id: RequestId,
-        request: Request,
+        request: impl Admit,
         sink: Box<dyn EventSink>,
     ) -> Result<(), SubmitError> {
-        self.limits.check(&request)?;
+        let request = request.admit(&self.limits)?.into_request();
         let needed = request.prompt.len() + request.stop.max_tokens;
         let seq = self.new_seq();
         self.scheduler

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::scripted::{reference, Scripted, CLOSE, FAIL, OPEN};
 use super::*;
 use crate::reasoning::ReasoningLimit;
-use crate::request::StopCondition;
+use crate::request::{Request, StopCondition};
 use crate::sampler::SamplingParams;
 
 /// At most this many steps per test: every loop here is bounded.

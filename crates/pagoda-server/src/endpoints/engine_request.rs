@@ -1,19 +1,18 @@
-//! From validated options and prompt tokens to an engine request: the
-//! checkpoint's sampling defaults applied, and the engine's limits checked
-//! before anything is submitted.
+//! From validated options and prompt tokens to an admitted engine request:
+//! the checkpoint's sampling defaults applied, and the engine's limits
+//! checked (once: the engine takes the admitted request as it is).
 
 use pagoda_api::{ApiError, GenerationOptions};
-use pagoda_engine::{Request, SamplingParams, StopCondition};
+use pagoda_engine::{Admitted, Request, SamplingParams, StopCondition};
 
 use crate::http::errors::submit_error;
 use crate::http::state::AppState;
 use crate::output::label::Endpoint;
 
 /// Builds the engine request, applying the checkpoint's defaults (an unset
-/// `max_tokens` is what fits the served context), and checks it against the
-/// engine's limits (the same check `submit` makes) so that a request that
-/// can never run is refused before anything is submitted; `reasoning`
-/// bounds a reasoning model's thinking.
+/// `max_tokens` is what fits the served context), and admits it under the
+/// engine's limits, so that a request that can never run is refused before
+/// anything is submitted; `reasoning` bounds a reasoning model's thinking.
 pub fn engine_request(
     state: &AppState,
     endpoint: Endpoint,
@@ -21,7 +20,7 @@ pub fn engine_request(
     o: &GenerationOptions,
     reasoning: Option<pagoda_engine::ReasoningLimit>,
     grammar: Option<pagoda_engine::Grammar>,
-) -> Result<Request, ApiError> {
+) -> Result<Admitted, ApiError> {
     let limits = state.engine.limits();
     // At least 1, so that a prompt that fills the context is refused as such.
     let max_tokens = o
@@ -54,7 +53,6 @@ pub fn engine_request(
         grammar,
     };
     limits
-        .check(&request)
-        .map_err(|e| submit_error(e, endpoint.prompt_param()))?;
-    Ok(request)
+        .admit(request)
+        .map_err(|e| submit_error(e, endpoint.prompt_param()))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pagoda_api::response::{FinishReason, FunctionCall, ToolCall};
 use pagoda_api::ApiError;
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::{EngineEvent, Request, RequestStream};
+use pagoda_engine::{Admitted, EngineEvent, RequestStream};
 
 use crate::http::errors::{internal, submit_error};
 use crate::http::metrics;
@@ -74,15 +74,15 @@ impl InFlight {
     /// copy of `reasoning` and its tool calls read by a copy of `tools`.
     pub fn submit(
         state: &SharedState,
-        request: Request,
+        request: Admitted,
         stops: &[String],
         reasoning: Option<ReasoningParser>,
         tools: Option<ToolCallParser>,
         label: RequestLabel,
         arrived: Instant,
     ) -> Result<Self, ApiError> {
-        let n = request.n;
-        let prompt_tokens = request.prompt.len();
+        let n = request.request().n;
+        let prompt_tokens = request.request().prompt.len();
         let stream = state
             .engine
             .submit(request)
