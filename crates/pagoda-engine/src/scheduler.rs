@@ -63,26 +63,47 @@ pub struct StepPlan {
     pub preempted: Vec<SeqId>,
 }
 
-/// A sequence's tokens and progress.
+/// One sequence's record: its tokens, its progress, and whatever else its
+/// owner keeps for it (`state`: the engine's per-choice state), so that a
+/// sequence is one record in one map.
 #[derive(Debug, Clone)]
-struct Sequence {
+struct Sequence<T> {
     tokens: Vec<u32>,
     num_computed: usize,
+    state: T,
 }
 
-/// The continuous-batching scheduler.
+/// The continuous-batching scheduler, holding every sequence's record
+/// with a `T` of its owner's beside the tokens.
 #[derive(Debug)]
-pub struct Scheduler {
+pub struct Scheduler<T = ()> {
     config: SchedulerConfig,
     capacity: usize,
-    seqs: HashMap<SeqId, Sequence>,
+    seqs: HashMap<SeqId, Sequence<T>>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
 }
 
 impl Scheduler {
-    /// A scheduler for a pool of `capacity` positions.
+    /// A scheduler for a pool of `capacity` positions, keeping no state
+    /// beside the tokens.
     pub fn new(config: SchedulerConfig, capacity: usize) -> Self {
+        Self::with_states(config, capacity)
+    }
+}
+
+impl<T: Default> Scheduler<T> {
+    /// Queues a new sequence with its prompt and a default state (see
+    /// [`Scheduler::add_with`]).
+    pub fn add(&mut self, seq: SeqId, prompt: Vec<u32>, max_len: usize) -> Result<(), AdmitError> {
+        self.add_with(seq, prompt, max_len, T::default())
+    }
+}
+
+impl<T> Scheduler<T> {
+    /// A scheduler for a pool of `capacity` positions whose records each
+    /// keep a `T` of their owner's.
+    pub fn with_states(config: SchedulerConfig, capacity: usize) -> Self {
         Self {
             config,
             capacity,
@@ -97,9 +118,16 @@ impl Scheduler {
         self.config
     }
 
-    /// Queues a new sequence with its prompt; `max_len` is the most
-    /// positions it may reach (prompt plus generated tokens).
-    pub fn add(&mut self, seq: SeqId, prompt: Vec<u32>, max_len: usize) -> Result<(), AdmitError> {
+    /// Queues a new sequence with its prompt and its owner's `state`;
+    /// `max_len` is the most positions it may reach (prompt plus generated
+    /// tokens).
+    pub fn add_with(
+        &mut self,
+        seq: SeqId,
+        prompt: Vec<u32>,
+        max_len: usize,
+        state: T,
+    ) -> Result<(), AdmitError> {
         if max_len > self.capacity {
             return Err(AdmitError::TooLong {
                 needed: max_len,
@@ -114,10 +142,39 @@ impl Scheduler {
             Sequence {
                 tokens: prompt,
                 num_computed: 0,
+                state,
             },
         );
         self.waiting.push_back(seq);
         Ok(())
+    }
+
+    /// The owner's state of `seq`.
+    pub fn state(&self, seq: SeqId) -> Option<&T> {
+        self.seqs.get(&seq).map(|s| &s.state)
+    }
+
+    /// The tokens of `seq` and its owner's state, to change.
+    pub fn state_mut(&mut self, seq: SeqId) -> Option<(&[u32], &mut T)> {
+        self.seqs
+            .get_mut(&seq)
+            .map(|s| (s.tokens.as_slice(), &mut s.state))
+    }
+
+    /// The tokens and the owner's state of each chunk's sequence, in the
+    /// chunks' order (each sequence at most once in a plan); one pass over
+    /// the records, so that a step can read the tokens while it changes
+    /// the states.
+    pub fn chunk_views(&mut self, chunks: &[ScheduledChunk]) -> Vec<(&[u32], &mut T)> {
+        let mut views: Vec<Option<(&[u32], &mut T)>> = chunks.iter().map(|_| None).collect();
+        for (seq, s) in self.seqs.iter_mut() {
+            if let Some(i) = chunks.iter().position(|c| c.seq == *seq) {
+                views[i] = Some((s.tokens.as_slice(), &mut s.state));
+            }
+        }
+        // Every chunk was scheduled from a record, so none is missing.
+        debug_assert!(views.iter().all(Option::is_some));
+        views.into_iter().flatten().collect()
     }
 
     /// The tokens of `seq` (prompt, then generated).
@@ -253,12 +310,20 @@ impl Scheduler {
     /// positions are already in `child`'s blocks, right after its parent.
     /// A request's choices run together, so this may exceed `max_num_seqs`
     /// for as long as they run.
-    pub fn fork(&mut self, parent: SeqId, child: SeqId, tokens: Vec<u32>, computed: usize) {
+    pub fn fork(
+        &mut self,
+        parent: SeqId,
+        child: SeqId,
+        tokens: Vec<u32>,
+        computed: usize,
+        state: T,
+    ) {
         self.seqs.insert(
             child,
             Sequence {
                 tokens,
                 num_computed: computed,
+                state,
             },
         );
         let at = self
@@ -271,12 +336,13 @@ impl Scheduler {
 
     /// Queues `seq` at the front of the waiting queue (used for a fork that
     /// found no free block: it recomputes its prompt, mostly from the prefix cache).
-    pub fn add_front(&mut self, seq: SeqId, tokens: Vec<u32>) {
+    pub fn add_front(&mut self, seq: SeqId, tokens: Vec<u32>, state: T) {
         self.seqs.insert(
             seq,
             Sequence {
                 tokens,
                 num_computed: 0,
+                state,
             },
         );
         self.waiting.push_front(seq);
@@ -287,12 +353,13 @@ impl Scheduler {
         self.waiting.len() < self.config.max_waiting
     }
 
-    /// Removes `seq` (finished or aborted) and frees its blocks.
-    pub fn remove(&mut self, seq: SeqId, blocks: &mut BlockManager) {
+    /// Removes `seq` (finished or aborted), frees its blocks and returns
+    /// its owner's state.
+    pub fn remove(&mut self, seq: SeqId, blocks: &mut BlockManager) -> Option<T> {
         blocks.free(seq);
-        self.seqs.remove(&seq);
         self.running.retain(|&s| s != seq);
         self.waiting.retain(|&s| s != seq);
+        self.seqs.remove(&seq).map(|s| s.state)
     }
 }
 

@@ -31,8 +31,7 @@ impl EngineCore {
             let Some(r) = self.requests.get_mut(&request_id) else {
                 break;
             };
-            self.seqs
-                .insert(child, ChoiceState::new(request_id, choice, &r.request));
+            let state = ChoiceState::new(request_id, choice, &r.request);
             r.seqs.push(child);
             let prompt = r.request.prompt.clone();
             match self.blocks.fork(parent, child, prompt_len) {
@@ -40,10 +39,11 @@ impl EngineCore {
                     if let Some((src, dst)) = copy {
                         self.cache.copy_block(src, dst);
                     }
-                    self.scheduler.fork(parent, child, prompt, prompt_len);
+                    self.scheduler
+                        .fork(parent, child, prompt, prompt_len, state);
                     self.sample_and_emit(child, &mut logits.to_vec());
                 }
-                Fork::NoFreeBlock => self.scheduler.add_front(child, prompt),
+                Fork::NoFreeBlock => self.scheduler.add_front(child, prompt, state),
             }
         }
         if self

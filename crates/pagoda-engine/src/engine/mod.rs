@@ -4,7 +4,9 @@
 //! with the grammar masks of those about to sample computed beside it), and
 //! **update** (each sampling sequence's next token by the rules of
 //! [`next_token`], its event sent, finished choices dropped). It owns the
-//! KV pool and the block tables; the model keeps no state.
+//! KV pool and the block tables; the model keeps no state. Each sequence
+//! is one record in the scheduler (tokens, progress and its
+//! [`state::ChoiceState`]); each request one [`state::RequestState`].
 //! [`crate::handle`] runs it on its own thread.
 //!
 //! The folder: [`state`] (what is kept per request and per choice),
@@ -70,8 +72,8 @@ pub struct EngineCore {
     model: Arc<dyn CausalLm>,
     cache: PagedKvCache,
     blocks: BlockManager,
-    scheduler: Scheduler,
-    seqs: HashMap<SeqId, ChoiceState>,
+    /// Every sequence's record: its tokens and progress, and its choice's state.
+    scheduler: Scheduler<ChoiceState>,
     requests: HashMap<RequestId, RequestState>,
     next_seq: u64,
     limits: EngineLimits,
@@ -100,8 +102,7 @@ impl EngineCore {
             model,
             cache,
             blocks: BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching),
-            scheduler: Scheduler::new(config.scheduler, capacity),
-            seqs: HashMap::new(),
+            scheduler: Scheduler::with_states(config.scheduler, capacity),
             requests: HashMap::new(),
             next_seq: 0,
             limits,
@@ -197,8 +198,9 @@ impl EngineCore {
         let request = request.admit(&self.limits)?.into_request();
         let needed = request.prompt.len() + request.stop.max_tokens;
         let seq = self.new_seq();
+        let choice = ChoiceState::new(id, 0, &request);
         self.scheduler
-            .add(seq, request.prompt.clone(), needed)
+            .add_with(seq, request.prompt.clone(), needed, choice)
             .map_err(|e| match e {
                 AdmitError::QueueFull(_) => SubmitError::QueueFull,
                 // Checked against the same pool just above.
@@ -209,7 +211,6 @@ impl EngineCore {
                     limit: Limit::KvPool,
                 },
             })?;
-        self.seqs.insert(seq, ChoiceState::new(id, 0, &request));
         self.requests
             .insert(id, RequestState::new(request, sink, seq));
         Ok(())
@@ -220,7 +221,6 @@ impl EngineCore {
         if let Some(state) = self.requests.remove(&id) {
             for seq in state.seqs {
                 self.scheduler.remove(seq, &mut self.blocks);
-                self.seqs.remove(&seq);
             }
         }
     }
@@ -236,8 +236,8 @@ impl EngineCore {
                 closed.push(*id);
             } else if !r.unforked {
                 cancelled.extend(r.seqs.iter().copied().filter(|seq| {
-                    self.seqs
-                        .get(seq)
+                    self.scheduler
+                        .state(*seq)
                         .is_some_and(|s| r.sink.is_choice_cancelled(s.choice))
                 }));
             }
@@ -253,8 +253,7 @@ impl EngineCore {
     /// Removes one sequence (a finished or cancelled choice) and, with its
     /// last sequence, its request.
     fn drop_seq(&mut self, seq: SeqId) {
-        self.scheduler.remove(seq, &mut self.blocks);
-        let Some(state) = self.seqs.remove(&seq) else {
+        let Some(state) = self.scheduler.remove(seq, &mut self.blocks) else {
             return;
         };
         if let Some(r) = self.requests.get_mut(&state.request) {
@@ -302,12 +301,16 @@ impl EngineCore {
     /// Returns the logits (a row per sampling chunk, in order), or `None`
     /// when the pass failed (its requests have then failed too).
     fn execute(&mut self, plan: &StepPlan) -> Option<pagoda_models::Logits> {
-        // Block tables and tokens are borrowed, not copied, for the pass.
-        let batch: Vec<SeqChunk<'_>> = plan
-            .chunks
-            .iter()
-            .map(|c| SeqChunk {
-                tokens: &self.scheduler.tokens(c.seq)[c.start..c.start + c.len],
+        // One pass over the planned sequences' records: their tokens and
+        // block tables (borrowed, not copied) make the batch, and the
+        // grammars of those about to sample are taken for their masks.
+        let mut batch: Vec<SeqChunk<'_>> = Vec::with_capacity(plan.chunks.len());
+        // (Nothing is allocated when no sequence has a grammar.)
+        let mut constrained = Vec::new();
+        let views = self.scheduler.chunk_views(&plan.chunks);
+        for (c, (tokens, choice)) in plan.chunks.iter().zip(views) {
+            batch.push(SeqChunk {
+                tokens: &tokens[c.start..c.start + c.len],
                 start_pos: c.start,
                 block_table: self.blocks.table(c.seq),
                 logits: if c.wants_logits {
@@ -315,16 +318,11 @@ impl EngineCore {
                 } else {
                     LogitsWanted::None
                 },
-            })
-            .collect();
-        // (Nothing is allocated when no sequence has a grammar.)
-        let samples = |seq: &SeqId| plan.chunks.iter().any(|c| c.wants_logits && c.seq == *seq);
-        let constrained: Vec<_> = self
-            .seqs
-            .iter_mut()
-            .filter(|(seq, s)| s.constraint.is_some() && samples(seq))
-            .filter_map(|(_, s)| s.active_constraint())
-            .collect();
+            });
+            if c.wants_logits {
+                constrained.extend(choice.active_constraint());
+            }
+        }
         let masks = constrained.len() as u64;
         let started = std::time::Instant::now();
         let (result, forward_micros, mask_micros) = std::thread::scope(|scope| {
@@ -350,7 +348,7 @@ impl EngineCore {
                 let failed: Vec<RequestId> = plan
                     .chunks
                     .iter()
-                    .filter_map(|c| self.seqs.get(&c.seq).map(|s| s.request))
+                    .filter_map(|c| self.scheduler.state(c.seq).map(|s| s.request))
                     .collect();
                 for id in failed {
                     self.fail(id, failure.clone());
@@ -388,7 +386,7 @@ impl EngineCore {
     /// Decides the next token of `seq` from its logits and sends it; the
     /// first choice of a request with `n > 1` then forks the others.
     fn on_logits(&mut self, seq: SeqId, logits: &mut [f32]) {
-        let Some(request_id) = self.seqs.get(&seq).map(|s| s.request) else {
+        let Some(request_id) = self.scheduler.state(seq).map(|s| s.request) else {
             return;
         };
         let fork_now = self
@@ -403,13 +401,12 @@ impl EngineCore {
     }
 
     fn sample_and_emit(&mut self, seq: SeqId, logits: &mut [f32]) {
-        let Some(choice) = self.seqs.get_mut(&seq) else {
+        let Some((tokens, choice)) = self.scheduler.state_mut(seq) else {
             return;
         };
         let Some(request) = self.requests.get(&choice.request) else {
             return;
         };
-        let tokens = self.scheduler.tokens(seq);
         let generated = tokens.len().saturating_sub(choice.prompt_len) + 1;
         let id = choice.request;
         match next_token(choice, request, tokens, logits) {
@@ -445,7 +442,7 @@ impl EngineCore {
         generated: usize,
         stop: bool,
     ) -> bool {
-        let Some(state) = self.seqs.get(&seq) else {
+        let Some(state) = self.scheduler.state(seq) else {
             return false;
         };
         let Some(request) = self.requests.get(&state.request) else {
@@ -491,7 +488,7 @@ impl EngineCore {
     /// 0 (it was certain) and no alternatives.
     fn append_forced(&mut self, seq: SeqId, tokens: &[u32]) {
         for &token in tokens {
-            let Some(state) = self.seqs.get(&seq) else {
+            let Some((tokens, state)) = self.scheduler.state_mut(seq) else {
                 return;
             };
             let wants_logprobs = self
@@ -502,7 +499,7 @@ impl EngineCore {
                 logprob: 0.0,
                 top: Vec::new(),
             });
-            let generated = self.scheduler.tokens(seq).len() - state.prompt_len + 1;
+            let generated = tokens.len() - state.prompt_len + 1;
             if !self.emit(seq, token, logprobs, generated, false) {
                 return;
             }

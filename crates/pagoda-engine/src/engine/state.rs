@@ -1,8 +1,9 @@
 //! What the engine keeps per request and per choice. A request's choices
-//! are sequences of their own (each with its tokens in the scheduler and
-//! its block table in the block manager); this is the rest of one choice's
-//! state, in one record: whose it is, its sampler, where it stands in its
-//! thinking and its grammar.
+//! are sequences of their own, and each sequence is one record, kept by the
+//! scheduler: its tokens and progress beside its [`ChoiceState`] (whose it
+//! is, its sampler, where it stands in its thinking, its grammar). Only its
+//! KV blocks are elsewhere, with the block manager that owns every block
+//! (as vLLM's KV cache manager keeps each request's block list).
 
 use crate::constraint::Constraint;
 use crate::ids::{RequestId, SeqId};
