@@ -26,7 +26,9 @@ fn logits(seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     (0..VOCAB)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 40) as f32 / (1u64 << 24) as f32) * 16.0 - 8.0
         })
         .collect()
@@ -92,7 +94,10 @@ fn main() {
     let whole = per_token(&sampled(1.0), &[]);
     let sorted = per_token(&sampled(0.9999), &[]);
     println!("temperature 0.8, whole distribution (no sort): {whole:8.1} µs/token");
-    println!("temperature 0.8, top_p 0.9999 (sorts):        {sorted:8.1} µs/token  ({:.1}x)", sorted / whole);
+    println!(
+        "temperature 0.8, top_p 0.9999 (sorts):        {sorted:8.1} µs/token  ({:.1}x)",
+        sorted / whole
+    );
 
     let prompt: Vec<u32> = (0..2000u32).map(|i| i * 31 % VOCAB as u32).collect();
     let greedy_penalised = SamplingParams {
