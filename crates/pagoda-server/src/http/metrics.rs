@@ -2,18 +2,15 @@
 //! statuses, token counts, time to first token, inter-token latency,
 //! end-to-end latency) and the engine's gauges read at scrape time (queue
 //! length, running sequences, KV blocks, prefix-cache hit rate). Served as
-//! text on `GET /metrics`.
+//! text on `GET /metrics` ([`crate::http::metrics_endpoint`]).
 
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pagoda_engine::EngineStats;
-
-use crate::http::state::ServerState;
 
 /// Latency buckets in seconds, from 5 ms to 10 minutes.
 const LATENCY_BUCKETS: [f64; 18] = [
@@ -229,19 +226,4 @@ pub async fn count_responses(request: Request, next: Next) -> Response {
     )
     .increment(1);
     response
-}
-
-/// `GET /metrics`.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")),
-)]
-pub async fn metrics_text(State(server): State<std::sync::Arc<ServerState>>) -> impl IntoResponse {
-    let stats = server.ready().map(|m| m.engine.stats());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        server.metrics.render(stats),
-    )
 }

@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod errors;
 pub(crate) mod health;
 pub(crate) mod metrics;
+pub(crate) mod metrics_endpoint;
 pub(crate) mod openapi;
 pub(crate) mod playground;
 pub(crate) mod routes;

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::endpoints::{chat, completions, models};
-use crate::http::{health, metrics, playground};
+use crate::http::{health, metrics_endpoint, playground};
 
 /// The document.
 #[derive(OpenApi)]
@@ -23,7 +23,7 @@ use crate::http::{health, metrics, playground};
         models::list,
         models::retrieve,
         health::health,
-        metrics::metrics_text,
+        metrics_endpoint::metrics_text,
         openapi_json,
         playground::page,
     ),

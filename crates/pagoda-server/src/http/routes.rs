@@ -14,7 +14,7 @@ use crate::endpoints::{chat, completions, models};
 use crate::http::auth::{self, ApiKeys};
 use crate::http::errors::HttpError;
 use crate::http::state::ServerState;
-use crate::http::{health, metrics, openapi, playground, MAX_BODY_BYTES};
+use crate::http::{health, metrics, metrics_endpoint, openapi, playground, MAX_BODY_BYTES};
 
 /// The CORS policy for `origins` (`*`: any); `None` when no origin is allowed.
 pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
@@ -52,7 +52,7 @@ pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -
         // A wildcard: served names may contain `/` (`org/model`).
         .route("/v1/models/{*id}", get(models::retrieve))
         .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics_text))
+        .route("/metrics", get(metrics_endpoint::metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         // `layer` wraps each route (and the fallback) after routing, so the
