@@ -17,7 +17,9 @@ use crate::commands::cli::ServeArgs;
 use crate::http::auth::ApiKeys;
 use crate::http::metrics::Metrics;
 use crate::http::routes::{cors, router};
-use crate::http::state::{unix_now, AppState, Capabilities, Identity, ServerState, TextSide};
+use crate::http::state::{
+    unix_now, AppState, Capabilities, Identity, RequestLimits, ServerState, TextSide,
+};
 
 /// Loads the model and starts the engine: the state requests are served from.
 fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
@@ -108,8 +110,10 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
             tool_format,
             template,
         },
-        request_timeout: (args.request_timeout_secs > 0)
-            .then(|| Duration::from_secs(args.request_timeout_secs)),
+        limits: RequestLimits {
+            request_timeout: (args.request_timeout_secs > 0)
+                .then(|| Duration::from_secs(args.request_timeout_secs)),
+        },
     })
 }
 

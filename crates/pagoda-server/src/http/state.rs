@@ -21,7 +21,8 @@ use crate::http::metrics::Metrics;
 
 /// The served model: its engine and what requests need of it, grouped.
 pub struct AppState {
-    /// The engine thread (it also holds the limits a request must fit).
+    /// The engine thread (it also holds the limits a request must fit:
+    /// vocabulary, served context).
     pub engine: EngineHandle,
     /// How the model is named in responses.
     pub identity: Identity,
@@ -29,6 +30,13 @@ pub struct AppState {
     pub text: TextSide,
     /// What the model can do, resolved once at load.
     pub capabilities: Capabilities,
+    /// What a request may take beyond the engine's own limits.
+    pub limits: RequestLimits,
+}
+
+/// What a request may take, beside the engine's limits (the vocabulary,
+/// the served context: [`EngineHandle::limits`]).
+pub struct RequestLimits {
     /// Longest a request may run; past it, its choices end with `length`.
     pub request_timeout: Option<Duration>,
 }

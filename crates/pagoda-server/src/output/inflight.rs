@@ -100,7 +100,10 @@ impl InFlight {
             first_token: None,
             last_token: vec![None; n],
             // A timeout too large to represent means no deadline.
-            deadline: state.request_timeout.and_then(|t| arrived.checked_add(t)),
+            deadline: state
+                .limits
+                .request_timeout
+                .and_then(|t| arrived.checked_add(t)),
             timed_out: false,
             done: false,
         })
@@ -233,7 +236,7 @@ impl InFlight {
         }
         tracing::warn!(
             request_id = %self.label.request_id,
-            timeout_s = self.state.request_timeout.map(|t| t.as_secs_f64()),
+            timeout_s = self.state.limits.request_timeout.map(|t| t.as_secs_f64()),
             "request timed out; ending its choices with finish_reason `length`"
         );
     }
