@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pagoda_api::{ApiError, ErrorCode, ErrorKind};
-use pagoda_engine::SubmitError;
+use pagoda_engine::{EngineFailure, SubmitError};
 
 /// An [`ApiError`] that axum can return.
 #[derive(Debug)]
@@ -59,6 +59,15 @@ pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
         SubmitError::TooLong { .. } => {
             ApiError::invalid("max_tokens", message).with_code(ErrorCode::ContextLengthExceeded)
         }
+    }
+}
+
+/// Maps a failure inside the engine: a refusal when it took the request
+/// from its queue as a refusal in `submit`, anything else as a 500.
+pub fn engine_failure(e: EngineFailure, prompt_param: &str) -> ApiError {
+    match e {
+        EngineFailure::Refused(e) => submit_error(e, prompt_param),
+        e => internal("generating", e),
     }
 }
 

@@ -5,11 +5,12 @@
 use pagoda_api::response::FinishReason;
 use pagoda_api::ApiError;
 use pagoda_engine::sampler::TokenLogprobs;
-use pagoda_engine::{EngineEvent, EngineFailure};
+use pagoda_engine::EngineEvent;
 use pagoda_models::{IncrementalDecoder, Tokenizer};
 
-use crate::http::errors::submit_error;
+use crate::http::errors::engine_failure;
 use crate::http::state::AppState;
+use crate::output::label::Endpoint;
 use crate::output::reasoning_parser::ReasoningParser;
 use crate::output::stop_strings::StopMatcher;
 use crate::output::tool_calls::{ToolCallParser, ToolEvent};
@@ -217,6 +218,7 @@ pub fn apply_event(
     tokenizer: &Tokenizer,
     choices: &mut [ChoiceOutput],
     event: EngineEvent,
+    endpoint: Endpoint,
 ) -> Result<Option<(usize, ChoiceDelta)>, ApiError> {
     match event {
         EngineEvent::Token {
@@ -266,8 +268,7 @@ pub fn apply_event(
             }
             Ok(Some((choice, c.finish(tokenizer, reason(r)))))
         }
-        EngineEvent::Failed(EngineFailure::Refused(e)) => Err(submit_error(e, "messages")),
-        EngineEvent::Failed(e) => Err(crate::http::errors::internal("generating", e)),
+        EngineEvent::Failed(e) => Err(engine_failure(e, endpoint.prompt_param())),
     }
 }
 
@@ -322,7 +323,9 @@ mod tests {
                 completion_tokens: ids.len(),
             }]);
         for event in events {
-            if let Some((_, d)) = apply_event(t, &mut choices, event).expect("applies") {
+            if let Some((_, d)) =
+                apply_event(t, &mut choices, event, Endpoint::Chat).expect("applies")
+            {
                 assert!(
                     d.reasoning.is_empty() || content.is_empty(),
                     "reasoning after content"

@@ -203,7 +203,12 @@ impl InFlight {
             })?;
             let now = Instant::now();
             let is_token = matches!(event, EngineEvent::Token { .. });
-            let applied = apply_event(&self.state.text.tokenizer, &mut self.choices, event);
+            let applied = apply_event(
+                &self.state.text.tokenizer,
+                &mut self.choices,
+                event,
+                self.label.endpoint,
+            );
             let Some((i, delta)) = applied.inspect_err(|_| self.finish(Outcome::Failed))? else {
                 continue;
             };
