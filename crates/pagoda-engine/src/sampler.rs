@@ -112,6 +112,9 @@ pub struct Sampler {
     /// The sequence's tokens so far, for the penalties (kept only when a
     /// penalty is on).
     tally: TokenTally,
+    /// Scratch row of the weights of a draw from the whole distribution,
+    /// reused from token to token.
+    weights: Vec<f32>,
 }
 
 /// Index of the largest value; the first one on ties (like `torch.argmax`).
@@ -143,6 +146,7 @@ impl Sampler {
             params,
             rng,
             tally: TokenTally::default(),
+            weights: Vec::new(),
         }
     }
 
@@ -276,11 +280,10 @@ impl Sampler {
         }
         candidates[keep - 1].0
     }
-}
 
-impl Sampler {
-    /// Draws from the whole distribution (no top-k, top-p or min-p): one
-    /// pass in vocabulary order, no sorting.
+    /// Draws from the whole distribution (no top-k, top-p or min-p), in
+    /// vocabulary order, without sorting: each weight is computed once
+    /// into the sampler's scratch row, then walked until the draw is spent.
     fn draw_from_all(&mut self, logits: &[f32], inv_t: f32) -> u32 {
         let max = logits
             .iter()
@@ -289,18 +292,19 @@ impl Sampler {
         if max == f32::NEG_INFINITY {
             return argmax(logits);
         }
-        let weight = |v: f32| {
+        let weights = &mut self.weights;
+        weights.clear();
+        weights.extend(logits.iter().map(|&v| {
             if v.is_finite() {
                 (v * inv_t - max).exp()
             } else {
                 0.0
             }
-        };
-        let total: f32 = logits.iter().map(|&v| weight(v)).sum();
+        }));
+        let total: f32 = weights.iter().sum();
         let mut draw = self.rng.random::<f32>() * total;
         let mut last = 0;
-        for (i, &v) in logits.iter().enumerate() {
-            let w = weight(v);
+        for (i, &w) in weights.iter().enumerate() {
             if w > 0.0 {
                 last = i;
                 draw -= w;
