@@ -26,7 +26,8 @@ use pagoda_models::families::deepseek::mla_attention::{
 };
 use pagoda_models::kernels::f32::QuantMatrix;
 use pagoda_models::kernels::int8::Q8Rows;
-use pagoda_models::kernels::panel::{matmul_group, PanelMatrix};
+use pagoda_models::kernels::int8::{matmul_group, Int8Weights};
+use pagoda_models::kernels::panel::PanelMatrix;
 use pagoda_models::kernels::team::Team;
 use pagoda_models::kernels::BlockFormat;
 use pagoda_models::{BlockId, KvLayout, LatentKv, PagedKvCache};
@@ -304,13 +305,18 @@ fn model_pass() {
         let secs = best(3, || {
             for l in &model {
                 std::hint::black_box(matmul_group(
-                    &[&l[0], &l[1], &l[2]],
+                    &[&l[0] as &dyn Int8Weights, &l[1], &l[2]],
                     &x_h,
                     batch,
                     &mut scratch,
                 ));
                 std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch));
-                std::hint::black_box(matmul_group(&[&l[4], &l[5]], &x_h, batch, &mut scratch));
+                std::hint::black_box(matmul_group(
+                    &[&l[4] as &dyn Int8Weights, &l[5]],
+                    &x_h,
+                    batch,
+                    &mut scratch,
+                ));
                 std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch));
             }
             std::hint::black_box(head.matmul(&x_h, batch, &mut scratch));

@@ -22,6 +22,7 @@ pub(crate) mod text;
 pub use batch::{Logits, LogitsWanted, SeqChunk};
 pub use error::{ModelError, Result};
 pub use families::config::{Architecture, ModelConfig, RopeConfig, RopeLayout, RopeScaling};
+pub use formats::dtype::WeightDtype;
 pub use formats::hf::generation_config::GenerationDefaults;
 pub use formats::loader::{
     load_model, load_model_with, load_tokenizer, LoadOptions, LoadedModel, ModelFormat,

@@ -62,7 +62,10 @@ fn smollm2_tokenizer_matches_llama_cpp() {
 }
 
 fn with(activations: Activations) -> LoadOptions {
-    LoadOptions { activations }
+    LoadOptions {
+        activations,
+        ..LoadOptions::default()
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
 use crate::families::deepseek::Deepseek;
 use crate::families::llama::Llama;
+use crate::formats::dtype::{WeightDtype, Widening};
 use crate::formats::gguf::config::gguf_model_config;
 use crate::formats::gguf::deepseek::{deepseek_config_from_gguf, DeepseekGguf};
 use crate::formats::gguf::file::GgufFile;
@@ -19,6 +20,7 @@ use crate::formats::hf::{
     read_checkpoint_config, read_generation_config, read_raw_config, read_tokenizer,
     CheckpointConfig, SafetensorsSource,
 };
+use crate::formats::tensor_source::TensorSource;
 use crate::model::CausalLm;
 use crate::text::chat_template::ChatTemplate;
 use crate::text::tokenizer::Tokenizer;
@@ -38,6 +40,9 @@ pub struct LoadOptions {
     /// How the block-quantized kernels treat activations (GGUF Q4_0, Q4_1,
     /// Q8_0 weights; other weights are unaffected).
     pub activations: crate::layers::linear::Activations,
+    /// Whether half-precision weights stay in two bytes (the default) or are
+    /// widened to f32.
+    pub dtype: WeightDtype,
 }
 
 /// Everything a server needs from a model path.
@@ -140,6 +145,24 @@ pub fn load_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> 
     Ok((tokenizer, chat_template))
 }
 
+/// `source` as `dtype` asks: as it is, or widening half-precision matrices.
+fn with_dtype<'a>(source: &'a dyn TensorSource, dtype: WeightDtype) -> Box<dyn TensorSource + 'a> {
+    match dtype {
+        WeightDtype::Auto => Box::new(source),
+        WeightDtype::F32 => Box::new(Widening(source)),
+    }
+}
+
+/// How half-precision matrices are computed, for the load log line.
+fn half_note(dtype: WeightDtype) -> &'static str {
+    match dtype {
+        WeightDtype::Auto => {
+            "kept in 2 bytes, computed by the half-precision kernel (f32 accumulation)"
+        }
+        WeightDtype::F32 => "widened to f32 on load (--dtype f32)",
+    }
+}
+
 /// Loads a GGUF file.
 pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;
@@ -156,10 +179,18 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     })?;
     let chat_template = template(chat_template, &tokenizer)?;
     let model: Arc<dyn CausalLm> = match config {
-        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &file, options.activations)?),
+        CheckpointConfig::Llama(c) => {
+            let source = with_dtype(&file, options.dtype);
+            Arc::new(Llama::load_with(c, source.as_ref(), options.activations)?)
+        }
         CheckpointConfig::Deepseek(c) => {
-            let source = DeepseekGguf::new(&file, &c);
-            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+            let gguf = DeepseekGguf::new(&file, &c);
+            let source = with_dtype(&gguf, options.dtype);
+            Arc::new(Deepseek::load_with(
+                *c,
+                source.as_ref(),
+                options.activations,
+            )?)
         }
     };
     let file_type = file
@@ -173,9 +204,16 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         }
         crate::Activations::F32 => String::new(),
     };
+    let types = file
+        .tensor_types()
+        .iter()
+        .map(|(t, n)| format!("{n} {t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let precision = format!(
-        "GGUF quantized weights{file_type}, {} activations in Q4_0/Q4_1/Q8_0 layers{kernels}",
-        options.activations.name()
+        "GGUF{file_type}: {types} tensors; {} activations in block-quantized layers{kernels}; half-precision matrices {}",
+        options.activations.name(),
+        half_note(options.dtype)
     );
     Ok(LoadedModel {
         model,
@@ -196,19 +234,23 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let chat_template = template(parts.chat_template, &parts.tokenizer)?;
     let source = SafetensorsSource::open(dir, raw.quantization_config.as_ref())?;
     let precision = match (source.fp8_blocks(), source.stored_dtype()) {
+        (None, Some(dt @ (candle_core::DType::F16 | candle_core::DType::BF16))) => {
+            format!("{dt:?} weights, matrices {}", half_note(options.dtype))
+        }
         (Some(b), _) => format!(
             "FP8 (e4m3) weights with [{}, {}] block scales, dequantized to f32 on load and computed in f32",
             b.block_rows, b.block_cols
         ),
         (None, Some(candle_core::DType::F32) | None) => "f32 weights, computed in f32".to_string(),
-        (None, Some(dt)) => format!(
-            "{dt:?} weights widened to f32 on load and computed in f32 (this CPU has no native {dt:?} arithmetic)"
-        ),
+        (None, Some(dt)) => format!("{dt:?} weights widened to f32 on load and computed in f32"),
     };
+    let src = with_dtype(&source, options.dtype);
     let model: Arc<dyn CausalLm> = match config {
-        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, &source, options.activations)?),
+        CheckpointConfig::Llama(c) => {
+            Arc::new(Llama::load_with(c, src.as_ref(), options.activations)?)
+        }
         CheckpointConfig::Deepseek(c) => {
-            Arc::new(Deepseek::load_with(*c, &source, options.activations)?)
+            Arc::new(Deepseek::load_with(*c, src.as_ref(), options.activations)?)
         }
     };
     Ok(LoadedModel {

@@ -3,8 +3,10 @@
 //! DeepSeek's tensor layout, the tokenizer), Hugging Face checkpoint
 //! directories (`hf`: safetensors shards, FP8 block scales, generation
 //! defaults), and the types both produce: a loaded [`weight`] and the
-//! [`tensor_source`] a family reads its weights from.
+//! [`tensor_source`] a family reads its weights from; [`dtype`] says what
+//! precision half-precision weights are computed in.
 
+pub mod dtype;
 pub mod gguf;
 pub(crate) mod hf;
 pub(crate) mod loader;

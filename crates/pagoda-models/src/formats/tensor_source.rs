@@ -36,6 +36,16 @@ pub trait TensorSource {
     }
 }
 
+impl<T: TensorSource + ?Sized> TensorSource for &T {
+    fn path(&self) -> &Path {
+        (**self).path()
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Weight>> {
+        (**self).get(name)
+    }
+}
+
 /// Fails with an error naming the tensor unless `weight` has exactly `dims`.
 pub fn check_shape(path: &Path, name: &str, weight: &Weight, dims: &[usize]) -> Result<()> {
     let got = weight.dims();

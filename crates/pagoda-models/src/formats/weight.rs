@@ -7,14 +7,17 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 use crate::kernels::f32::{DenseMatrix, QuantMatrix};
+use crate::kernels::half_precision::HalfMatrix;
 use crate::kernels::panel::PanelMatrix;
+use crate::kernels::plane::PlaneMatrix;
 
 /// One weight tensor of a checkpoint.
 #[derive(Debug, Clone)]
 pub enum Weight {
     /// A GGUF matrix in a block format pagoda's own f32-activation kernels implement.
     Blocks(Arc<QuantMatrix>),
-    /// Other GGUF tensors (other quantized types, F16/F32, vectors), run on candle's kernels.
+    /// Other GGUF tensors as read (vectors, expert stacks before they are
+    /// split, matrices of types no kernel computes: refused by a layer).
     Quantized(Arc<QTensor>),
     /// A dense tensor, always f32 for computation on the CPU.
     Dense(Tensor),
@@ -24,6 +27,11 @@ pub enum Weight {
     /// GGUF blocks already repacked for the 8-bit-activation kernels
     /// (shared, e.g. by a tied embedding and output head).
     Panels(Arc<PanelMatrix>),
+    /// A GGUF matrix of a K-quant type, Q5_0 or Q5_1, repacked for
+    /// pagoda's bit-plane kernels (either activation kind).
+    Planes(Arc<PlaneMatrix>),
+    /// A half-precision (F16/BF16) matrix kept in two bytes per value.
+    Half(Arc<HalfMatrix>),
 }
 
 impl Weight {
@@ -35,6 +43,8 @@ impl Weight {
             Weight::Dense(t) => t.dims().to_vec(),
             Weight::DenseRows(m) => vec![m.rows(), m.cols()],
             Weight::Panels(m) => vec![m.rows(), m.cols()],
+            Weight::Planes(m) => vec![m.rows(), m.cols()],
+            Weight::Half(m) => vec![m.rows(), m.cols()],
         }
     }
 
@@ -46,6 +56,8 @@ impl Weight {
             Weight::Dense(t) => format!("{:?}", t.dtype()),
             Weight::DenseRows(_) => "F32".to_string(),
             Weight::Panels(m) => format!("{:?}", m.format()),
+            Weight::Planes(m) => format!("{:?}", m.format()),
+            Weight::Half(m) => m.kind().name().to_string(),
         }
     }
 
@@ -66,6 +78,20 @@ impl Weight {
                 }
                 return Ok(out);
             }
+            Weight::Planes(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                return Ok(out);
+            }
+            Weight::Half(m) => {
+                let mut out = vec![0.0; m.rows() * m.cols()];
+                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
+                    m.row_f32(r, row);
+                }
+                return Ok(out);
+            }
             Weight::DenseRows(m) => return Ok(m.data().to_vec()),
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,
             Weight::Dense(t) => t.clone(),
@@ -76,14 +102,29 @@ impl Weight {
             .to_vec1::<f32>()?)
     }
 
+    /// The same weight widened to f32 if it is half precision (`--dtype f32`).
+    pub fn widened(self) -> Result<Weight> {
+        match self {
+            Weight::Half(m) => {
+                let dims = (m.rows(), m.cols());
+                let values = Weight::Half(m).to_f32_vec()?;
+                Ok(Weight::Dense(Tensor::from_vec(values, dims, &Device::Cpu)?))
+            }
+            Weight::Quantized(q) if matches!(q.dtype(), GgmlDType::F16 | GgmlDType::BF16) => {
+                Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Whether this is stored in a block-quantized GGUF type (not F16/F32).
     pub fn is_block_quantized(&self) -> bool {
         match self {
-            Weight::Blocks(_) | Weight::Panels(_) => true,
+            Weight::Blocks(_) | Weight::Panels(_) | Weight::Planes(_) => true,
             Weight::Quantized(q) => {
                 !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
             }
-            Weight::Dense(_) | Weight::DenseRows(_) => false,
+            Weight::Dense(_) | Weight::DenseRows(_) | Weight::Half(_) => false,
         }
     }
 }

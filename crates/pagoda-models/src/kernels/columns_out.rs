@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 
 /// One task's share of an `[m, n]` result: the columns `first .. first + rows`.
-pub(crate) struct ColumnsOut<'a> {
+pub struct ColumnsOut<'a> {
     ptr: *mut f32,
     m: usize,
     n: usize,

@@ -32,8 +32,10 @@
 pub(crate) mod block_format;
 pub(crate) mod columns_out;
 pub mod f32;
+pub mod half_precision;
 pub mod int8;
 pub mod panel;
+pub mod plane;
 pub mod team;
 pub(crate) mod vector;
 

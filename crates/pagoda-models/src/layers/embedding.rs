@@ -9,7 +9,9 @@ use candle_core::{Device, Tensor};
 use crate::error::{ModelError, Result};
 use crate::formats::weight::Weight;
 use crate::kernels::f32::{DenseMatrix, QuantMatrix};
+use crate::kernels::half_precision::HalfMatrix;
 use crate::kernels::panel::PanelMatrix;
+use crate::kernels::plane::PlaneMatrix;
 use crate::layers::linear::Activations;
 
 /// The token embedding table.
@@ -20,6 +22,11 @@ pub enum Embedding {
     /// The same, repacked for the 8-bit-activation kernels (shared with a
     /// tied output head).
     Panels(Arc<PanelMatrix>),
+    /// A K-quant, Q5_0 or Q5_1 table in bit-plane panels, dequantized row by row on lookup.
+    Planes(Arc<PlaneMatrix>),
+    /// A half-precision table, widened row by row on lookup (shared with a
+    /// tied output head).
+    Half(Arc<HalfMatrix>),
     /// Other GGUF tensors, dequantized row by row on lookup by candle.
     Quantized(Arc<QTensor>),
     /// A dense `[vocab, hidden]` f32 table laid out for pagoda's kernel
@@ -35,6 +42,8 @@ impl Embedding {
         Ok(match weight {
             Weight::Blocks(m) => Embedding::Blocks(m),
             Weight::Panels(m) => Embedding::Panels(m),
+            Weight::Planes(m) => Embedding::Planes(m),
+            Weight::Half(m) => Embedding::Half(m),
             Weight::Quantized(q) => Embedding::Quantized(q),
             Weight::DenseRows(m) => Embedding::DenseRows(m),
             Weight::Dense(t) => match t.dims() {
@@ -83,6 +92,20 @@ impl Embedding {
                 }
                 return Ok(out);
             }
+            Embedding::Planes(m) => {
+                let mut out = vec![0.0; ids.len() * m.cols()];
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
+                    m.dequantize_row(id as usize, row);
+                }
+                return Ok(out);
+            }
+            Embedding::Half(m) => {
+                let mut out = vec![0.0; ids.len() * m.cols()];
+                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
+                    m.row_f32(id as usize, row);
+                }
+                return Ok(out);
+            }
             Embedding::DenseRows(m) => {
                 let mut out = Vec::with_capacity(ids.len() * m.cols());
                 for &id in ids {
@@ -105,6 +128,8 @@ impl Embedding {
         match self {
             Embedding::Blocks(m) => Weight::Blocks(m.clone()),
             Embedding::Panels(m) => Weight::Panels(m.clone()),
+            Embedding::Planes(m) => Weight::Planes(m.clone()),
+            Embedding::Half(m) => Weight::Half(m.clone()),
             Embedding::Quantized(q) => Weight::Quantized(q.clone()),
             Embedding::DenseRows(m) => Weight::DenseRows(m.clone()),
             Embedding::Dense(t) => Weight::Dense(t.clone()),

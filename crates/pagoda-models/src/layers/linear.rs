@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Device, Module, Tensor};
-
 use crate::error::{ModelError, Result};
 use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
 use crate::kernels::f32::{DenseMatrix, QuantMatrix};
+use crate::kernels::half_precision::HalfMatrix;
+use crate::kernels::int8::Int8Weights;
 use crate::kernels::panel::PanelMatrix;
+use crate::kernels::plane::PlaneMatrix;
 
 /// How pagoda's block kernels (GGUF Q4_0, Q4_1, Q8_0 weights) treat the
 /// activations they multiply.
@@ -44,14 +44,18 @@ enum Kernel {
     Blocks(Arc<QuantMatrix>),
     /// pagoda's 8-bit-activation block kernels (Q4_0, Q4_1, Q8_0).
     BlocksInt8(Arc<PanelMatrix>),
+    /// pagoda's bit-plane kernels (K-quants, Q5_0, Q5_1) with 8-bit activations.
+    PlanesInt8(Arc<PlaneMatrix>),
+    /// The same weights with f32 activations.
+    PlanesF32(Arc<PlaneMatrix>),
     /// pagoda's batch-invariant dense f32 kernel.
     Dense(Arc<DenseMatrix>),
     /// The same kernel on a matrix whose width is not a multiple of 32,
     /// stored with zero columns up to the next multiple (each input row is
     /// padded the same way): batch-invariant too.
     DensePadded(Arc<DenseMatrix>),
-    /// candle's quantized kernels for the other GGUF types.
-    Candle(QMatMul),
+    /// pagoda's half-precision kernel (F16/BF16 weights, f32 activations).
+    Half(Arc<HalfMatrix>),
 }
 
 /// A linear projection with an optional bias.
@@ -95,7 +99,17 @@ impl Linear {
                 Activations::F32 => Kernel::Blocks(Arc::new(m.to_rows())),
                 Activations::Int8 => Kernel::BlocksInt8(m),
             },
-            Weight::Quantized(q) => Kernel::Candle(QMatMul::from_arc(q)?),
+            Weight::Planes(m) => match activations {
+                Activations::F32 => Kernel::PlanesF32(m),
+                Activations::Int8 => Kernel::PlanesInt8(m),
+            },
+            Weight::Half(m) => Kernel::Half(m),
+            Weight::Quantized(q) => {
+                return Err(ModelError::Shape(format!(
+                    "a {:?} matrix: no pagoda kernel computes this type",
+                    q.dtype()
+                )))
+            }
             Weight::Dense(t) if in_features.is_multiple_of(32) => {
                 let data = t.flatten_all()?.to_vec1::<f32>()?;
                 let m = DenseMatrix::new(out_features, in_features, data)
@@ -163,19 +177,18 @@ impl Linear {
                 _ => None,
             })
             .collect();
-        let int8_blocks: Option<Vec<&PanelMatrix>> = layers
+        let int8_blocks: Option<Vec<&dyn Int8Weights>> = layers
             .iter()
             .map(|l| match &l.kernel {
-                Kernel::BlocksInt8(m) => Some(m.as_ref()),
+                Kernel::BlocksInt8(m) => Some(m.as_ref() as &dyn Int8Weights),
+                Kernel::PlanesInt8(m) => Some(m.as_ref() as &dyn Int8Weights),
                 _ => None,
             })
             .collect();
         let mut outs = if let Some(mats) = f32_blocks {
             crate::kernels::f32::matmul_group(&mats, x, rows)
         } else if let Some(mats) = int8_blocks {
-            with_int8_scratch(|scratch| {
-                crate::kernels::panel::matmul_group(&mats, x, rows, scratch)
-            })
+            with_int8_scratch(|scratch| crate::kernels::int8::matmul_group(&mats, x, rows, scratch))
         } else {
             return layers.iter().map(|l| l.forward(x, rows)).collect();
         };
@@ -199,12 +212,11 @@ impl Linear {
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
             Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
+            Kernel::PlanesInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
+            Kernel::PlanesF32(m) => m.matmul_f32(x, rows),
             Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::DensePadded(m) => m.matmul(&pad_rows(x, self.in_features, m.cols()), rows),
-            Kernel::Candle(w) => {
-                let input = Tensor::from_slice(x, (rows, self.in_features), &Device::Cpu)?;
-                w.forward(&input)?.flatten_all()?.to_vec1::<f32>()?
-            }
+            Kernel::Half(m) => m.matmul(x, rows),
         };
         self.add_bias(&mut y);
         Ok(y)

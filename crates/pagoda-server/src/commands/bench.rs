@@ -48,7 +48,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.max_tokens == 0 || args.rounds == 0 {
         bail!("--prompt-tokens, --max-tokens and --rounds must be positive");
     }
-    let loaded = load_model_with(&args.model, &args.activations.load_options())
+    let loaded = load_model_with(&args.model, &args.precision.load_options())
         .with_context(|| format!("loading {}", args.model.display()))?;
     let base = "The history of computing is a long story of people finding faster ways to do arithmetic, \
                 from the abacus to mechanical calculators, punched cards, vacuum tubes, transistors and \

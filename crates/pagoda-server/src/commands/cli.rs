@@ -40,7 +40,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// How the GGUF Q4_0/Q4_1/Q8_0 kernels treat activations.
+/// How the GGUF block-quantized kernels treat activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ActivationsArg {
     /// f32: results match transformers on the dequantized weights.
@@ -49,13 +49,37 @@ pub enum ActivationsArg {
     Int8,
 }
 
-impl ActivationsArg {
-    /// The load options this choice means.
-    pub fn load_options(self) -> pagoda_models::LoadOptions {
+/// What precision half-precision (F16/BF16) weights are computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// As stored: half-precision matrices stay in two bytes (f32 accumulation).
+    Auto,
+    /// Widened to f32 at load: twice the memory, the exact f32 path.
+    F32,
+}
+
+/// The precision flags every command that loads a model takes.
+#[derive(Debug, Clone, Args)]
+pub struct PrecisionArgs {
+    /// How GGUF block-quantized layers (Q4_0 … Q8_0, K-quants) treat activations.
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
+    pub activations: ActivationsArg,
+    /// What F16/BF16 weights are computed in: auto keeps them in two bytes.
+    #[arg(long, env = "PAGODA_DTYPE", value_enum, default_value_t = DtypeArg::Auto)]
+    pub dtype: DtypeArg,
+}
+
+impl PrecisionArgs {
+    /// The load options these choices mean.
+    pub fn load_options(&self) -> pagoda_models::LoadOptions {
         pagoda_models::LoadOptions {
-            activations: match self {
+            activations: match self.activations {
                 ActivationsArg::F32 => pagoda_models::Activations::F32,
                 ActivationsArg::Int8 => pagoda_models::Activations::Int8,
+            },
+            dtype: match self.dtype {
+                DtypeArg::Auto => pagoda_models::WeightDtype::Auto,
+                DtypeArg::F32 => pagoda_models::WeightDtype::F32,
             },
         }
     }
@@ -72,9 +96,9 @@ pub struct ServeArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
-    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
-    pub activations: ActivationsArg,
+    /// How weights and activations are computed.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The name clients pass as `model` (default: the file name without extension).
     #[arg(long, env = "PAGODA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -175,9 +199,9 @@ pub struct BenchArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
-    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
-    pub activations: ActivationsArg,
+    /// How weights and activations are computed.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Concurrent requests per cell, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub concurrency: Vec<usize>,
@@ -206,9 +230,9 @@ pub struct GenerateArgs {
     /// A GGUF file or a Hugging Face checkpoint directory.
     #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
-    /// How GGUF Q4_0/Q4_1/Q8_0 layers treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
-    pub activations: ActivationsArg,
+    /// How weights and activations are computed.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The prompt text.
     #[arg(long)]
     pub prompt: String,

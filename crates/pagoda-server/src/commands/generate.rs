@@ -20,7 +20,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let load_start = Instant::now();
-    let loaded = load_model_with(&args.model, &args.activations.load_options())
+    let loaded = load_model_with(&args.model, &args.precision.load_options())
         .with_context(|| format!("loading {}", args.model.display()))?;
     let c = loaded.config();
     tracing::info!(

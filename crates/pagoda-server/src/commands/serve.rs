@@ -26,7 +26,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
     if args.debug_load_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
     }
-    let mut loaded = load_model_with(&args.model, &args.activations.load_options())
+    let mut loaded = load_model_with(&args.model, &args.precision.load_options())
         .with_context(|| format!("loading {}", args.model.display()))?;
     let config = loaded.config().clone();
     tracing::info!(

@@ -39,6 +39,7 @@ use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
 use crate::kernels::block_format::BlockFormat;
 use crate::kernels::f32::QuantMatrix;
+use crate::kernels::plane::{PlaneFormat, PlaneMatrix};
 
 /// The `general.architecture` of DeepSeek-V2/V3 GGUF files.
 pub const ARCHITECTURE: &str = "deepseek2";
@@ -268,12 +269,10 @@ fn map_name(hf_name: &str) -> Option<Mapped> {
 /// F32/F16/BF16 tensors as dense f32 (pagoda's dense kernel); others as read.
 fn widen(w: Weight) -> Result<Weight> {
     match w {
-        Weight::Quantized(q)
-            if matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) =>
-        {
+        Weight::Quantized(q) if q.dtype() == GgmlDType::F32 => {
             Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
         }
-        other => Ok(other),
+        other => other.widened(),
     }
 }
 
@@ -402,6 +401,11 @@ impl<'a> DeepseekGguf<'a> {
                     let m = QuantMatrix::new(format, rows, cols, chunk.to_vec())
                         .map_err(|e| self.tensor_error(name, e.to_string()))?;
                     return Ok(Weight::Blocks(Arc::new(m)));
+                }
+                if let Some(format) = PlaneFormat::from_ggml(dtype) {
+                    let m = PlaneMatrix::from_gguf(format, rows, cols, chunk)
+                        .map_err(|e| self.tensor_error(name, e.to_string()))?;
+                    return Ok(Weight::Planes(Arc::new(m)));
                 }
                 let storage = QStorage::from_data(Cow::Borrowed(chunk), &Device::Cpu, dtype)?;
                 Ok(Weight::Quantized(Arc::new(QTensor::new(

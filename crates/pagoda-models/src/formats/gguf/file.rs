@@ -19,6 +19,8 @@ use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
 use crate::kernels::block_format::BlockFormat;
 use crate::kernels::f32::QuantMatrix;
+use crate::kernels::half_precision::{HalfKind, HalfMatrix};
+use crate::kernels::plane::{PlaneFormat, PlaneMatrix};
 
 /// The tensor types pagoda loads from GGUF files.
 pub const SUPPORTED_TYPES: &[GgmlDType] = &[
@@ -143,6 +145,22 @@ impl GgufFile {
         Ok(())
     }
 
+    /// How many tensors the file holds of each type, most first.
+    pub fn tensor_types(&self) -> Vec<(GgmlDType, usize)> {
+        let mut counts: Vec<(GgmlDType, usize)> = Vec::new();
+        for info in self.content.tensor_infos.values() {
+            match counts.iter_mut().find(|(t, _)| *t == info.ggml_dtype) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((info.ggml_dtype, 1)),
+            }
+        }
+        counts.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
+        });
+        counts
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -187,6 +205,35 @@ impl GgufFile {
                     reason: e.to_string(),
                 })?;
             return Ok(Some(Weight::Blocks(Arc::new(matrix))));
+        }
+        if let (Some(format), [rows, cols]) = (PlaneFormat::from_ggml(q.dtype()), &dims[..]) {
+            let matrix = PlaneMatrix::from_gguf(format, *rows, *cols, &q.data()?).map_err(|e| {
+                ModelError::Tensor {
+                    path: self.path.clone(),
+                    name: gguf_name.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            return Ok(Some(Weight::Planes(Arc::new(matrix))));
+        }
+        let half = match q.dtype() {
+            GgmlDType::F16 => Some(HalfKind::F16),
+            GgmlDType::BF16 => Some(HalfKind::Bf16),
+            _ => None,
+        };
+        if let (Some(kind), [rows, cols]) = (half, &dims[..]) {
+            let matrix =
+                HalfMatrix::from_le_bytes(kind, *rows, *cols, &q.data()?).map_err(|e| {
+                    ModelError::Tensor {
+                        path: self.path.clone(),
+                        name: gguf_name.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            return Ok(Some(Weight::Half(Arc::new(matrix))));
+        }
+        if let (GgmlDType::F32, [_, _]) = (q.dtype(), &dims[..]) {
+            return Ok(Some(Weight::Dense(q.dequantize(&Device::Cpu)?)));
         }
         Ok(Some(Weight::Quantized(Arc::new(q))))
     }

@@ -11,6 +11,7 @@ pub(crate) mod generation_config;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
@@ -23,6 +24,7 @@ use crate::formats::hf::fp8::Fp8Blocks;
 use crate::formats::hf::generation_config::GenerationDefaults;
 use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
+use crate::kernels::half_precision::{HalfKind, HalfMatrix};
 use crate::text::tokenizer::{SpecialToken, Tokenizer};
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, format: &'static str) -> Result<T> {
@@ -307,6 +309,22 @@ impl TensorSource for SafetensorsSource {
             .and_then(|v| DType::try_from(v.dtype()).ok());
         if dtype == Some(DType::F8E4M3) {
             return self.dequantized_fp8(name).map(Some);
+        }
+        let half = match dtype {
+            Some(DType::F16) => Some(HalfKind::F16),
+            Some(DType::BF16) => Some(HalfKind::Bf16),
+            _ => None,
+        };
+        if let Some(kind) = half {
+            let view = self
+                .tensors
+                .get(name)
+                .map_err(|e| self.tensor_error(name, candle_reason(&e)))?;
+            if let &[rows, cols] = view.shape() {
+                let m = HalfMatrix::from_le_bytes(kind, rows, cols, view.data())
+                    .map_err(|e| self.tensor_error(name, e.to_string()))?;
+                return Ok(Some(Weight::Half(Arc::new(m))));
+            }
         }
         let tensor = self
             .tensors

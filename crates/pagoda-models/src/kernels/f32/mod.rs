@@ -41,6 +41,13 @@ pub struct QuantMatrix {
 #[error("{0}")]
 pub struct LayoutError(String);
 
+impl LayoutError {
+    /// An error with this reason.
+    pub(crate) fn new(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 fn read_f16(bytes: &[u8]) -> f32 {
     half(f16_table(), bytes[0], bytes[1])
 }

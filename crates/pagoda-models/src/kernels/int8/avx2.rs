@@ -20,20 +20,28 @@ pub fn available() -> bool {
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`available`]).
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sums: &mut [i32]) {
+pub unsafe fn quantize(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    (sums, sums_lo): (&mut [i32], &mut [i32]),
+) {
     assert!(
         x.len() == qs.len()
             && x.len() == d.len() * QK
             && d.len() == s.len()
             && d.len() == sums.len()
+            && d.len() == sums_lo.len()
     );
     let sign = _mm256_set1_ps(-0.0);
-    for ((((xb, qb), d), s), block_sum) in x
+    for (((((xb, qb), d), s), block_sum), block_sum_lo) in x
         .chunks_exact(QK)
         .zip(qs.chunks_exact_mut(QK))
         .zip(d.iter_mut())
         .zip(s.iter_mut())
         .zip(sums.iter_mut())
+        .zip(sums_lo.iter_mut())
     {
         // SAFETY: `xb` holds 32 values and `qb` 32 bytes.
         unsafe {
@@ -67,15 +75,9 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], s
                 let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
                 _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
             });
-            let total =
-                _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-            let t4 = _mm_add_epi32(
-                _mm256_castsi256_si128(total),
-                _mm256_extracti128_si256(total, 1),
-            );
-            let t2 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0b01_00_11_10));
-            let t1 = _mm_add_epi32(t2, _mm_shuffle_epi32(t2, 0b10_11_00_01));
-            let sum = _mm_cvtsi128_si32(t1);
+            let lo = _mm256_add_epi32(i[0], i[1]);
+            let sum_lo = horizontal_sum(lo);
+            let sum = horizontal_sum(_mm256_add_epi32(lo, _mm256_add_epi32(i[2], i[3])));
             // Pack 32 × i32 into 32 × i8 in order (packs work per 128-bit lane).
             let w01 = _mm256_packs_epi32(i[0], i[1]);
             let w23 = _mm256_packs_epi32(i[2], i[3]);
@@ -85,6 +87,17 @@ pub unsafe fn quantize(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], s
             *d = f16::from_f32(dv).to_f32();
             *s = f16::from_f32(dv * sum as f32).to_f32();
             *block_sum = sum;
+            *block_sum_lo = sum_lo;
         }
     }
+}
+
+/// The sum of eight 32-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn horizontal_sum(v: __m256i) -> i32 {
+    let t4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let t2 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0b01_00_11_10));
+    let t1 = _mm_add_epi32(t2, _mm_shuffle_epi32(t2, 0b10_11_00_01));
+    _mm_cvtsi128_si32(t1)
 }

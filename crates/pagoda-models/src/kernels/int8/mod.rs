@@ -10,6 +10,7 @@
 use half::f16;
 
 use crate::kernels::block_format::QK;
+use crate::kernels::columns_out::ColumnsOut;
 use crate::kernels::Isa;
 
 mod avx2;
@@ -27,6 +28,9 @@ pub struct Q8Rows {
     pub(crate) s: Vec<f32>,
     /// Per block: `Σq`, exact (the correction of unsigned-weight products).
     pub(crate) sums: Vec<i32>,
+    /// Per block: `Σq` over its first 16 values, exact (for weights with a
+    /// scale per 16 values).
+    pub(crate) sums_lo: Vec<i32>,
 }
 
 /// `T` consecutive rows of a [`Q8Rows`], sliced for a kernel tile.
@@ -39,6 +43,8 @@ pub(crate) struct Q8Tile<'a, const T: usize> {
     pub(crate) s: [&'a [f32]; T],
     /// Each row's per-block `Σq`.
     pub(crate) sums: [&'a [i32]; T],
+    /// Each row's per-block `Σq` over the first 16 values.
+    pub(crate) sums_lo: [&'a [i32]; T],
 }
 
 fn f16_round(v: f32) -> f32 {
@@ -57,6 +63,7 @@ impl Q8Rows {
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
         self.sums.resize(blocks, 0);
+        self.sums_lo.resize(blocks, 0);
         #[cfg(target_arch = "x86_64")]
         {
             if Isa::best() >= Isa::Avx2 {
@@ -64,19 +71,27 @@ impl Q8Rows {
                 // SAFETY: the CPU supports AVX2 and FMA: the level includes
                 // them, and `Isa::best` only picks levels this CPU runs.
                 unsafe {
-                    avx2::quantize(x, &mut self.qs, &mut self.d, &mut self.s, &mut self.sums)
+                    avx2::quantize(
+                        x,
+                        &mut self.qs,
+                        &mut self.d,
+                        &mut self.s,
+                        (&mut self.sums, &mut self.sums_lo),
+                    )
                 };
                 return;
             }
         }
-        for ((((xb, qb), d), s), sum) in x
+        for (((((xb, qb), d), s), sum), sum_lo) in x
             .chunks_exact(QK)
             .zip(self.qs.chunks_exact_mut(QK))
             .zip(&mut self.d)
             .zip(&mut self.s)
             .zip(&mut self.sums)
+            .zip(&mut self.sums_lo)
         {
             (*d, *s, *sum) = quantize_block(xb, qb);
+            *sum_lo = qb[..QK / 2].iter().map(|&v| v as i32).sum();
         }
     }
 
@@ -91,6 +106,7 @@ impl Q8Rows {
             d: std::array::from_fn(|k| &self.d[(j0 + k) * nb..][..nb]),
             s: std::array::from_fn(|k| &self.s[(j0 + k) * nb..][..nb]),
             sums: std::array::from_fn(|k| &self.sums[(j0 + k) * nb..][..nb]),
+            sums_lo: std::array::from_fn(|k| &self.sums_lo[(j0 + k) * nb..][..nb]),
         }
     }
 
@@ -103,6 +119,48 @@ impl Q8Rows {
     pub fn cols(&self) -> usize {
         self.cols
     }
+}
+
+/// A weight matrix multiplied with 8-bit activations: stored in panels of
+/// [`crate::kernels::panel::panel_width`] rows for one build ([`Isa`]).
+/// [`crate::kernels::panel::PanelMatrix`] (Q4_0, Q4_1, Q8_0) and
+/// [`crate::kernels::plane::PlaneMatrix`] (K-quants, Q5_0, Q5_1) are such
+/// matrices; products of several with the same input run in one pass
+/// ([`matmul_group`]).
+pub trait Int8Weights: Sync {
+    /// Number of rows (outputs).
+    fn rows(&self) -> usize;
+    /// Number of columns (inputs).
+    fn cols(&self) -> usize;
+    /// The build the panels are laid out for.
+    fn isa(&self) -> Isa;
+    /// `out[j, r] = w_{first + r} · x_j` for the `out.rows()` weight rows
+    /// from `first` (a multiple of the panel width) and every row of `x`.
+    #[doc(hidden)]
+    fn panels(&self, first: usize, x: &Q8Rows, out: ColumnsOut<'_>);
+}
+
+/// Products of several 8-bit-activation matrices with the same `m` rows of
+/// `x` in one parallel pass, the activations quantized once into `scratch`:
+/// returns each `[m, rows]`. Every matrix must have `x`'s width and one
+/// build.
+pub fn matmul_group(
+    mats: &[&dyn Int8Weights],
+    x: &[f32],
+    m: usize,
+    scratch: &mut Q8Rows,
+) -> Vec<Vec<f32>> {
+    let Some((cols, isa)) = mats.first().map(|w| (w.cols(), w.isa())) else {
+        return Vec::new();
+    };
+    assert!(mats.iter().all(|w| w.cols() == cols && w.isa() == isa) && x.len() == m * cols);
+    scratch.quantize(x, m, cols);
+    let q: &Q8Rows = scratch;
+    let parts: Vec<usize> = mats.iter().map(|w| w.rows()).collect();
+    let width = crate::kernels::panel::panel_width(isa);
+    crate::kernels::columns_out::parallel_columns(&parts, width, m, |p, first, out| {
+        mats[p].panels(first, q, out);
+    })
 }
 
 /// Quantizes one block; returns its `(d, s, Σq)`. Rounds half to even,
@@ -200,6 +258,8 @@ mod tests {
             assert_eq!(fast.d[b].to_bits(), d.to_bits(), "block {b}");
             assert_eq!(fast.s[b].to_bits(), s.to_bits(), "block {b}");
             assert_eq!(fast.sums[b], sum, "block {b}");
+            let lo: i32 = q[..QK / 2].iter().map(|&v| v as i32).sum();
+            assert_eq!(fast.sums_lo[b], lo, "block {b}");
             assert!(q.iter().all(|&v| v != i8::MIN), "block {b}: {q:?}");
         }
     }

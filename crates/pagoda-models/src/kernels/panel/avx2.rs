@@ -91,6 +91,7 @@ fn tile<const F: u8, const T: usize>(
         d: ds,
         s: ss,
         sums,
+        ..
     } = x.tile::<T>(j0);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut off = [_mm256_setzero_ps(); T];

@@ -101,6 +101,7 @@ fn tile<const F: u8, const T: usize>(
         d: ds,
         s: ss,
         sums,
+        ..
     } = x.tile::<T>(j0);
     let mut acc = [_mm512_setzero_ps(); T];
     let mut off = [_mm512_setzero_ps(); T];

@@ -35,7 +35,7 @@ use crate::kernels::block_format::BlockFormat;
 use crate::kernels::block_format::{panel_block_bytes, scale_bytes, QK};
 use crate::kernels::columns_out::ColumnsOut;
 use crate::kernels::f32::QuantMatrix;
-use crate::kernels::int8::Q8Rows;
+use crate::kernels::int8::{Int8Weights, Q8Rows};
 use crate::kernels::Isa;
 
 mod avx2;
@@ -183,36 +183,32 @@ impl PanelMatrix {
     /// `y = x · selfᵀ` for `m` rows of `x`, quantized into `scratch` first;
     /// returns `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize, scratch: &mut Q8Rows) -> Vec<f32> {
-        matmul_group(&[self], x, m, scratch)
+        crate::kernels::int8::matmul_group(&[self], x, m, scratch)
             .pop()
             .unwrap_or_default()
     }
 }
 
-/// Products of several panel matrices with the same `m` rows of `x` in one
-/// parallel pass, the activations quantized once into `scratch`: returns
-/// each `[m, rows]`. Every matrix must have `x`'s width and one build.
-pub fn matmul_group(
-    mats: &[&PanelMatrix],
-    x: &[f32],
-    m: usize,
-    scratch: &mut Q8Rows,
-) -> Vec<Vec<f32>> {
-    let Some((cols, isa)) = mats.first().map(|w| (w.cols, w.isa)) else {
-        return Vec::new();
-    };
-    assert!(mats.iter().all(|w| w.cols == cols && w.isa == isa) && x.len() == m * cols);
-    scratch.quantize(x, m, cols);
-    let q: &Q8Rows = scratch;
-    let parts: Vec<usize> = mats.iter().map(|w| w.rows).collect();
-    let width = panel_width(isa);
-    crate::kernels::columns_out::parallel_columns(&parts, width, m, |p, first, out| {
-        let w = mats[p];
-        let bytes = cols / QK * panel_block_bytes(w.format, width);
+impl Int8Weights for PanelMatrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn panels(&self, first: usize, x: &Q8Rows, out: ColumnsOut<'_>) {
+        let width = panel_width(self.isa);
+        let bytes = self.cols / QK * panel_block_bytes(self.format, width);
         let panels = out.rows().div_ceil(width);
-        let data = &w.data[first / width * bytes..(first / width + panels) * bytes];
-        panels_on(isa, w.format, data, q, out);
-    })
+        let data = &self.data[first / width * bytes..(first / width + panels) * bytes];
+        panels_on(self.isa, self.format, data, x, out);
+    }
 }
 
 /// Rows per panel in the layout of level `isa`'s build: 16 for the VNNI

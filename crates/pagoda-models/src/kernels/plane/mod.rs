@@ -1,0 +1,423 @@
+//! pagoda's kernels for the GGUF types beyond Q4_0/Q4_1/Q8_0 — the
+//! K-quants (Q2_K … Q6_K, what most downloaded GGUFs are) and Q5_0/Q5_1 —
+//! with weights repacked at load into **bit-plane panels**.
+//!
+//! Every such type is, per 32-value sub-block, unsigned integer codes of 2
+//! to 6 bits with integer sub-scales and minimums under f16 block scales
+//! ([`format`], [`decode`]). At load, each GGUF block of `W` rows (16 for
+//! the AVX-512 VNNI build, 8 otherwise, as [`crate::kernels::panel`]) is
+//! rewritten as one panel block: the f16 scales of the `W` rows side by
+//! side, their sub-scales and minimums as bytes, then each sub-block's codes
+//! split into planes of 4, 2 and 1 bits, four values of a row side by side.
+//! One vector load and a shift and mask per plane give, for all `W` rows at
+//! once, four codes each in one 32-bit lane: what `vpdpbusd` (or `maddubs`)
+//! multiplies with four broadcast activation bytes. The panel blocks take
+//! the GGUF block's bytes plus at most one byte per 16 values per row.
+//!
+//! **The arithmetic** (activations quantized to 8 bits per 32 values by
+//! [`crate::kernels::int8`]), identical in every build: per sub-block, the
+//! exact integer `I = Σ_halves sc_h · (Σ_h u·q − bias · Σ_h q)` (one half
+//! of 32 values when the type has one sub-scale), then
+//! `acc = fma(I as f32, d · d_x, acc)`; the integer minimums add
+//! `J = Σ_halves m_h · Σ_h q` as `mo = fma(J as f32, dmin · d_x, mo)` and the
+//! result is `acc − mo`; Q5_1's f16 minimum adds `fma(m, s_x, mo)` and the
+//! result is `acc + mo`. So every build gives the same bits, and a row's
+//! result never depends on the rows computed with it (batch invariance).
+//!
+//! With f32 activations ([`PlaneMatrix::matmul_f32`]) each weight row is
+//! dequantized (as ggml does) and multiplied in f32 with a fixed summation
+//! order: the dense reference up to summation order.
+
+pub(crate) mod decode;
+pub mod format;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use half::f16;
+
+use crate::kernels::block_format::QK;
+use crate::kernels::columns_out::ColumnsOut;
+use crate::kernels::int8::{Int8Weights, Q8Rows};
+use crate::kernels::panel::panel_width;
+use crate::kernels::Isa;
+use decode::{Decoded, Sub};
+pub use format::PlaneFormat;
+use format::{Layout, Mins, Plane, SubScales};
+
+/// Why GGUF bytes do not form a matrix of a type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlaneLayoutError(String);
+
+/// A `[rows, cols]` matrix of a bit-plane type, in panels for one kernel build.
+#[derive(Debug, Clone)]
+pub struct PlaneMatrix {
+    format: PlaneFormat,
+    rows: usize,
+    cols: usize,
+    isa: Isa,
+    data: Vec<u8>,
+}
+
+impl PlaneMatrix {
+    /// Repacks a row-major GGUF `[rows, cols]` matrix of `format` for the
+    /// process's level ([`Isa::best`]).
+    pub fn from_gguf(
+        format: PlaneFormat,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, PlaneLayoutError> {
+        Self::for_isa(format, rows, cols, bytes, Isa::best())
+    }
+
+    /// Repacks for the panel build of level `isa` (which the CPU must
+    /// support to multiply with it).
+    pub fn for_isa(
+        format: PlaneFormat,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        isa: Isa,
+    ) -> Result<Self, PlaneLayoutError> {
+        let per = format.block_values();
+        if cols == 0 || !cols.is_multiple_of(per) {
+            return Err(PlaneLayoutError(format!(
+                "rows of {cols} values are not whole {format:?} blocks of {per}"
+            )));
+        }
+        let nb = cols / per;
+        let gguf = format.block_bytes();
+        if rows.checked_mul(nb * gguf) != Some(bytes.len()) {
+            return Err(PlaneLayoutError(format!(
+                "{} bytes do not hold a [{rows}, {cols}] {format:?} matrix",
+                bytes.len()
+            )));
+        }
+        let width = panel_width(isa);
+        let layout = Layout::new(format, width);
+        let mut data = vec![0u8; rows.div_ceil(width) * nb * layout.block_bytes];
+        for r in 0..rows {
+            let (p, i) = (r / width, r % width);
+            for b in 0..nb {
+                let src = &bytes[(r * nb + b) * gguf..][..gguf];
+                let at = (p * nb + b) * layout.block_bytes;
+                let dst = &mut data[at..at + layout.block_bytes];
+                write_row(format, &layout, i, &Decoded::new(format, src), dst);
+            }
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            isa,
+            data,
+        })
+    }
+
+    /// Number of rows (outputs of a linear layer).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs of a linear layer).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The GGUF type.
+    pub fn format(&self) -> PlaneFormat {
+        self.format
+    }
+
+    /// Bytes held (the panels).
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn layout(&self) -> Layout {
+        Layout::new(self.format, panel_width(self.isa))
+    }
+
+    /// Panel `p`'s block `b`.
+    fn panel_block(&self, p: usize, b: usize) -> &[u8] {
+        let layout = self.layout();
+        let nb = self.cols / self.format.block_values();
+        let at = (p * nb + b) * layout.block_bytes;
+        &self.data[at..at + layout.block_bytes]
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values), as ggml dequantizes
+    /// the GGUF row: an embedding lookup, and the f32-activation product.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let width = panel_width(self.isa);
+        let layout = self.layout();
+        for (b, out) in out.chunks_exact_mut(self.format.block_values()).enumerate() {
+            let block = read_row(
+                self.format,
+                &layout,
+                r % width,
+                self.panel_block(r / width, b),
+            );
+            for (v, o) in out.iter_mut().enumerate() {
+                *o = block.value(self.format, v);
+            }
+        }
+    }
+
+    /// `y = x · selfᵀ` for `m` rows of `x` with 8-bit activations (quantized
+    /// into `scratch` first); returns `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize, scratch: &mut Q8Rows) -> Vec<f32> {
+        crate::kernels::int8::matmul_group(&[self], x, m, scratch)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// `y = x · selfᵀ` for `m` rows of `x` kept in f32: each weight row is
+    /// dequantized once and its dot product with every row of `x` summed in
+    /// a fixed order ([`crate::kernels::vector`]). Returns `[m, rows]`.
+    pub fn matmul_f32(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols);
+        let width = panel_width(self.isa);
+        crate::kernels::columns_out::parallel_columns(
+            &[self.rows],
+            width,
+            m,
+            |_, first, mut out| {
+                let mut row = vec![0.0f32; self.cols];
+                for r in 0..out.rows() {
+                    self.dequantize_row(first + r, &mut row);
+                    for j in 0..m {
+                        out.set(r, j, f32_dot(&row, &x[j * self.cols..][..self.cols]));
+                    }
+                }
+            },
+        )
+        .pop()
+        .unwrap_or_default()
+    }
+}
+
+/// The fixed-order f32 dot product of [`crate::kernels::vector`], in the
+/// widest build the process runs.
+#[inline(always)]
+fn dot_kernel(a: &[f32], b: &[f32]) -> f32 {
+    let [[d]] = crate::kernels::vector::dots::<1, 1>(a, &[0], b, &[0], a.len());
+    d
+}
+
+crate::kernels::vector::fastest! {
+    fn f32_dot(a: &[f32], b: &[f32]) -> f32 = dot_kernel;
+    avx512: "avx512f,avx2,fma,f16c", avx2: "avx2,fma,f16c"
+}
+
+impl Int8Weights for PlaneMatrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    fn panels(&self, first: usize, x: &Q8Rows, out: ColumnsOut<'_>) {
+        let width = panel_width(self.isa);
+        let bytes = self.cols / self.format.block_values() * self.layout().block_bytes;
+        let panels = out.rows().div_ceil(width);
+        let data = &self.data[first / width * bytes..(first / width + panels) * bytes];
+        panels_on(self.isa, self.format, data, x, out);
+    }
+}
+
+/// `out[j, r] = w_r · x_j` for whole panels `w` and every row of `x`, on
+/// `isa` (which the CPU must support).
+fn panels_on(isa: Isa, format: PlaneFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<'_>) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => {
+            assert!(avx2::available());
+            // SAFETY: the CPU supports the build's features, asserted above.
+            unsafe { avx2::panels(format, w, x, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            assert!(avx512::available());
+            // SAFETY: the CPU supports the build's features, asserted above.
+            unsafe { avx512::panels(format, w, x, out) }
+        }
+        _ => panels_portable(format, panel_width(isa), w, x, out),
+    }
+}
+
+/// Where code part `v` (of 32) of row `i` lies in a plane of `width` rows:
+/// the byte and the bit it starts at.
+fn plane_position(plane: Plane, width: usize, i: usize, v: usize) -> (usize, u32) {
+    let (t, q) = (v / 4, v % 4);
+    match plane {
+        // Register t < 4 is the low nibbles of group t, t ≥ 4 the high ones of group t − 4.
+        Plane::Nibble => ((t % 4) * 4 * width + 4 * i + q, 4 * (t / 4) as u32),
+        Plane::Two => ((t / 4) * 4 * width + 4 * i + q, 2 * (t % 4) as u32),
+        Plane::One => (4 * i + q, t as u32),
+    }
+}
+
+/// Writes row `i`'s decoded block into its panel block `dst`.
+fn write_row(format: PlaneFormat, layout: &Layout, i: usize, block: &Decoded, dst: &mut [u8]) {
+    let spec = format.spec();
+    let width = layout.width;
+    dst[2 * i..2 * i + 2].copy_from_slice(&block.d.to_le_bytes());
+    if spec.mins != Mins::None {
+        let at = layout.second_at + 2 * i;
+        dst[at..at + 2].copy_from_slice(&block.second.to_le_bytes());
+    }
+    for (s, sub) in block.subs[..spec.subs].iter().enumerate() {
+        for h in 0..layout.scales_per_sub {
+            dst[layout.scales_at + (s * layout.scales_per_sub + h) * width + i] = sub.sc[h] as u8;
+        }
+        for h in 0..layout.mins_per_sub {
+            dst[layout.mins_at + (s * layout.mins_per_sub + h) * width + i] = sub.m[h];
+        }
+        let mut shift = 0;
+        for (k, &plane) in spec.planes.iter().enumerate() {
+            let base = layout.plane_at(spec.planes, s, k);
+            let mask = (1u8 << plane.bits()) - 1;
+            for (v, &code) in sub.codes.iter().enumerate() {
+                let (byte, bit) = plane_position(plane, width, i, v);
+                dst[base + byte] |= ((code >> shift) & mask) << bit;
+            }
+            shift += plane.bits();
+        }
+    }
+}
+
+/// Row `i`'s block read back from its panel block `src`.
+fn read_row(format: PlaneFormat, layout: &Layout, i: usize, src: &[u8]) -> Decoded {
+    let spec = format.spec();
+    let width = layout.width;
+    let mut block = Decoded {
+        d: u16::from_le_bytes([src[2 * i], src[2 * i + 1]]),
+        ..Decoded::default()
+    };
+    if spec.mins != Mins::None {
+        let at = layout.second_at + 2 * i;
+        block.second = u16::from_le_bytes([src[at], src[at + 1]]);
+    }
+    for (s, sub) in block.subs[..spec.subs].iter_mut().enumerate() {
+        *sub = Sub {
+            sc: [1, 1],
+            ..Sub::default()
+        };
+        for h in 0..2 {
+            if layout.scales_per_sub > 0 {
+                let hh = h.min(layout.scales_per_sub - 1);
+                sub.sc[h] =
+                    src[layout.scales_at + (s * layout.scales_per_sub + hh) * width + i] as i8;
+            }
+            if layout.mins_per_sub > 0 {
+                let hh = h.min(layout.mins_per_sub - 1);
+                sub.m[h] = src[layout.mins_at + (s * layout.mins_per_sub + hh) * width + i];
+            }
+        }
+        let mut shift = 0;
+        for (k, &plane) in spec.planes.iter().enumerate() {
+            let base = layout.plane_at(spec.planes, s, k);
+            let mask = (1u8 << plane.bits()) - 1;
+            for (v, code) in sub.codes.iter_mut().enumerate() {
+                let (byte, bit) = plane_position(plane, width, i, v);
+                *code |= ((src[base + byte] >> bit) & mask) << shift;
+            }
+            shift += plane.bits();
+        }
+    }
+    block
+}
+
+fn f16_value(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// The reference: every build must give these bits.
+fn panels_portable(
+    format: PlaneFormat,
+    width: usize,
+    w: &[u8],
+    x: &Q8Rows,
+    mut out: ColumnsOut<'_>,
+) {
+    let spec = format.spec();
+    let layout = Layout::new(format, width);
+    let (m, cols) = (x.rows(), x.cols());
+    let nb = cols / format.block_values();
+    let panel_bytes = nb * layout.block_bytes;
+    assert!(w.len().is_multiple_of(panel_bytes));
+    let mut acc = vec![0.0f32; m];
+    let mut mo = vec![0.0f32; m];
+    for (p, panel) in w.chunks_exact(panel_bytes).enumerate() {
+        for i in 0..width {
+            acc.fill(0.0);
+            mo.fill(0.0);
+            for (b, src) in panel.chunks_exact(layout.block_bytes).enumerate() {
+                let block = read_row(format, &layout, i, src);
+                let (d, second) = (f16_value(block.d), f16_value(block.second));
+                for (s, sub) in block.subs[..spec.subs].iter().enumerate() {
+                    for j in 0..m {
+                        let at = j * (cols / QK) + b * spec.subs + s;
+                        let (i_sum, j_sum) = sub_block_sums(format, sub, x, at);
+                        acc[j] = (i_sum as f32).mul_add(d * x.d[at], acc[j]);
+                        match spec.mins {
+                            Mins::Int => mo[j] = (j_sum as f32).mul_add(second * x.d[at], mo[j]),
+                            Mins::Float => mo[j] = second.mul_add(x.s[at], mo[j]),
+                            Mins::None => {}
+                        }
+                    }
+                }
+            }
+            for j in 0..m {
+                let v = match spec.mins {
+                    Mins::Int => acc[j] - mo[j],
+                    Mins::Float => acc[j] + mo[j],
+                    Mins::None => acc[j],
+                };
+                out.set(p * width + i, j, v);
+            }
+        }
+    }
+}
+
+/// The exact integers `(I, J)` of one sub-block against activation block
+/// `at` (see the module doc).
+fn sub_block_sums(format: PlaneFormat, sub: &Sub, x: &Q8Rows, at: usize) -> (i32, i32) {
+    let spec = format.spec();
+    let q = &x.qs[at * QK..(at + 1) * QK];
+    let dot = |range: std::ops::Range<usize>| -> i32 {
+        range
+            .map(|v| sub.codes[v] as i32 * q[v] as i32)
+            .sum::<i32>()
+    };
+    let (p_lo, p_hi) = (dot(0..16), dot(16..32));
+    let q_all = x.sums[at];
+    let q_lo = x.sums_lo[at];
+    let q_hi = q_all - q_lo;
+    let (sc0, sc1) = (sub.sc[0] as i32, sub.sc[1] as i32);
+    let i_sum = match spec.scales {
+        SubScales::None => p_lo + p_hi - spec.bias * q_all,
+        SubScales::Per32 => sc0 * (p_lo + p_hi - spec.bias * q_all),
+        SubScales::Per16 => sc0 * (p_lo - spec.bias * q_lo) + sc1 * (p_hi - spec.bias * q_hi),
+    };
+    let (m0, m1) = (sub.m[0] as i32, sub.m[1] as i32);
+    let j_sum = match spec.scales {
+        SubScales::Per16 => m0 * q_lo + m1 * q_hi,
+        _ => m0 * q_all,
+    };
+    (i_sum, j_sum)
+}
+
+#[cfg(test)]
+mod tests;
