@@ -50,8 +50,11 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         None => block_kernels(),
         Some("mla") => mla(),
+        Some("types") => every_type(),
         Some(other) => {
-            eprintln!("unknown benchmark `{other}` (none for the block kernels, or `mla`)");
+            eprintln!(
+                "unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)"
+            );
             std::process::exit(2);
         }
     }
@@ -210,6 +213,86 @@ fn block_kernels() {
         }
     }
     model_pass();
+}
+
+/// Every GGUF type pagoda computes, at a 1B model's FFN shape ([8192,
+/// 2048]: one gate or up projection), with 8-bit activations, against
+/// candle's quantized matmul on the same tensor (the path these types took
+/// before pagoda's own kernels) and against one read of the weights.
+fn every_type() {
+    use pagoda_models::kernels::half_precision::{HalfKind, HalfMatrix};
+    use pagoda_models::kernels::plane::{PlaneFormat, PlaneMatrix};
+    let (rows, cols) = (8192, 2048);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| (((i * 7919) % 1000) as f32 / 1000.0 - 0.5) * 0.05)
+        .collect();
+    let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).expect("tensor");
+    let bandwidth = read_bandwidth(256 << 20);
+    println!(
+        "[{rows}, {cols}] weights, {} threads, read bandwidth {bandwidth:.1} GB/s;          pagoda vs candle's QMatMul; 'of bound' = time of one read of the weights / kernel time",
+        Team::global().threads()
+    );
+    let types = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+    ];
+    let mut scratch = Q8Rows::default();
+    for dtype in types {
+        let q = QTensor::quantize(&t, dtype).expect("quantize");
+        let bytes = q.data().expect("data").into_owned();
+        let size = bytes.len() as f64;
+        let ours: Box<dyn Fn(&[f32], usize, &mut Q8Rows) -> Vec<f32>> =
+            if let Some(format) = BlockFormat::from_ggml(dtype) {
+                let m = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
+                let p = PanelMatrix::from_rows(&m);
+                Box::new(move |x, b, s| p.matmul(x, b, s))
+            } else if let Some(format) = PlaneFormat::from_ggml(dtype) {
+                let p = PlaneMatrix::from_gguf(format, rows, cols, &bytes).expect("matrix");
+                Box::new(move |x, b, s| p.matmul(x, b, s))
+            } else {
+                let kind = if dtype == GgmlDType::F16 {
+                    HalfKind::F16
+                } else {
+                    HalfKind::Bf16
+                };
+                let h = HalfMatrix::from_le_bytes(kind, rows, cols, &bytes).expect("matrix");
+                Box::new(move |x, b, _| h.matmul(x, b))
+            };
+        let candle = candle_core::quantized::QMatMul::from_qtensor(q).expect("qmatmul");
+        for batch in [1usize, 8, 64] {
+            let x: Vec<f32> = (0..batch * cols)
+                .map(|i| (i % 13) as f32 * 0.01 - 0.06)
+                .collect();
+            let iters = (64 / batch).max(1);
+            let ours_secs = best(iters, || {
+                std::hint::black_box(ours(&x, batch, &mut scratch));
+            });
+            let xt = Tensor::from_slice(&x, (batch, cols), &Device::Cpu).expect("x");
+            let candle_secs = best(iters, || {
+                use candle_core::Module;
+                std::hint::black_box(candle.forward(&xt).expect("forward"));
+            });
+            println!(
+                "{:<5} batch {batch:>2}: pagoda {:>8.1} us ({:>5.1} GB/s, {:>4.0}% of bound) | candle {:>8.1} us | {:>5.2}x",
+                format!("{dtype:?}"),
+                ours_secs * 1e6,
+                size / ours_secs / 1e9,
+                100.0 * size / bandwidth / 1e9 / ours_secs,
+                candle_secs * 1e6,
+                candle_secs / ours_secs,
+            );
+        }
+    }
 }
 
 /// Sums `part` in 64 independent lanes (wide loads, no dependency chain

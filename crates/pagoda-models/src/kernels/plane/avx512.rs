@@ -153,6 +153,7 @@ fn tile<const F: u8, const T: usize>(
         sums_lo,
     } = x.tile::<T>(j0);
     let zero = _mm512_setzero_si512();
+    let fzero = _mm512_setzero_ps();
     let mut acc = [_mm512_setzero_ps(); T];
     let mut mo = [_mm512_setzero_ps(); T];
     for (b, blk) in panel.chunks_exact(layout.block_bytes).enumerate() {
@@ -163,29 +164,32 @@ fn tile<const F: u8, const T: usize>(
             halves_at(blk, layout.second_at)
         };
         for s in 0..spec.subs {
+            // The rows' exact f32 scales of each half: d · sc and dmin · m.
             let sc = |h: usize| {
                 let h = h.min(layout.scales_per_sub.max(1) - 1);
-                bytes_at(
-                    blk,
-                    layout.scales_at + (s * layout.scales_per_sub + h) * W,
-                    true,
-                )
+                let at = layout.scales_at + (s * layout.scales_per_sub + h) * W;
+                _mm512_mul_ps(d, _mm512_cvtepi32_ps(bytes_at(blk, at, true)))
             };
             let mn = |h: usize| {
                 let h = h.min(layout.mins_per_sub.max(1) - 1);
-                bytes_at(
-                    blk,
-                    layout.mins_at + (s * layout.mins_per_sub + h) * W,
-                    false,
-                )
+                let at = layout.mins_at + (s * layout.mins_per_sub + h) * W;
+                _mm512_mul_ps(second, _mm512_cvtepi32_ps(bytes_at(blk, at, false)))
             };
-            let (sc0, sc1) = match spec.scales {
-                SubScales::None => (zero, zero),
-                _ => (sc(0), sc(1)),
+            let (dsc0, dsc1) = match spec.scales {
+                SubScales::None => (d, d),
+                SubScales::Per32 => {
+                    let v = sc(0);
+                    (v, v)
+                }
+                SubScales::Per16 => (sc(0), sc(1)),
             };
-            let (m0, m1) = match spec.mins {
-                Mins::Int => (mn(0), mn(1)),
-                _ => (zero, zero),
+            let (dm0, dm1) = match (spec.mins, spec.scales) {
+                (Mins::Int, SubScales::Per16) => (mn(0), mn(1)),
+                (Mins::Int, _) => {
+                    let v = mn(0);
+                    (v, v)
+                }
+                _ => (fzero, fzero),
             };
             let w = codes(spec.planes, &layout, blk, s);
             let sb = b * spec.subs + s;
@@ -199,39 +203,29 @@ fn tile<const F: u8, const T: usize>(
                 }
                 let (q_all, q_lo) = (sums[k][sb], sums_lo[k][sb]);
                 let q_hi = q_all - q_lo;
-                let bias = |q: i32| _mm512_set1_epi32(spec.bias * q);
-                let i_sum = match spec.scales {
-                    SubScales::None => _mm512_sub_epi32(_mm512_add_epi32(lo, hi), bias(q_all)),
-                    SubScales::Per32 => _mm512_mullo_epi32(
-                        _mm512_sub_epi32(_mm512_add_epi32(lo, hi), bias(q_all)),
-                        sc0,
-                    ),
-                    SubScales::Per16 => _mm512_add_epi32(
-                        _mm512_mullo_epi32(_mm512_sub_epi32(lo, bias(q_lo)), sc0),
-                        _mm512_mullo_epi32(_mm512_sub_epi32(hi, bias(q_hi)), sc1),
-                    ),
-                };
-                let dx = _mm512_set1_ps(ds[k][sb]);
-                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_sum), _mm512_mul_ps(d, dx), acc[k]);
-                match spec.mins {
-                    Mins::Int => {
-                        let j_sum = match spec.scales {
-                            SubScales::Per16 => _mm512_add_epi32(
-                                _mm512_mullo_epi32(m0, _mm512_set1_epi32(q_lo)),
-                                _mm512_mullo_epi32(m1, _mm512_set1_epi32(q_hi)),
-                            ),
-                            _ => _mm512_mullo_epi32(m0, _mm512_set1_epi32(q_all)),
-                        };
-                        mo[k] = _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(j_sum),
-                            _mm512_mul_ps(second, dx),
-                            mo[k],
-                        );
+                let i_lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(spec.bias * q_lo));
+                let i_hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(spec.bias * q_hi));
+                let dx = ds[k][sb];
+                let vdx = _mm512_set1_ps(dx);
+                if spec.scales == SubScales::Per16 {
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_lo), _mm512_mul_ps(dsc0, vdx), acc[k]);
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_hi), _mm512_mul_ps(dsc1, vdx), acc[k]);
+                } else {
+                    let i_sum = _mm512_add_epi32(i_lo, i_hi);
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_sum), _mm512_mul_ps(dsc0, vdx), acc[k]);
+                }
+                match (spec.mins, spec.scales) {
+                    (Mins::Int, SubScales::Per16) => {
+                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(q_lo as f32 * dx), mo[k]);
+                        mo[k] = _mm512_fmadd_ps(dm1, _mm512_set1_ps(q_hi as f32 * dx), mo[k]);
                     }
-                    Mins::Float => {
+                    (Mins::Int, _) => {
+                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(q_all as f32 * dx), mo[k]);
+                    }
+                    (Mins::Float, _) => {
                         mo[k] = _mm512_fmadd_ps(second, _mm512_set1_ps(ss[k][sb]), mo[k]);
                     }
-                    Mins::None => {}
+                    (Mins::None, _) => {}
                 }
             }
         }

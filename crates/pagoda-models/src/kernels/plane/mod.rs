@@ -15,14 +15,17 @@
 //! the GGUF block's bytes plus at most one byte per 16 values per row.
 //!
 //! **The arithmetic** (activations quantized to 8 bits per 32 values by
-//! [`crate::kernels::int8`]), identical in every build: per sub-block, the
-//! exact integer `I = Σ_halves sc_h · (Σ_h u·q − bias · Σ_h q)` (one half
-//! of 32 values when the type has one sub-scale), then
-//! `acc = fma(I as f32, d · d_x, acc)`; the integer minimums add
-//! `J = Σ_halves m_h · Σ_h q` as `mo = fma(J as f32, dmin · d_x, mo)` and the
-//! result is `acc − mo`; Q5_1's f16 minimum adds `fma(m, s_x, mo)` and the
-//! result is `acc + mo`. So every build gives the same bits, and a row's
-//! result never depends on the rows computed with it (batch invariance).
+//! [`crate::kernels::int8`]), identical in every build: per sub-block and
+//! half `h` (values 0..16 and 16..32), the exact integer
+//! `I_h = Σ_h u·q − bias · Σ_h q`; the row's exact f32 scale `d·sc_h`
+//! (`d` alone without sub-scales) times the activations' `d_x`; then
+//! `acc = fma(I as f32, d·sc·d_x, acc)` with `I = I_lo + I_hi` for one
+//! sub-scale per sub-block, or one such step per half for a sub-scale per
+//! 16 values. Integer minimums add `mo = fma(dmin·m_h, (Σ_h q as f32)·d_x,
+//! mo)` likewise and the result is `acc − mo`; Q5_1's f16 minimum adds
+//! `fma(m, s_x, mo)` and the result is `acc + mo`. So every build gives the
+//! same bits, and a row's result never depends on the rows computed with it
+//! (batch invariance).
 //!
 //! With f32 activations ([`PlaneMatrix::matmul_f32`]) each weight row is
 //! dequantized (as ggml does) and multiplied in f32 with a fixed summation
@@ -367,14 +370,32 @@ fn panels_portable(
                 let block = read_row(format, &layout, i, src);
                 let (d, second) = (f16_value(block.d), f16_value(block.second));
                 for (s, sub) in block.subs[..spec.subs].iter().enumerate() {
+                    // The row's exact f32 scales of each half: d · sc, dmin · m.
+                    let dsc = sub.sc.map(|sc| match spec.scales {
+                        SubScales::None => d,
+                        _ => d * sc as f32,
+                    });
+                    let dm = sub.m.map(|m| second * m as f32);
                     for j in 0..m {
                         let at = j * (cols / QK) + b * spec.subs + s;
-                        let (i_sum, j_sum) = sub_block_sums(format, sub, x, at);
-                        acc[j] = (i_sum as f32).mul_add(d * x.d[at], acc[j]);
-                        match spec.mins {
-                            Mins::Int => mo[j] = (j_sum as f32).mul_add(second * x.d[at], mo[j]),
-                            Mins::Float => mo[j] = second.mul_add(x.s[at], mo[j]),
-                            Mins::None => {}
+                        let (i_lo, i_hi) = half_sums(format, sub, x, at);
+                        let dx = x.d[at];
+                        let (q_all, q_lo) = (x.sums[at], x.sums_lo[at]);
+                        let q_hi = q_all - q_lo;
+                        if spec.scales == SubScales::Per16 {
+                            acc[j] = (i_lo as f32).mul_add(dsc[0] * dx, acc[j]);
+                            acc[j] = (i_hi as f32).mul_add(dsc[1] * dx, acc[j]);
+                        } else {
+                            acc[j] = ((i_lo + i_hi) as f32).mul_add(dsc[0] * dx, acc[j]);
+                        }
+                        match (spec.mins, spec.scales) {
+                            (Mins::Int, SubScales::Per16) => {
+                                mo[j] = dm[0].mul_add(q_lo as f32 * dx, mo[j]);
+                                mo[j] = dm[1].mul_add(q_hi as f32 * dx, mo[j]);
+                            }
+                            (Mins::Int, _) => mo[j] = dm[0].mul_add(q_all as f32 * dx, mo[j]),
+                            (Mins::Float, _) => mo[j] = second.mul_add(x.s[at], mo[j]),
+                            (Mins::None, _) => {}
                         }
                     }
                 }
@@ -391,32 +412,19 @@ fn panels_portable(
     }
 }
 
-/// The exact integers `(I, J)` of one sub-block against activation block
-/// `at` (see the module doc).
-fn sub_block_sums(format: PlaneFormat, sub: &Sub, x: &Q8Rows, at: usize) -> (i32, i32) {
-    let spec = format.spec();
+/// The exact integers `Σ_h u·q − bias · Σ_h q` of the two halves of one
+/// sub-block against activation block `at`.
+fn half_sums(format: PlaneFormat, sub: &Sub, x: &Q8Rows, at: usize) -> (i32, i32) {
+    let bias = format.spec().bias;
     let q = &x.qs[at * QK..(at + 1) * QK];
     let dot = |range: std::ops::Range<usize>| -> i32 {
         range
             .map(|v| sub.codes[v] as i32 * q[v] as i32)
             .sum::<i32>()
     };
-    let (p_lo, p_hi) = (dot(0..16), dot(16..32));
-    let q_all = x.sums[at];
     let q_lo = x.sums_lo[at];
-    let q_hi = q_all - q_lo;
-    let (sc0, sc1) = (sub.sc[0] as i32, sub.sc[1] as i32);
-    let i_sum = match spec.scales {
-        SubScales::None => p_lo + p_hi - spec.bias * q_all,
-        SubScales::Per32 => sc0 * (p_lo + p_hi - spec.bias * q_all),
-        SubScales::Per16 => sc0 * (p_lo - spec.bias * q_lo) + sc1 * (p_hi - spec.bias * q_hi),
-    };
-    let (m0, m1) = (sub.m[0] as i32, sub.m[1] as i32);
-    let j_sum = match spec.scales {
-        SubScales::Per16 => m0 * q_lo + m1 * q_hi,
-        _ => m0 * q_all,
-    };
-    (i_sum, j_sum)
+    let q_hi = x.sums[at] - q_lo;
+    (dot(0..16) - bias * q_lo, dot(16..32) - bias * q_hi)
 }
 
 #[cfg(test)]
