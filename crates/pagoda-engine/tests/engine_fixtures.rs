@@ -13,7 +13,7 @@ use pagoda_engine::{
     EngineConfig, EngineCore, EngineEvent, Request, RequestId, SamplingParams, SchedulerConfig,
     StopCondition,
 };
-use pagoda_models::{load_model, CausalLm};
+use pagoda_models::{load_model, CausalLm, KvDtype};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -111,6 +111,7 @@ fn config(
             max_tokens_per_step: budget,
             max_waiting: 64,
         },
+        kv_dtype: KvDtype::F32,
     }
 }
 

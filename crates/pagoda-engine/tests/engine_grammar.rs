@@ -12,7 +12,7 @@ use pagoda_engine::{
     EngineConfig, EngineCore, EngineEvent, FinishReason, GrammarCompiler, GrammarError,
     GrammarSpec, Request, RequestId, SamplingParams, SchedulerConfig, StopCondition,
 };
-use pagoda_models::{load_model, load_tokenizer, CausalLm, Tokenizer};
+use pagoda_models::{load_model, load_tokenizer, CausalLm, KvDtype, Tokenizer};
 
 struct Fixture {
     model: Arc<dyn CausalLm>,
@@ -85,6 +85,7 @@ fn run(f: &Fixture, requests: &[Request], max_num_seqs: usize) -> (Outcome, u64)
             max_tokens_per_step: 32,
             max_waiting: 64,
         },
+        kv_dtype: KvDtype::F32,
     };
     let mut engine = EngineCore::new(f.model.clone(), config).expect("engine");
     let mut streams = Vec::new();

@@ -13,7 +13,7 @@ use pagoda_engine::{
     ReasoningLimit, Request, RequestId, SamplingParams, SchedulerConfig, StopCondition,
     SubmitError,
 };
-use pagoda_models::{load_model, CausalLm, Tokenizer};
+use pagoda_models::{load_model, CausalLm, KvDtype, Tokenizer};
 
 struct Model {
     model: Arc<dyn CausalLm>,
@@ -53,6 +53,7 @@ fn config(
             max_tokens_per_step: budget,
             max_waiting: 64,
         },
+        kv_dtype: KvDtype::F32,
     }
 }
 
@@ -450,15 +451,28 @@ fn the_pool_is_sized_once_from_a_budget() {
         16,
         true,
         scheduler,
+        KvDtype::F32,
     )
     .expect("64 MiB holds blocks");
     assert_eq!(engine.stats().blocks_total, (64 << 20) / (per_token * 16));
+    // An f16 pool holds twice the tokens in the same memory.
+    let half = EngineCore::with_budget(
+        model().model.clone(),
+        KvBudget::Bytes(64 << 20),
+        16,
+        true,
+        scheduler,
+        KvDtype::F16,
+    )
+    .expect("64 MiB holds blocks");
+    assert_eq!(half.stats().blocks_total, (64 << 20) / (per_token / 2 * 16));
     let tiny = EngineCore::with_budget(
         model().model.clone(),
         KvBudget::Bytes(1000),
         16,
         true,
         scheduler,
+        KvDtype::F16,
     );
     assert!(tiny
         .expect_err("1000 bytes hold no block")
@@ -470,6 +484,7 @@ fn the_pool_is_sized_once_from_a_budget() {
         16,
         true,
         scheduler,
+        KvDtype::F16,
     )
     .expect("1% of free memory holds blocks");
     assert!(fraction.stats().blocks_total > 0);

@@ -52,9 +52,7 @@ fn main() {
         Some("mla") => mla(),
         Some("types") => every_type(),
         Some(other) => {
-            eprintln!(
-                "unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)"
-            );
+            eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");
             std::process::exit(2);
         }
     }

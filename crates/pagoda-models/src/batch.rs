@@ -61,7 +61,8 @@ impl Logits {
     }
 }
 
-/// Checks a batch before a forward pass: the cache was built for `layout`,
+/// Checks a batch before a forward pass: the cache was built for `layout`
+/// (in any element type),
 /// every chunk has tokens, stays inside a context of `context` positions,
 /// and has a block table that covers it.
 pub(crate) fn check_batch(
@@ -70,7 +71,7 @@ pub(crate) fn check_batch(
     layout: KvLayout,
     context: usize,
 ) -> Result<()> {
-    if cache.layout() != layout {
+    if cache.layout().with_dtype(layout.dtype) != layout {
         return Err(ModelError::InvalidBatch(format!(
             "the KV cache was built for {:?}, the model needs {layout:?}",
             cache.layout(),

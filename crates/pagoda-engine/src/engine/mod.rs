@@ -28,7 +28,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pagoda_models::{CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
+use pagoda_models::{CausalLm, KvDtype, LogitsWanted, PagedKvCache, SeqChunk};
 
 pub use sink::EventSink;
 pub use stats::EngineStats;
@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub prefix_caching: bool,
     /// Scheduling limits.
     pub scheduler: SchedulerConfig,
+    /// The element type of the KV pool.
+    pub kv_dtype: KvDtype,
 }
 
 /// Why an engine could not be built.
@@ -91,7 +93,8 @@ impl std::fmt::Debug for EngineCore {
 impl EngineCore {
     /// Allocates the KV pool for `model` and an idle engine.
     pub fn new(model: Arc<dyn CausalLm>, config: EngineConfig) -> pagoda_models::Result<Self> {
-        let cache = PagedKvCache::new(model.kv_layout(), config.block_size, config.num_blocks)?;
+        let layout = model.kv_layout().with_dtype(config.kv_dtype);
+        let cache = PagedKvCache::new(layout, config.block_size, config.num_blocks)?;
         let capacity = config.block_size * config.num_blocks;
         let limits = EngineLimits {
             vocab_size: model.config().vocab_size,
@@ -122,8 +125,9 @@ impl EngineCore {
         block_size: usize,
         prefix_caching: bool,
         scheduler: SchedulerConfig,
+        kv_dtype: KvDtype,
     ) -> Result<Self, EngineInitError> {
-        let layout = model.kv_layout();
+        let layout = model.kv_layout().with_dtype(kv_dtype);
         let size = budget.pool_size(layout, block_size)?;
         tracing::info!(
             blocks = size.num_blocks,
@@ -132,6 +136,7 @@ impl EngineCore {
             mib = size.bytes / (1024 * 1024),
             bytes_per_token = layout.bytes_per_token(),
             multi_head_bytes_per_token = layout.multi_head_bytes_per_token(),
+            kv_dtype = kv_dtype.name(),
             prefix_caching,
             "KV pool allocated"
         );
@@ -142,6 +147,7 @@ impl EngineCore {
                 num_blocks: size.num_blocks,
                 prefix_caching,
                 scheduler,
+                kv_dtype,
             },
         )?;
         let limits = core.limits();

@@ -107,7 +107,9 @@ impl CausalLm for Scripted {
             let sum: u64 = (0..end)
                 .map(|pos| {
                     let slot = pos % bs;
-                    layer.values(chunk.block_table[pos / bs], 0, slot + 1)[slot] as u64
+                    layer
+                        .values(chunk.block_table[pos / bs], 0, slot + 1)
+                        .to_vec()[slot] as u64
                 })
                 .sum();
             let mut row = vec![0.0; VOCAB];

@@ -27,6 +27,7 @@ fn engine(num_blocks: usize, block_size: usize, max_num_seqs: usize) -> EngineCo
                 max_tokens_per_step: 64,
                 max_waiting: 16,
             },
+            kv_dtype: KvDtype::F32,
         },
     )
     .expect("engine")

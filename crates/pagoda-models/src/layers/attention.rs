@@ -108,10 +108,11 @@ fn head_attention(
     thread_local! {
         /// This thread's score rows, reused across calls (no allocation per
         /// head and layer on the per-token path).
-        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = Default::default();
     }
     let mut scratch = SCRATCH.take();
-    let (scores, block_scores) = &mut scratch;
+    // `widened`: one block of an f16 pool's keys or values, as f32.
+    let (scores, block_scores, widened) = &mut scratch;
     scores.resize(TILE * longest, 0.0);
     block_scores.resize(TILE * bs, 0.0);
     for t0 in (0..len).step_by(TILE) {
@@ -128,7 +129,7 @@ fn head_attention(
                 break;
             }
             let slots = bs.min(context - first);
-            let keys = kv.keys_t(block, kv_head);
+            let keys = kv.keys_t(block, kv_head).as_f32(widened);
             if bs == FAST_BLOCK {
                 let mut store = |acc: &[[f32; FAST_BLOCK]]| {
                     for (i, acc) in acc.iter().enumerate() {
@@ -180,7 +181,7 @@ fn head_attention(
                 break;
             }
             let slots = bs.min(context - first);
-            let values = kv.values(block, kv_head, slots);
+            let values = kv.values(block, kv_head, slots).as_f32(widened);
             for (s, value) in values.chunks_exact(hd).enumerate() {
                 let pos = first + s;
                 for (i, o) in tile_out.chunks_exact_mut(hd).enumerate() {

@@ -8,9 +8,15 @@
 //! the K/V of new tokens into the slots a batch names and reads them back in
 //! attention.
 //!
+//! The values are stored in the pool's [`KvDtype`]: f32, or f16 (half the
+//! memory: twice the tokens in the same budget; every value rounded once to
+//! the nearest f16). Attention reads the stored type a block at a time
+//! ([`KvSlice::as_f32`]: f32 blocks are borrowed, f16 blocks widened into
+//! the reader's small scratch), never a widened copy of the whole cache.
+//!
 //! A model declares what a token stores per layer ([`KvKind`]):
 //!
-//! - **Per-head K and V** (llama, qwen2). One layer's K (and likewise V), in `f32`:
+//! - **Per-head K and V** (llama, qwen2). One layer's K (and likewise V):
 //!
 //!   ```text
 //!   block 0                      block 1
@@ -36,6 +42,9 @@
 //!   │ ...  (block_size slots)
 //!   ```
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use crate::error::{ModelError, Result};
 
 /// Identifies one block of the KV pool.
@@ -49,13 +58,45 @@ impl BlockId {
     }
 }
 
-/// What the KV pool holds for a model, as declared by the model.
+/// The element type the pool stores K and V (or latent rows) in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum KvDtype {
+    /// Four bytes per value, exact.
+    F32,
+    /// Two bytes per value (each rounded to the nearest f16; values beyond
+    /// f16's range saturate to ±65504). The default.
+    #[default]
+    F16,
+}
+
+impl KvDtype {
+    /// Bytes per stored value.
+    pub const fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+
+    /// The name in flags and logs (`f32`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+}
+
+/// What the KV pool holds for a model: declared by the model (layers and
+/// what a token stores), stored in the element type the server chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLayout {
     /// Number of layers, each with its own buffers.
     pub num_layers: usize,
     /// What one token stores in one layer.
     pub kind: KvKind,
+    /// The element type (f32 as a model declares it; see [`Self::with_dtype`]).
+    pub dtype: KvDtype,
 }
 
 /// What one token stores in one layer.
@@ -95,23 +136,28 @@ impl LatentKv {
     }
 }
 
-const F32_BYTES: usize = std::mem::size_of::<f32>();
-
 impl KvLayout {
-    /// Per-head K and V (today's llama layout).
+    /// Per-head K and V (today's llama layout), in f32.
     pub const fn per_head(num_layers: usize, kv_heads: usize, head_dim: usize) -> Self {
         Self {
             num_layers,
             kind: KvKind::PerHead { kv_heads, head_dim },
+            dtype: KvDtype::F32,
         }
     }
 
-    /// One latent row per token per layer.
+    /// One latent row per token per layer, in f32.
     pub const fn latent(num_layers: usize, latent: LatentKv) -> Self {
         Self {
             num_layers,
             kind: KvKind::Latent(latent),
+            dtype: KvDtype::F32,
         }
+    }
+
+    /// The same layout stored in `dtype`.
+    pub const fn with_dtype(self, dtype: KvDtype) -> Self {
+        Self { dtype, ..self }
     }
 
     /// Values one token stores in one layer's key buffer (the whole latent
@@ -124,16 +170,16 @@ impl KvLayout {
         }
     }
 
-    /// Bytes one token occupies in the whole cache (all layers, f32), as
-    /// the pool really stores it.
+    /// Bytes one token occupies in the whole cache (all layers, in the
+    /// layout's element type), as the pool really stores it.
     pub fn bytes_per_token(&self) -> usize {
         let (k, v) = self.values_per_slot();
-        self.num_layers * (k + v) * F32_BYTES
+        self.num_layers * (k + v) * self.dtype.bytes()
     }
 
     /// Bytes one token would occupy with plain per-head K and V (all layers,
-    /// f32): for a latent layout, `num_layers × num_heads ×
-    /// (qk_nope_head_dim + qk_rope_head_dim + v_head_dim) × 4` — what the
+    /// same element type): for a latent layout, `num_layers × num_heads ×
+    /// (qk_nope_head_dim + qk_rope_head_dim + v_head_dim) × bytes` — what the
     /// latent saves is the ratio of this to [`Self::bytes_per_token`]. For a
     /// per-head layout the two are equal.
     pub fn multi_head_bytes_per_token(&self) -> usize {
@@ -143,9 +189,121 @@ impl KvLayout {
                 self.num_layers
                     * l.num_heads
                     * (l.qk_nope_head_dim + l.qk_rope_head_dim + l.v_head_dim)
-                    * F32_BYTES
+                    * self.dtype.bytes()
             }
         }
+    }
+}
+
+/// One buffer of stored values.
+#[derive(Debug)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Store {
+    fn zeros(dtype: KvDtype, len: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => Store::F32(vec![0.0; len]),
+            KvDtype::F16 => Store::F16(vec![f16::ZERO; len]),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Store::F32(v) => v.len(),
+            Store::F16(v) => v.len(),
+        }
+    }
+
+    /// Stores `src` from `at` on.
+    fn put(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            Store::F16(v) => {
+                for (d, &s) in v[at..at + src.len()].iter_mut().zip(src) {
+                    *d = to_f16(s);
+                }
+            }
+        }
+    }
+
+    /// Stores one value.
+    fn set(&mut self, at: usize, x: f32) {
+        match self {
+            Store::F32(v) => v[at] = x,
+            Store::F16(v) => v[at] = to_f16(x),
+        }
+    }
+
+    fn copy_within(&mut self, src: std::ops::Range<usize>, dst: usize) {
+        match self {
+            Store::F32(v) => v.copy_within(src, dst),
+            Store::F16(v) => v.copy_within(src, dst),
+        }
+    }
+
+    fn slice(&self, range: std::ops::Range<usize>) -> KvSlice<'_> {
+        match self {
+            Store::F32(v) => KvSlice::F32(&v[range]),
+            Store::F16(v) => KvSlice::F16(&v[range]),
+        }
+    }
+}
+
+/// `x` rounded to the nearest f16, saturating at ±65504 (f16's largest
+/// finite value) instead of becoming infinite; NaN stays NaN.
+fn to_f16(x: f32) -> f16 {
+    f16::from_f32(x.clamp(-65504.0, 65504.0))
+}
+
+/// Stored values as a kernel reads them: f32 as they are, f16 to be widened.
+#[derive(Debug, Clone, Copy)]
+pub enum KvSlice<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// f16 values.
+    F16(&'a [f16]),
+}
+
+impl<'a> KvSlice<'a> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            KvSlice::F32(v) => v.len(),
+            KvSlice::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f32: borrowed when stored so, else widened (exactly)
+    /// into `scratch`, which grows as needed.
+    pub fn as_f32<'s>(self, scratch: &'s mut Vec<f32>) -> &'s [f32]
+    where
+        'a: 's,
+    {
+        match self {
+            KvSlice::F32(v) => v,
+            KvSlice::F16(v) => {
+                if scratch.len() < v.len() {
+                    scratch.resize(v.len(), 0.0);
+                }
+                let out = &mut scratch[..v.len()];
+                v.convert_to_f32_slice(out);
+                out
+            }
+        }
+    }
+
+    /// The values as a new f32 vector.
+    pub fn to_vec(self) -> Vec<f32> {
+        self.as_f32(&mut Vec::new()).to_vec()
     }
 }
 
@@ -153,8 +311,8 @@ impl KvLayout {
 /// `k` holds the latent rows and `v` is empty.
 #[derive(Debug)]
 pub struct LayerKv {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Store,
+    v: Store,
 }
 
 /// The paged KV pool of a model: every layer's blocks.
@@ -178,8 +336,8 @@ impl PagedKvCache {
         let slots = num_blocks * block_size;
         let layers = (0..layout.num_layers)
             .map(|_| LayerKv {
-                k: vec![0.0; slots * k],
-                v: vec![0.0; slots * v],
+                k: Store::zeros(layout.dtype, slots * k),
+                v: Store::zeros(layout.dtype, slots * v),
             })
             .collect();
         Ok(Self {
@@ -273,10 +431,9 @@ impl PagedKvCache {
                 let base = (block * heads + h) * bs * hd;
                 // Keys transposed within the block: `[head_dim, block_size]`.
                 for (d, &x) in k_row[h * hd..(h + 1) * hd].iter().enumerate() {
-                    kv.k[base + d * bs + slot] = x;
+                    kv.k.set(base + d * bs + slot, x);
                 }
-                let dst = base + slot * hd;
-                kv.v[dst..dst + hd].copy_from_slice(&v_row[h * hd..(h + 1) * hd]);
+                kv.v.put(base + slot * hd, &v_row[h * hd..(h + 1) * hd]);
             }
         }
     }
@@ -315,7 +472,7 @@ impl PagedKvCache {
         for (i, row) in rows.chunks_exact(width).enumerate() {
             let pos = start_pos + i;
             let dst = (block_table[pos / bs].index() * bs + pos % bs) * width;
-            kv.k[dst..dst + width].copy_from_slice(row);
+            kv.k.put(dst, row);
         }
         Ok(())
     }
@@ -390,24 +547,24 @@ impl<'a> LayerView<'a> {
     /// The keys of kv head `head` in `block`, transposed: `[head_dim,
     /// block_size]` (value `d` of the key in slot `s` at `d * block_size + s`;
     /// slots not yet written hold stale values).
-    pub fn keys_t(&self, block: BlockId, head: usize) -> &'a [f32] {
+    pub fn keys_t(&self, block: BlockId, head: usize) -> KvSlice<'a> {
         let n = self.block_size * self.head_dim;
         let start = (block.index() * self.kv_heads + head) * n;
-        &self.kv.k[start..start + n]
+        self.kv.k.slice(start..start + n)
     }
 
     /// The values of kv head `head` in `block` for the first `slots`
     /// positions: `[slots, head_dim]`.
-    pub fn values(&self, block: BlockId, head: usize, slots: usize) -> &'a [f32] {
+    pub fn values(&self, block: BlockId, head: usize, slots: usize) -> KvSlice<'a> {
         let start = (block.index() * self.kv_heads + head) * self.block_size * self.head_dim;
-        &self.kv.v[start..start + slots * self.head_dim]
+        self.kv.v.slice(start..start + slots * self.head_dim)
     }
 }
 
 /// A read-only view of one layer of a latent pool.
 #[derive(Debug, Clone, Copy)]
 pub struct LatentLayerView<'a> {
-    rows: &'a [f32],
+    rows: &'a Store,
     block_size: usize,
     latent: LatentKv,
 }
@@ -426,10 +583,10 @@ impl<'a> LatentLayerView<'a> {
     /// The rows of the first `slots` positions of `block`: `[slots,
     /// kv_lora_rank + qk_rope_head_dim]`, each the normed latent then the
     /// rotated rope key.
-    pub fn rows(&self, block: BlockId, slots: usize) -> &'a [f32] {
+    pub fn rows(&self, block: BlockId, slots: usize) -> KvSlice<'a> {
         let width = self.latent.width();
         let start = block.index() * self.block_size * width;
-        &self.rows[start..start + slots * width]
+        self.rows.slice(start..start + slots * width)
     }
 }
 
@@ -453,15 +610,15 @@ mod tests {
         // Block 3 holds positions 0 and 1; head 1's keys are 3,4,5 and 9,10,11,
         // stored transposed.
         assert_eq!(
-            view.keys_t(BlockId(3), 1),
+            view.keys_t(BlockId(3), 1).to_vec(),
             &[3.0, 9.0, 4.0, 10.0, 5.0, 11.0]
         );
         assert_eq!(
-            view.values(BlockId(3), 1, 2),
+            view.values(BlockId(3), 1, 2).to_vec(),
             &[-3.0, -4.0, -5.0, -9.0, -10.0, -11.0]
         );
         // Block 1 holds position 2 in its first slot.
-        let k1h0 = view.keys_t(BlockId(1), 0);
+        let k1h0 = view.keys_t(BlockId(1), 0).to_vec();
         assert_eq!([k1h0[0], k1h0[2], k1h0[4]], [12.0, 13.0, 14.0]);
     }
 
@@ -481,8 +638,14 @@ mod tests {
         cache.copy_block(BlockId(0), BlockId(2));
         for layer in 0..2 {
             let view = cache.layer(layer);
-            assert_eq!(view.keys_t(BlockId(2), 0), view.keys_t(BlockId(0), 0));
-            assert_eq!(view.values(BlockId(2), 0, 2), view.values(BlockId(0), 0, 2));
+            assert_eq!(
+                view.keys_t(BlockId(2), 0).to_vec(),
+                view.keys_t(BlockId(0), 0).to_vec()
+            );
+            assert_eq!(
+                view.values(BlockId(2), 0, 2).to_vec(),
+                view.values(BlockId(0), 0, 2).to_vec()
+            );
         }
     }
 
@@ -535,11 +698,11 @@ mod tests {
         let rows: Vec<f32> = (0..15).map(|i| i as f32).collect();
         cache.write_latent(1, &table, 0, &rows).expect("write");
         let view = cache.latent_layer(1).expect("latent view");
-        assert_eq!(view.rows(BlockId(2), 2), &rows[..10]);
-        assert_eq!(view.rows(BlockId(0), 1), &rows[10..]);
+        assert_eq!(view.rows(BlockId(2), 2).to_vec(), &rows[..10]);
+        assert_eq!(view.rows(BlockId(0), 1).to_vec(), &rows[10..]);
         cache.copy_block(BlockId(2), BlockId(1));
         let view = cache.latent_layer(1).expect("latent view");
-        assert_eq!(view.rows(BlockId(1), 2), &rows[..10]);
+        assert_eq!(view.rows(BlockId(1), 2).to_vec(), &rows[..10]);
         assert!(cache.write_latent(0, &table, 0, &rows[..4]).is_err());
         let mut heads = PagedKvCache::new(per_head, 2, 1).expect("cache");
         assert!(heads.write_latent(0, &[BlockId(0)], 0, &rows[..5]).is_err());

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use pagoda_models::{BlockId, CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
+use pagoda_models::{BlockId, CausalLm, KvDtype, LogitsWanted, PagedKvCache, SeqChunk};
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
@@ -16,15 +16,25 @@ pub fn default_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// A cache of `blocks` blocks of 4 positions (small, so that sequences cross blocks).
+/// A cache of `blocks` blocks of 4 positions (small, so that sequences cross blocks), in f32.
 pub fn cache_for(model: &dyn CausalLm, blocks: usize) -> PagedKvCache {
-    PagedKvCache::new(model.kv_layout(), 4, blocks).expect("cache")
+    cache_in(model, blocks, KvDtype::F32)
 }
 
-/// The logits of every position of `prompt`, forwarded in one chunk.
+/// [`cache_for`] storing `dtype`.
+pub fn cache_in(model: &dyn CausalLm, blocks: usize, dtype: KvDtype) -> PagedKvCache {
+    PagedKvCache::new(model.kv_layout().with_dtype(dtype), 4, blocks).expect("cache")
+}
+
+/// The logits of every position of `prompt`, forwarded in one chunk (f32 cache).
 pub fn prompt_logits(model: &dyn CausalLm, prompt: &[u32]) -> Vec<f32> {
+    prompt_logits_in(model, prompt, KvDtype::F32)
+}
+
+/// [`prompt_logits`] with a cache storing `dtype`.
+pub fn prompt_logits_in(model: &dyn CausalLm, prompt: &[u32], dtype: KvDtype) -> Vec<f32> {
     let blocks = prompt.len().div_ceil(4);
-    let mut cache = cache_for(model, blocks);
+    let mut cache = cache_in(model, blocks, dtype);
     let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
     model
         .forward(
@@ -40,11 +50,23 @@ pub fn prompt_logits(model: &dyn CausalLm, prompt: &[u32]) -> Vec<f32> {
         .data
 }
 
-/// Greedy decoding through the paged cache: the prompt in one chunk, then one token per step.
+/// Greedy decoding through the paged cache (f32): the prompt in one chunk,
+/// then one token per step.
 pub fn greedy(model: &dyn CausalLm, prompt: &[u32], steps: usize, stop: &[u32]) -> Vec<u32> {
+    greedy_in(model, prompt, steps, stop, KvDtype::F32)
+}
+
+/// [`greedy`] with a cache storing `dtype`.
+pub fn greedy_in(
+    model: &dyn CausalLm,
+    prompt: &[u32],
+    steps: usize,
+    stop: &[u32],
+    dtype: KvDtype,
+) -> Vec<u32> {
     let total = prompt.len() + steps;
     let blocks = total.div_ceil(4);
-    let mut cache = cache_for(model, blocks);
+    let mut cache = cache_in(model, blocks, dtype);
     // A scattered block table, to prove nothing assumes contiguous blocks.
     let table: Vec<BlockId> = (0..blocks as u32).rev().map(BlockId).collect();
     let mut out = Vec::new();

@@ -223,6 +223,7 @@ fn run_cell(
                 max_tokens_per_step: args.max_tokens_per_step,
                 max_waiting: prompts.len(),
             },
+            kv_dtype: args.precision.kv_cache_dtype(),
         },
     )?;
     let engine = EngineHandle::spawn(core, prompts.len())?;

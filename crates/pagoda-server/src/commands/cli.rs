@@ -58,6 +58,15 @@ pub enum DtypeArg {
     F32,
 }
 
+/// The element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheDtypeArg {
+    /// Four bytes per value: exact.
+    F32,
+    /// Two bytes per value: twice the tokens in the same memory.
+    F16,
+}
+
 /// The precision flags every command that loads a model takes.
 #[derive(Debug, Clone, Args)]
 pub struct PrecisionArgs {
@@ -67,9 +76,21 @@ pub struct PrecisionArgs {
     /// What F16/BF16 weights are computed in: auto keeps them in two bytes.
     #[arg(long, env = "PAGODA_DTYPE", value_enum, default_value_t = DtypeArg::Auto)]
     pub dtype: DtypeArg,
+    /// What the KV cache stores keys and values in: f16 holds twice the
+    /// tokens of f32 in the same memory.
+    #[arg(long, env = "PAGODA_KV_CACHE_DTYPE", value_enum, default_value_t = KvCacheDtypeArg::F16)]
+    pub kv_cache_dtype: KvCacheDtypeArg,
 }
 
 impl PrecisionArgs {
+    /// The KV pool's element type.
+    pub fn kv_cache_dtype(&self) -> pagoda_models::KvDtype {
+        match self.kv_cache_dtype {
+            KvCacheDtypeArg::F32 => pagoda_models::KvDtype::F32,
+            KvCacheDtypeArg::F16 => pagoda_models::KvDtype::F16,
+        }
+    }
+
     /// The load options these choices mean.
     pub fn load_options(&self) -> pagoda_models::LoadOptions {
         pagoda_models::LoadOptions {

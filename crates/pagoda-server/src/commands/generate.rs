@@ -95,6 +95,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 max_tokens_per_step: prompt_len.max(1),
                 max_waiting: 1,
             },
+            kv_dtype: args.precision.kv_cache_dtype(),
         },
     )?;
     let (tx, events) = flume::unbounded();

@@ -84,8 +84,14 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         args.block_size,
         true,
         scheduler,
+        args.precision.kv_cache_dtype(),
     )?;
-    crate::http::metrics::kv_layout(loaded.model.kv_layout());
+    crate::http::metrics::kv_layout(
+        loaded
+            .model
+            .kv_layout()
+            .with_dtype(args.precision.kv_cache_dtype()),
+    );
     let engine = EngineHandle::spawn(core, args.max_waiting)?;
     let template = loaded
         .chat_template

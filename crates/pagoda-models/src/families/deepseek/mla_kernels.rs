@@ -220,7 +220,10 @@ fn attend(
     thread_local! {
         /// This thread's scores, reused across calls.
         static SCORES: std::cell::RefCell<Vec<f32>> = Default::default();
+        /// This thread's widened block of latent rows (an f16 pool's), reused.
+        static WIDENED: std::cell::RefCell<Vec<f32>> = Default::default();
     }
+    let mut widened = WIDENED.take();
     assert!(
         piece.block_table.len() * bs >= piece.start_pos + piece.len,
         "the block table covers the context"
@@ -249,7 +252,7 @@ fn attend(
             if first >= context {
                 break;
             }
-            let block_rows = kv.rows(block, bs.min(context - first));
+            let block_rows = kv.rows(block, bs.min(context - first)).as_f32(&mut widened);
             let mut k0 = 0;
             while k0 < queries {
                 let at = (context, first, k0);
@@ -307,7 +310,7 @@ fn attend(
             if first >= context {
                 break;
             }
-            let block_rows = kv.rows(block, bs.min(context - first));
+            let block_rows = kv.rows(block, bs.min(context - first)).as_f32(&mut widened);
             let all = shared.saturating_sub(first).min(bs);
             for (k0, a) in acc.chunks_mut(QUERY_BLOCK * lora).enumerate() {
                 let at = (context, first, k0 * QUERY_BLOCK);
@@ -333,6 +336,7 @@ fn attend(
         }
     }
     SCORES.set(scores);
+    WIDENED.set(widened);
 }
 
 /// Head `head`'s output `W_UV,h · latent` of every slab row into `dst`

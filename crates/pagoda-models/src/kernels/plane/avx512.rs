@@ -208,11 +208,17 @@ fn tile<const F: u8, const T: usize>(
                 let dx = ds[k][sb];
                 let vdx = _mm512_set1_ps(dx);
                 if spec.scales == SubScales::Per16 {
-                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_lo), _mm512_mul_ps(dsc0, vdx), acc[k]);
-                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_hi), _mm512_mul_ps(dsc1, vdx), acc[k]);
+                    acc[k] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_lo), _mm512_mul_ps(dsc0, vdx), acc[k]);
+                    acc[k] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_hi), _mm512_mul_ps(dsc1, vdx), acc[k]);
                 } else {
                     let i_sum = _mm512_add_epi32(i_lo, i_hi);
-                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_sum), _mm512_mul_ps(dsc0, vdx), acc[k]);
+                    acc[k] = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(i_sum),
+                        _mm512_mul_ps(dsc0, vdx),
+                        acc[k],
+                    );
                 }
                 match (spec.mins, spec.scales) {
                     (Mins::Int, SubScales::Per16) => {
