@@ -109,7 +109,9 @@ async def cell(url: str, concurrency: int, requests: int, rng: random.Random, wo
     texts = [prompt(rng, words) for _ in range(requests)]
     queue = list(texts)
     results = []
-    limits = httpx.Limits(max_connections=concurrency + 4)
+    # A fresh connection per request: llama-server closes idle keep-alive
+    # connections, and a reused closed one fails the request.
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
 
         async def worker():

@@ -51,6 +51,7 @@ fn main() {
         None => block_kernels(),
         Some("mla") => mla(),
         Some("types") => every_type(),
+        Some("1b") => one_b_pass(),
         Some(other) => {
             eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");
             std::process::exit(2);
@@ -290,6 +291,80 @@ fn every_type() {
                 candle_secs / ours_secs,
             );
         }
+    }
+}
+
+/// Every product of one forward pass of a Llama-3.2-1B-shaped model in
+/// Q4_K_M's types (Q4_K; Q6_K for `ffn_down`, `attn_v` and the head, as
+/// llama-quantize picks them for most layers), distinct memory for every
+/// layer (~700 MB: far beyond the caches), against one read of it.
+fn one_b_pass() {
+    use pagoda_models::kernels::plane::{PlaneFormat, PlaneMatrix};
+    let (h, kv, ffn, vocab, layers) = (2048, 512, 8192, 49152, 16);
+    let plane = |r: usize, c: usize, dtype: GgmlDType| {
+        let w: Vec<f32> = (0..r * c)
+            .map(|i| (((i * 7919 + r) % 1000) as f32 / 1000.0 - 0.5) * 0.05)
+            .collect();
+        let t = Tensor::from_vec(w, (r, c), &Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&t, dtype).expect("quantize");
+        let format = PlaneFormat::from_ggml(dtype).expect("plane type");
+        PlaneMatrix::from_gguf(format, r, c, &q.data().expect("data")).expect("matrix")
+    };
+    let model: Vec<[PlaneMatrix; 7]> = (0..layers)
+        .map(|_| {
+            [
+                plane(h, h, GgmlDType::Q4K),
+                plane(kv, h, GgmlDType::Q4K),
+                plane(kv, h, GgmlDType::Q6K),
+                plane(h, h, GgmlDType::Q4K),
+                plane(ffn, h, GgmlDType::Q4K),
+                plane(ffn, h, GgmlDType::Q4K),
+                plane(h, ffn, GgmlDType::Q6K),
+            ]
+        })
+        .collect();
+    let head = plane(vocab, h, GgmlDType::Q6K);
+    let bytes = (model.iter().flatten().map(|m| m.bytes()).sum::<usize>() + head.bytes()) as f64;
+    let dram = read_bandwidth(1 << 30);
+    println!(
+        "1B-shaped Q4_K_M products: {:.0} MB of weights; read bandwidth, {} threads: {dram:.1} GB/s over 1 GiB",
+        bytes / 1e6,
+        Team::global().threads(),
+    );
+    let mut scratch = Q8Rows::default();
+    for batch in [1usize, 8, 64] {
+        let x_h: Vec<f32> = (0..batch * h)
+            .map(|i| (i % 13) as f32 * 0.01 - 0.06)
+            .collect();
+        let x_ffn: Vec<f32> = (0..batch * ffn)
+            .map(|i| (i % 11) as f32 * 0.01 - 0.05)
+            .collect();
+        let secs = best(1, || {
+            for l in &model {
+                std::hint::black_box(matmul_group(
+                    &[&l[0] as &dyn Int8Weights, &l[1], &l[2]],
+                    &x_h,
+                    batch,
+                    &mut scratch,
+                ));
+                std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch));
+                std::hint::black_box(matmul_group(
+                    &[&l[4] as &dyn Int8Weights, &l[5]],
+                    &x_h,
+                    batch,
+                    &mut scratch,
+                ));
+                std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch));
+            }
+            std::hint::black_box(head.matmul(&x_h, batch, &mut scratch));
+        });
+        println!(
+            "batch {batch:>2}: {:>7.2} ms = {:>6.1} tokens/s of products alone | {:>5.1} GB/s = {:>3.0}% of the read bound",
+            secs * 1e3,
+            batch as f64 / secs,
+            bytes / secs / 1e9,
+            100.0 * bytes / secs / 1e9 / dram,
+        );
     }
 }
 

@@ -16,6 +16,8 @@ use crate::kernels::plane::format::{Layout, Mins, Plane, PlaneFormat, SubScales}
 
 /// Rows per panel.
 const W: usize = 8;
+/// How far ahead of the block being computed its bytes are prefetched.
+const PREFETCH: usize = 4096;
 /// Activation rows sharing one unpacked sub-block.
 const TILE: usize = 4;
 
@@ -87,15 +89,6 @@ fn bytes_at(blk: &[u8], at: usize, signed: bool) -> __m256i {
     }
 }
 
-/// 32 bytes from `at`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load(blk: &[u8], at: usize) -> __m256i {
-    let b = &blk[at..at + 32];
-    // SAFETY: `b` holds 32 bytes.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
 /// Eight f16 values from `at`, widened.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -105,25 +98,40 @@ fn halves_at(blk: &[u8], at: usize) -> __m256 {
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast())) }
 }
 
-/// Sub-block `s`'s codes: register `t` holds values `4t..4t + 4` of every row.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn codes(planes: &[Plane], layout: &Layout, blk: &[u8], s: usize) -> [__m256i; 8] {
+/// Sub-block `s`'s codes: register `t` holds values `4t..4t + 4` of every
+/// row. Inlined into each type's kernel, where its planes are constants.
+///
+/// # Safety
+/// Only called from this build's kernels (the CPU has its features).
+#[inline(always)]
+unsafe fn codes<const F: u8>(layout: &Layout, blk: &[u8], s: usize) -> [__m256i; 8] {
+    let planes = PlaneFormat::of(F).spec().planes;
     let mut w = [_mm256_setzero_si256(); 8];
-    let mut shift = 0u32;
+    let mut shift = 0i32;
     for (k, &plane) in planes.iter().enumerate() {
         let at = layout.plane_at(planes, s, k);
+        let bytes = &blk[at..at + plane.bytes(W)];
+        let p = bytes.as_ptr();
         let mask = _mm256_set1_epi8(((1u32 << plane.bits()) - 1) as i8);
+        let left = _mm_cvtsi32_si128(shift);
+        // SAFETY: `bytes` holds the plane: 4, 2 or 1 vectors of 32 bytes.
+        let loaded: [__m256i; 4] = std::array::from_fn(|g| {
+            if g * 32 < bytes.len() {
+                unsafe { _mm256_loadu_si256(p.add(g * 32).cast()) }
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
         for (t, w) in w.iter_mut().enumerate() {
             let (v, right) = match plane {
-                Plane::Nibble => (load(blk, at + 32 * (t % 4)), 4 * (t / 4) as u32),
-                Plane::Two => (load(blk, at + 32 * (t / 4)), 2 * (t % 4) as u32),
-                Plane::One => (load(blk, at), t as u32),
+                Plane::Nibble => (loaded[t % 4], 4 * (t / 4) as i32),
+                Plane::Two => (loaded[t / 4], 2 * (t % 4) as i32),
+                Plane::One => (loaded[0], t as i32),
             };
-            let part = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(right as i32)), mask);
-            *w = _mm256_or_si256(*w, _mm256_sll_epi16(part, _mm_cvtsi32_si128(shift as i32)));
+            let part = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(right)), mask);
+            *w = _mm256_or_si256(*w, _mm256_sll_epi16(part, left));
         }
-        shift += plane.bits();
+        shift += plane.bits() as i32;
     }
     w
 }
@@ -190,6 +198,14 @@ fn tile<const F: u8, const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     let mut mo = [_mm256_setzero_ps(); T];
     for (b, blk) in panel.chunks_exact(layout.block_bytes).enumerate() {
+        // The bytes `PREFETCH` ahead, requested now: a decode step streams
+        // the weights from memory once, and the hardware prefetcher stops
+        // at page boundaries.
+        let ahead = blk.as_ptr().wrapping_add(PREFETCH);
+        for line in (0..layout.block_bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        }
         let d = halves_at(blk, 0);
         let second = if spec.mins == Mins::None {
             _mm256_setzero_ps()
@@ -224,7 +240,8 @@ fn tile<const F: u8, const T: usize>(
                 }
                 _ => (fzero, fzero),
             };
-            let w = codes(spec.planes, &layout, blk, s);
+            // SAFETY: this build's kernel: the CPU has its features.
+            let w = unsafe { codes::<F>(&layout, blk, s) };
             let sb = b * spec.subs + s;
             for k in 0..T {
                 let xq = &qs[k][sb * 32..(sb + 1) * 32];

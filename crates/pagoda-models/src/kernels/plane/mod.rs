@@ -40,6 +40,7 @@ mod avx2;
 mod avx512;
 
 use half::f16;
+use rayon::prelude::*;
 
 use crate::kernels::block_format::QK;
 use crate::kernels::columns_out::ColumnsOut;
@@ -103,15 +104,19 @@ impl PlaneMatrix {
         let width = panel_width(isa);
         let layout = Layout::new(format, width);
         let mut data = vec![0u8; rows.div_ceil(width) * nb * layout.block_bytes];
-        for r in 0..rows {
-            let (p, i) = (r / width, r % width);
-            for b in 0..nb {
-                let src = &bytes[(r * nb + b) * gguf..][..gguf];
-                let at = (p * nb + b) * layout.block_bytes;
-                let dst = &mut data[at..at + layout.block_bytes];
-                write_row(format, &layout, i, &Decoded::new(format, src), dst);
-            }
-        }
+        // Panels are independent: repacked in parallel (a 1B model's weights
+        // take seconds on one core).
+        data.par_chunks_mut(nb * layout.block_bytes)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for i in 0..width.min(rows - p * width) {
+                    let r = p * width + i;
+                    for (b, dst) in panel.chunks_exact_mut(layout.block_bytes).enumerate() {
+                        let src = &bytes[(r * nb + b) * gguf..][..gguf];
+                        write_row(format, &layout, i, &Decoded::new(format, src), dst);
+                    }
+                }
+            });
         Ok(Self {
             format,
             rows,
