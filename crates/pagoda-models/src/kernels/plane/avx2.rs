@@ -204,7 +204,7 @@ fn tile<const F: u8, const T: usize>(
         let ahead = blk.as_ptr().wrapping_add(PREFETCH);
         for line in (0..layout.block_bytes).step_by(64) {
             // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast()) };
         }
         let d = halves_at(blk, 0);
         let second = if spec.mins == Mins::None {
