@@ -51,7 +51,7 @@ fn main() {
         None => block_kernels(),
         Some("mla") => mla(),
         Some("types") => every_type(),
-        Some("1b") => one_b_pass(),
+        Some("1b") => one_b_pass(std::env::args().nth(2).as_deref() == Some("q4_0")),
         Some(other) => {
             eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");
             std::process::exit(2);
@@ -296,38 +296,53 @@ fn every_type() {
 
 /// Every product of one forward pass of a Llama-3.2-1B-shaped model in
 /// Q4_K_M's types (Q4_K; Q6_K for `ffn_down`, `attn_v` and the head, as
-/// llama-quantize picks them for most layers), distinct memory for every
-/// layer (~700 MB: far beyond the caches), against one read of it.
-fn one_b_pass() {
+/// llama-quantize picks them for most layers; with `1b q4_0`, all Q4_0),
+/// distinct memory for every layer (~700 MB: far beyond the caches),
+/// against one read of the GGUF bytes.
+fn one_b_pass(all_q4_0: bool) {
     use pagoda_models::kernels::plane::{PlaneFormat, PlaneMatrix};
     let (h, kv, ffn, vocab, layers) = (2048, 512, 8192, 49152, 16);
-    let plane = |r: usize, c: usize, dtype: GgmlDType| {
+    let weights = |r: usize, c: usize, dtype: GgmlDType| -> Box<dyn Int8Weights> {
+        let dtype = if all_q4_0 { GgmlDType::Q4_0 } else { dtype };
         let w: Vec<f32> = (0..r * c)
             .map(|i| (((i * 7919 + r) % 1000) as f32 / 1000.0 - 0.5) * 0.05)
             .collect();
         let t = Tensor::from_vec(w, (r, c), &Device::Cpu).expect("tensor");
         let q = QTensor::quantize(&t, dtype).expect("quantize");
-        let format = PlaneFormat::from_ggml(dtype).expect("plane type");
-        PlaneMatrix::from_gguf(format, r, c, &q.data().expect("data")).expect("matrix")
+        let bytes = q.data().expect("data");
+        match PlaneFormat::from_ggml(dtype) {
+            Some(format) => Box::new(PlaneMatrix::from_gguf(format, r, c, &bytes).expect("matrix")),
+            None => Box::new(matrix(r, c, dtype, BlockFormat::Q4_0)),
+        }
     };
-    let model: Vec<[PlaneMatrix; 7]> = (0..layers)
+    let model: Vec<[Box<dyn Int8Weights>; 7]> = (0..layers)
         .map(|_| {
             [
-                plane(h, h, GgmlDType::Q4K),
-                plane(kv, h, GgmlDType::Q4K),
-                plane(kv, h, GgmlDType::Q6K),
-                plane(h, h, GgmlDType::Q4K),
-                plane(ffn, h, GgmlDType::Q4K),
-                plane(ffn, h, GgmlDType::Q4K),
-                plane(h, ffn, GgmlDType::Q6K),
+                weights(h, h, GgmlDType::Q4K),
+                weights(kv, h, GgmlDType::Q4K),
+                weights(kv, h, GgmlDType::Q6K),
+                weights(h, h, GgmlDType::Q4K),
+                weights(ffn, h, GgmlDType::Q4K),
+                weights(ffn, h, GgmlDType::Q4K),
+                weights(h, ffn, GgmlDType::Q6K),
             ]
         })
         .collect();
-    let head = plane(vocab, h, GgmlDType::Q6K);
-    let bytes = (model.iter().flatten().map(|m| m.bytes()).sum::<usize>() + head.bytes()) as f64;
+    let head = weights(vocab, h, GgmlDType::Q6K);
+    let size = |w: &dyn Int8Weights, dtype: GgmlDType| {
+        let dtype = if all_q4_0 { GgmlDType::Q4_0 } else { dtype };
+        w.rows() * w.cols() / dtype.block_size() * dtype.type_size()
+    };
+    let per_layer = size(model[0][0].as_ref(), GgmlDType::Q4K) * 2
+        + size(model[0][1].as_ref(), GgmlDType::Q4K)
+        + size(model[0][2].as_ref(), GgmlDType::Q6K)
+        + size(model[0][4].as_ref(), GgmlDType::Q4K) * 2
+        + size(model[0][6].as_ref(), GgmlDType::Q6K);
+    let bytes = (per_layer * layers + size(head.as_ref(), GgmlDType::Q6K)) as f64;
     let dram = read_bandwidth(1 << 30);
     println!(
-        "1B-shaped Q4_K_M products: {:.0} MB of weights; read bandwidth, {} threads: {dram:.1} GB/s over 1 GiB",
+        "1B-shaped {} products: {:.0} MB of GGUF weights; read bandwidth, {} threads: {dram:.1} GB/s over 1 GiB",
+        if all_q4_0 { "Q4_0" } else { "Q4_K_M" },
         bytes / 1e6,
         Team::global().threads(),
     );
@@ -342,21 +357,21 @@ fn one_b_pass() {
         let secs = best(1, || {
             for l in &model {
                 std::hint::black_box(matmul_group(
-                    &[&l[0] as &dyn Int8Weights, &l[1], &l[2]],
+                    &[l[0].as_ref(), l[1].as_ref(), l[2].as_ref()],
                     &x_h,
                     batch,
                     &mut scratch,
                 ));
-                std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch));
+                std::hint::black_box(matmul_group(&[l[3].as_ref()], &x_h, batch, &mut scratch));
                 std::hint::black_box(matmul_group(
-                    &[&l[4] as &dyn Int8Weights, &l[5]],
+                    &[l[4].as_ref(), l[5].as_ref()],
                     &x_h,
                     batch,
                     &mut scratch,
                 ));
-                std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch));
+                std::hint::black_box(matmul_group(&[l[6].as_ref()], &x_ffn, batch, &mut scratch));
             }
-            std::hint::black_box(head.matmul(&x_h, batch, &mut scratch));
+            std::hint::black_box(matmul_group(&[head.as_ref()], &x_h, batch, &mut scratch));
         });
         println!(
             "batch {batch:>2}: {:>7.2} ms = {:>6.1} tokens/s of products alone | {:>5.1} GB/s = {:>3.0}% of the read bound",
