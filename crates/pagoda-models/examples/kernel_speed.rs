@@ -51,6 +51,7 @@ fn main() {
         None => block_kernels(),
         Some("mla") => mla(),
         Some("types") => every_type(),
+        Some("bandwidth") => println!("{:.2}", read_bandwidth(1 << 30)),
         Some("1b") => one_b_pass(std::env::args().nth(2).as_deref() == Some("q4_0")),
         Some(other) => {
             eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");

@@ -119,8 +119,9 @@ fn tile<const F: u8, const T: usize>(
         // prefetcher stops at page boundaries.
         let ahead = blk.as_ptr().wrapping_add(PREFETCH);
         for line in (0..pbb).step_by(64) {
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast()) };
+            // A prefetch never faults, whatever the address (a safe
+            // intrinsic in a function with the SSE feature).
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
         }
         // SAFETY: `blk` holds `pbb` bytes: 32 (or 64) bytes of scales, then
         // 256 (Q4) or 512 (Q8_0) bytes of quants.
