@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use crate::layers::kv_cache::{BlockId, LayerView};
+use crate::layers::kv_cache::{widen_blocks, BlockId, KvSlice, LayerView};
 
 /// One sequence's share of an attention call.
 #[derive(Debug, Clone, Copy)]
@@ -108,13 +108,19 @@ fn head_attention(
     thread_local! {
         /// This thread's score rows, reused across calls (no allocation per
         /// head and layer on the per-token path).
-        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = Default::default();
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 4]> = Default::default();
     }
     let mut scratch = SCRATCH.take();
-    // `widened`: one block of an f16 pool's keys or values, as f32.
-    let (scores, block_scores, widened) = &mut scratch;
+    // `widened_*`: an f16 pool's keys and values of the context, as f32,
+    // widened once for every tile.
+    let [scores, block_scores, widened_k, widened_v] = &mut scratch;
     scores.resize(TILE * longest, 0.0);
     block_scores.resize(TILE * bs, 0.0);
+    let table = &seq.block_table[..longest.div_ceil(bs).min(seq.block_table.len())];
+    let slices: Vec<KvSlice<'_>> = table.iter().map(|&b| kv.keys_t(b, kv_head)).collect();
+    let key_blocks = widen_blocks(&slices, widened_k);
+    let slices: Vec<KvSlice<'_>> = table.iter().map(|&b| kv.values(b, kv_head, bs)).collect();
+    let value_blocks = widen_blocks(&slices, widened_v);
     for t0 in (0..len).step_by(TILE) {
         let rows = TILE.min(len - t0);
         let context = seq.start_pos + t0 + rows;
@@ -123,13 +129,12 @@ fn head_attention(
             &seq.q[(t * num_heads + head) * hd..(t * num_heads + head + 1) * hd]
         });
         // Scores of every row against the tile's whole context.
-        for (b, &block) in seq.block_table.iter().enumerate() {
+        for (b, &keys) in key_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
             let slots = bs.min(context - first);
-            let keys = kv.keys_t(block, kv_head).as_f32(widened);
             if bs == FAST_BLOCK {
                 let mut store = |acc: &[[f32; FAST_BLOCK]]| {
                     for (i, acc) in acc.iter().enumerate() {
@@ -175,13 +180,13 @@ fn head_attention(
         }
         // Weighted values, each value row loaded once for the tile.
         let tile_out = &mut out[t0 * hd..(t0 + rows) * hd];
-        for (b, &block) in seq.block_table.iter().enumerate() {
+        for (b, &block_values) in value_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
             let slots = bs.min(context - first);
-            let values = kv.values(block, kv_head, slots).as_f32(widened);
+            let values = &block_values[..slots * hd];
             for (s, value) in values.chunks_exact(hd).enumerate() {
                 let pos = first + s;
                 for (i, o) in tile_out.chunks_exact_mut(hd).enumerate() {
@@ -228,7 +233,7 @@ fn block_scores_fixed<const R: usize>(
 mod tests {
     use super::*;
     use crate::kernels::vector::dot;
-    use crate::layers::kv_cache::{KvLayout, PagedKvCache};
+    use crate::layers::kv_cache::{KvDtype, KvLayout, PagedKvCache};
 
     /// Plain attention over contiguous K/V, the reference for the paged kernel.
     fn reference(
@@ -355,6 +360,40 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&last), bits(&got[(rows - 1) * row..]), "start {start}");
         }
+    }
+
+    #[test]
+    fn an_f16_pool_attends_as_an_f32_pool_holding_the_rounded_values() {
+        let (heads, kv_heads, hd, len) = (4, 2, 8, 23);
+        let k = values(len * kv_heads * hd, 1.3);
+        let v = values(len * kv_heads * hd, 2.1);
+        let q = values(len * heads * hd, 0.7);
+        let round = |x: &[f32]| -> Vec<f32> {
+            x.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+        };
+        let table: Vec<BlockId> = (0..6).rev().map(BlockId).collect();
+        let layout = KvLayout::per_head(1, kv_heads, hd);
+        let mut half = PagedKvCache::new(layout.with_dtype(KvDtype::F16), 4, 6).expect("cache");
+        let mut exact = PagedKvCache::new(layout, 4, 6).expect("cache");
+        half.write(0, &table, 0, &k, &v);
+        exact.write(0, &table, 0, &round(&k), &round(&v));
+        // A prompt in two chunks (tiles re-read every block), then alone.
+        for (start, end) in [(0, 9), (9, len)] {
+            let seq = |cache: &PagedKvCache| {
+                paged_attention(
+                    cache.layer(0),
+                    &[SeqQueries {
+                        q: &q[start * heads * hd..end * heads * hd],
+                        start_pos: start,
+                        block_table: &table,
+                    }],
+                    heads,
+                    kv_heads,
+                )
+            };
+            assert_eq!(seq(&half), seq(&exact), "positions {start}..{end}");
+        }
+        assert_eq!(half.size_in_bytes() * 2, exact.size_in_bytes());
     }
 
     #[test]

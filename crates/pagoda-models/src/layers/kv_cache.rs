@@ -307,6 +307,38 @@ impl<'a> KvSlice<'a> {
     }
 }
 
+/// Every slice as f32, in order: borrowed where the pool stores f32, else
+/// widened (exactly) into `scratch`, all at once, so that a reader going
+/// over the same blocks many times (a prompt's query tiles) widens each
+/// once.
+pub fn widen_blocks<'a: 's, 's>(
+    slices: &[KvSlice<'a>],
+    scratch: &'s mut Vec<f32>,
+) -> Vec<&'s [f32]> {
+    let total: usize = slices
+        .iter()
+        .filter(|s| matches!(s, KvSlice::F16(_)))
+        .map(KvSlice::len)
+        .sum();
+    if scratch.len() < total {
+        scratch.resize(total, 0.0);
+    }
+    let mut rest: &'s mut [f32] = &mut scratch[..total];
+    let mut out = Vec::with_capacity(slices.len());
+    for s in slices {
+        match *s {
+            KvSlice::F32(v) => out.push(v),
+            KvSlice::F16(v) => {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(v.len());
+                v.convert_to_f32_slice(head);
+                out.push(head);
+                rest = tail;
+            }
+        }
+    }
+    out
+}
+
 /// One layer's buffers: K and V for a per-head layout; for a latent layout
 /// `k` holds the latent rows and `v` is empty.
 #[derive(Debug)]

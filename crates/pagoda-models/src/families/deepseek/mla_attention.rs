@@ -241,7 +241,7 @@ fn slab_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::kv_cache::{KvLayout, LatentKv, PagedKvCache};
+    use crate::layers::kv_cache::{KvDtype, KvLayout, LatentKv, PagedKvCache};
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
@@ -449,6 +449,47 @@ mod tests {
             }
             assert_eq!(bits(latent_attention(view, &seqs, &kv_b)), reference);
         }
+    }
+
+    #[test]
+    fn an_f16_latent_pool_attends_as_an_f32_pool_holding_the_rounded_rows() {
+        let s = shape();
+        let (width, qk) = (
+            s.kv_lora_rank + s.qk_rope_head_dim,
+            s.qk_nope_head_dim + s.qk_rope_head_dim,
+        );
+        let kv_b = AbsorbedKvB::new(
+            values(
+                s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
+                0.2,
+            ),
+            s,
+        )
+        .expect("kv_b");
+        let layout = KvLayout::latent(1, latent_kv(s));
+        let mut half = PagedKvCache::new(layout.with_dtype(KvDtype::F16), 4, 4).expect("cache");
+        let mut exact = PagedKvCache::new(layout, 4, 4).expect("cache");
+        let table = [BlockId(2), BlockId(0), BlockId(3)];
+        let rows = values(11 * width, 1.5);
+        let rounded: Vec<f32> = rows
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect();
+        half.write_latent(0, &table, 0, &rows).expect("f16");
+        exact.write_latent(0, &table, 0, &rounded).expect("f32");
+        let q = values(11 * s.num_heads * qk, 2.5);
+        let run = |cache: &PagedKvCache| {
+            latent_attention(
+                cache.latent_layer(0).expect("view"),
+                &[LatentQueries {
+                    q: &q,
+                    start_pos: 0,
+                    block_table: &table,
+                }],
+                &kv_b,
+            )
+        };
+        assert_eq!(run(&half), run(&exact));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::families::deepseek::absorbed_kv_b::AbsorbedKvB;
 use crate::kernels::vector::{axpy, dots, LANES};
-use crate::layers::kv_cache::{BlockId, LatentLayerView};
+use crate::layers::kv_cache::{widen_blocks, BlockId, KvSlice, LatentLayerView};
 
 /// Query rows of a sequence that share each cache-row load.
 pub(crate) const TILE: usize = 4;
@@ -220,14 +220,20 @@ fn attend(
     thread_local! {
         /// This thread's scores, reused across calls.
         static SCORES: std::cell::RefCell<Vec<f32>> = Default::default();
-        /// This thread's widened block of latent rows (an f16 pool's), reused.
+        /// This thread's latent rows of an f16 pool, widened once per call.
         static WIDENED: std::cell::RefCell<Vec<f32>> = Default::default();
     }
-    let mut widened = WIDENED.take();
     assert!(
         piece.block_table.len() * bs >= piece.start_pos + piece.len,
         "the block table covers the context"
     );
+    let mut widened = WIDENED.take();
+    let blocks = (piece.start_pos + piece.len).div_ceil(bs);
+    let slices: Vec<KvSlice<'_>> = piece.block_table[..blocks]
+        .iter()
+        .map(|&b| kv.rows(b, bs))
+        .collect();
+    let row_blocks = widen_blocks(&slices, &mut widened);
     let mut scores = SCORES.take();
     for t0 in (0..piece.len).step_by(TILE) {
         let tile = TILE.min(piece.len - t0);
@@ -247,12 +253,12 @@ fn attend(
         scores.resize(queries * context, 0.0);
         // Scores of every query against the tile's whole context (a query
         // reads only its own causal part).
-        for (b, &block) in piece.block_table.iter().enumerate() {
+        for (b, &block) in row_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
-            let block_rows = kv.rows(block, bs.min(context - first)).as_f32(&mut widened);
+            let block_rows = &block[..bs.min(context - first) * width];
             let mut k0 = 0;
             while k0 < queries {
                 let at = (context, first, k0);
@@ -305,12 +311,12 @@ fn attend(
         // `dst`'s rows of the tile are its queries in order.
         let acc = &mut dst[t0 * size * lora..(t0 + tile) * size * lora];
         acc.fill(0.0);
-        for (b, &block) in piece.block_table.iter().enumerate() {
+        for (b, &block) in row_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
-            let block_rows = kv.rows(block, bs.min(context - first)).as_f32(&mut widened);
+            let block_rows = &block[..bs.min(context - first) * width];
             let all = shared.saturating_sub(first).min(bs);
             for (k0, a) in acc.chunks_mut(QUERY_BLOCK * lora).enumerate() {
                 let at = (context, first, k0 * QUERY_BLOCK);

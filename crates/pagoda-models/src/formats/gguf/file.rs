@@ -94,7 +94,7 @@ impl GgufFile {
                 ModelError::Unsupported {
                     path: path.to_path_buf(),
                     what: "GGUF tensor type",
-                    value: msg,
+                    value: unknown_type(&msg),
                 }
             } else if ["failed to fill whole buffer", "exceeds", "remaining"]
                 .iter()
@@ -239,6 +239,49 @@ impl GgufFile {
     }
 }
 
+/// ggml's names of the tensor types pagoda does not compute, by number.
+const OTHER_TYPES: &[(u32, &str)] = &[
+    (4, "Q4_2"),
+    (5, "Q4_3"),
+    (9, "Q8_1"),
+    (15, "Q8_K"),
+    (16, "IQ2_XXS"),
+    (17, "IQ2_XS"),
+    (18, "IQ3_XXS"),
+    (19, "IQ1_S"),
+    (20, "IQ4_NL"),
+    (21, "IQ3_S"),
+    (22, "IQ2_S"),
+    (23, "IQ4_XS"),
+    (24, "I8"),
+    (25, "I16"),
+    (26, "I32"),
+    (27, "I64"),
+    (28, "F64"),
+    (29, "IQ1_M"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
+    (39, "MXFP4"),
+];
+
+/// The refusal of an unknown tensor type (candle's "unknown dtype for
+/// tensor N"), naming the type and what pagoda computes instead.
+fn unknown_type(msg: &str) -> String {
+    let number = msg
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())
+        .and_then(|n| n.parse::<u32>().ok());
+    let name = number.and_then(|n| OTHER_TYPES.iter().find(|(t, _)| *t == n).map(|(_, s)| *s));
+    let supported = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+    match (name, number) {
+        (Some(name), Some(n)) => format!(
+            "{name} (ggml type {n}): pagoda computes {supported}; llama-quantize can convert the file to one of them (Q4_K_M is the usual choice)"
+        ),
+        (None, Some(n)) => format!("ggml type {n}, which pagoda does not know (it computes {supported})"),
+        _ => msg.to_string(),
+    }
+}
+
 /// Maps a Hugging Face tensor name of the llama family to its GGUF name.
 pub fn gguf_name(hf_name: &str) -> Option<String> {
     let fixed = match hf_name {
@@ -284,6 +327,14 @@ impl TensorSource for GgufFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_types_are_named() {
+        let m = unknown_type("unknown dtype for tensor 20");
+        assert!(m.starts_with("IQ4_NL (ggml type 20)"), "{m}");
+        assert!(m.contains("Q4_K"), "{m}");
+        assert!(unknown_type("unknown dtype for tensor 77").contains("ggml type 77"));
+    }
 
     #[test]
     fn hf_names_map_to_gguf_names() {

@@ -97,7 +97,7 @@ impl Q8Rows {
 
     /// Rows `j0 .. j0 + T`, each row's values and per-block scales, sums
     /// and offsets factors as slices (what a kernel tile reads).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn tile<const T: usize>(&self, j0: usize) -> Q8Tile<'_, T> {
         let (cols, nb) = (self.cols, self.cols / QK);
         assert!(j0 + T <= self.rows);
