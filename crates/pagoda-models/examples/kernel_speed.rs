@@ -215,6 +215,9 @@ fn block_kernels() {
     model_pass();
 }
 
+/// A product `x · Wᵀ` of `m` rows, with the int8 scratch.
+type Product = Box<dyn Fn(&[f32], usize, &mut Q8Rows) -> Vec<f32>>;
+
 /// Every GGUF type pagoda computes, at a 1B model's FFN shape ([8192,
 /// 2048]: one gate or up projection), with 8-bit activations, against
 /// candle's quantized matmul on the same tensor (the path these types took
@@ -251,23 +254,22 @@ fn every_type() {
         let q = QTensor::quantize(&t, dtype).expect("quantize");
         let bytes = q.data().expect("data").into_owned();
         let size = bytes.len() as f64;
-        let ours: Box<dyn Fn(&[f32], usize, &mut Q8Rows) -> Vec<f32>> =
-            if let Some(format) = BlockFormat::from_ggml(dtype) {
-                let m = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
-                let p = PanelMatrix::from_rows(&m);
-                Box::new(move |x, b, s| p.matmul(x, b, s))
-            } else if let Some(format) = PlaneFormat::from_ggml(dtype) {
-                let p = PlaneMatrix::from_gguf(format, rows, cols, &bytes).expect("matrix");
-                Box::new(move |x, b, s| p.matmul(x, b, s))
+        let ours: Product = if let Some(format) = BlockFormat::from_ggml(dtype) {
+            let m = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
+            let p = PanelMatrix::from_rows(&m);
+            Box::new(move |x, b, s| p.matmul(x, b, s))
+        } else if let Some(format) = PlaneFormat::from_ggml(dtype) {
+            let p = PlaneMatrix::from_gguf(format, rows, cols, &bytes).expect("matrix");
+            Box::new(move |x, b, s| p.matmul(x, b, s))
+        } else {
+            let kind = if dtype == GgmlDType::F16 {
+                HalfKind::F16
             } else {
-                let kind = if dtype == GgmlDType::F16 {
-                    HalfKind::F16
-                } else {
-                    HalfKind::Bf16
-                };
-                let h = HalfMatrix::from_le_bytes(kind, rows, cols, &bytes).expect("matrix");
-                Box::new(move |x, b, _| h.matmul(x, b))
+                HalfKind::Bf16
             };
+            let h = HalfMatrix::from_le_bytes(kind, rows, cols, &bytes).expect("matrix");
+            Box::new(move |x, b, _| h.matmul(x, b))
+        };
         let candle = candle_core::quantized::QMatMul::from_qtensor(q).expect("qmatmul");
         for batch in [1usize, 8, 64] {
             let x: Vec<f32> = (0..batch * cols)
