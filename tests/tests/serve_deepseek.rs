@@ -11,9 +11,10 @@ use serde_json::json;
 fn a_deepseek_v3_checkpoint_serves_with_a_latent_kv_cache() {
     let model = workspace_root().join("tests/fixtures/tiny-deepseek-v3");
     let server = Server::start_model(&model, &[]);
-    // 3 layers × (kv_lora_rank 32 + qk_rope_head_dim 8) × 4 bytes, against
-    // 3 layers × 4 heads × (16 + 8 nope/rope key + 16 value) × 4 bytes.
-    let (latent, multi_head) = (3 * (32 + 8) * 4, 3 * 4 * (16 + 8 + 16) * 4);
+    // 3 layers × (kv_lora_rank 32 + qk_rope_head_dim 8) × 2 bytes (the
+    // default f16 cache), against 3 layers × 4 heads × (16 + 8 nope/rope
+    // key + 16 value) × 2 bytes.
+    let (latent, multi_head) = (3 * (32 + 8) * 2, 3 * 4 * (16 + 8 + 16) * 2);
     assert_eq!(
         server.metric("pagoda_kv_cache_bytes_per_token"),
         Some(latent as f64)

@@ -133,11 +133,12 @@ fn metrics_count_requests_tokens_and_latencies_and_a_gone_client_is_aborted() {
         Some(2.0)
     );
     assert!(m("pagoda_kv_blocks_total").is_some_and(|b| b > 0.0));
-    // SmolLM2: 30 layers × 3 kv heads × 64 × (K + V) × 4 bytes, no compression.
-    assert_eq!(m("pagoda_kv_cache_bytes_per_token"), Some(46080.0));
+    // SmolLM2: 30 layers × 3 kv heads × 64 × (K + V) × 2 bytes (the
+    // default f16 cache), no compression.
+    assert_eq!(m("pagoda_kv_cache_bytes_per_token"), Some(23040.0));
     assert_eq!(
         m("pagoda_kv_cache_multi_head_bytes_per_token"),
-        Some(46080.0)
+        Some(23040.0)
     );
     assert_eq!(m("pagoda_kv_blocks_used"), Some(0.0));
     assert_eq!(m("pagoda_num_requests_waiting"), Some(0.0));
@@ -327,10 +328,10 @@ fn sigterm_cuts_requests_still_running_after_the_grace_period() {
 
 #[test]
 fn a_pool_smaller_than_the_context_window_limits_requests_with_a_400() {
-    // 16 MiB holds 352 of the default model's 8,192 positions: the served
-    // context is clamped to the pool, the log says so, and admission is
-    // checked before anything reaches the engine thread.
-    let server = Server::start(&["--kv-cache-mib", "16"]);
+    // 8 MiB of the default f16 cache holds 352 of the default model's 8,192
+    // positions: the served context is clamped to the pool, the log says
+    // so, and admission is checked before anything reaches the engine thread.
+    let server = Server::start(&["--kv-cache-mib", "8"]);
     assert!(
         server.log().contains("requests are limited to 352 tokens"),
         "{}",
