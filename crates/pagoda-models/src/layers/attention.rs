@@ -397,6 +397,47 @@ mod tests {
     }
 
     #[test]
+    fn a_q8_0_pool_attends_as_an_f32_pool_holding_its_values() {
+        let (heads, kv_heads, hd, len) = (4, 2, 8, 19);
+        let k = values(len * kv_heads * hd, 0.4);
+        let v = values(len * kv_heads * hd, 2.6);
+        let q = values(len * heads * hd, 1.9);
+        let table: Vec<BlockId> = (0..5).map(BlockId).collect();
+        let layout = KvLayout::per_head(1, kv_heads, hd);
+        let mut q8 = PagedKvCache::new(layout.with_dtype(KvDtype::Q8_0), 4, 5).expect("cache");
+        q8.write(0, &table, 0, &k, &v);
+        // The same values, as the Q8_0 pool holds them, in an f32 pool.
+        let mut exact = PagedKvCache::new(layout, 4, 5).expect("cache");
+        let view = q8.layer(0);
+        let (mut k8, mut v8) = (vec![0.0; k.len()], vec![0.0; v.len()]);
+        for pos in 0..len {
+            for h in 0..kv_heads {
+                let (block, slot) = (table[pos / 4], pos % 4);
+                let keys = view.keys_t(block, h).to_vec();
+                let vals = view.values(block, h, 4).to_vec();
+                for d in 0..hd {
+                    k8[(pos * kv_heads + h) * hd + d] = keys[d * 4 + slot];
+                    v8[(pos * kv_heads + h) * hd + d] = vals[slot * hd + d];
+                }
+            }
+        }
+        exact.write(0, &table, 0, &k8, &v8);
+        let run = |cache: &PagedKvCache| {
+            paged_attention(
+                cache.layer(0),
+                &[SeqQueries {
+                    q: &q,
+                    start_pos: 0,
+                    block_table: &table,
+                }],
+                heads,
+                kv_heads,
+            )
+        };
+        assert_eq!(run(&q8), run(&exact));
+    }
+
+    #[test]
     fn a_sequence_does_not_depend_on_its_batch_mates() {
         let (heads, kv_heads, hd) = (2, 1, 4);
         let layout = KvLayout::per_head(1, kv_heads, hd);

@@ -67,22 +67,32 @@ pub enum KvDtype {
     /// f16's range saturate to ±65504). The default.
     #[default]
     F16,
+    /// ggml's Q8_0 per token: each row (one head's key or value, or a
+    /// latent row) in blocks of 32 values, each block an f16 scale
+    /// `max|x| / 127` and 32 signed bytes (a row's last block may be
+    /// shorter): 1.0625 bytes per value, about four times the tokens of f32.
+    Q8_0,
 }
 
+/// Values per block of a [`KvDtype::Q8_0`] row.
+const Q8_BLOCK: usize = 32;
+
 impl KvDtype {
-    /// Bytes per stored value.
-    pub const fn bytes(self) -> usize {
+    /// Bytes of one stored row of `len` values.
+    pub const fn row_bytes(self, len: usize) -> usize {
         match self {
-            KvDtype::F32 => 4,
-            KvDtype::F16 => 2,
+            KvDtype::F32 => 4 * len,
+            KvDtype::F16 => 2 * len,
+            KvDtype::Q8_0 => len + 2 * len.div_ceil(Q8_BLOCK),
         }
     }
 
-    /// The name in flags and logs (`f32`, `f16`).
+    /// The name in flags and logs (`f32`, `f16`, `q8_0`).
     pub fn name(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",
             KvDtype::F16 => "f16",
+            KvDtype::Q8_0 => "q8_0",
         }
     }
 }
@@ -170,11 +180,20 @@ impl KvLayout {
         }
     }
 
+    /// Values in one stored row: a head's key or value, or a latent row.
+    fn row(&self) -> usize {
+        match self.kind {
+            KvKind::PerHead { head_dim, .. } => head_dim,
+            KvKind::Latent(l) => l.width(),
+        }
+    }
+
     /// Bytes one token occupies in the whole cache (all layers, in the
     /// layout's element type), as the pool really stores it.
     pub fn bytes_per_token(&self) -> usize {
         let (k, v) = self.values_per_slot();
-        self.num_layers * (k + v) * self.dtype.bytes()
+        let row = self.row().max(1);
+        self.num_layers * (k + v) / row * self.dtype.row_bytes(row)
     }
 
     /// Bytes one token would occupy with plain per-head K and V (all layers,
@@ -188,8 +207,10 @@ impl KvLayout {
             KvKind::Latent(l) => {
                 self.num_layers
                     * l.num_heads
-                    * (l.qk_nope_head_dim + l.qk_rope_head_dim + l.v_head_dim)
-                    * self.dtype.bytes()
+                    * (self
+                        .dtype
+                        .row_bytes(l.qk_nope_head_dim + l.qk_rope_head_dim)
+                        + self.dtype.row_bytes(l.v_head_dim))
             }
         }
     }
@@ -200,13 +221,25 @@ impl KvLayout {
 enum Store {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    /// Rows of `row` values in Q8_0 blocks: the bytes, and each block's scale.
+    Q8 {
+        qs: Vec<i8>,
+        d: Vec<f16>,
+        row: usize,
+    },
 }
 
 impl Store {
-    fn zeros(dtype: KvDtype, len: usize) -> Self {
+    /// `len` zero values in rows of `row`.
+    fn zeros(dtype: KvDtype, len: usize, row: usize) -> Self {
         match dtype {
             KvDtype::F32 => Store::F32(vec![0.0; len]),
             KvDtype::F16 => Store::F16(vec![f16::ZERO; len]),
+            KvDtype::Q8_0 => Store::Q8 {
+                qs: vec![0; len],
+                d: vec![f16::ZERO; len.checked_div(row).unwrap_or(0) * row.div_ceil(Q8_BLOCK)],
+                row,
+            },
         }
     }
 
@@ -215,10 +248,12 @@ impl Store {
         match self {
             Store::F32(v) => v.len(),
             Store::F16(v) => v.len(),
+            Store::Q8 { qs, .. } => qs.len(),
         }
     }
 
-    /// Stores `src` from `at` on.
+    /// Stores `src` from `at` on (for Q8_0, whole rows: `at` and the length
+    /// multiples of the row).
     fn put(&mut self, at: usize, src: &[f32]) {
         match self {
             Store::F32(v) => v[at..at + src.len()].copy_from_slice(src),
@@ -227,14 +262,27 @@ impl Store {
                     *d = to_f16(s);
                 }
             }
+            Store::Q8 { qs, d, row } => {
+                let (row, blocks) = (*row, row.div_ceil(Q8_BLOCK));
+                assert!(at.is_multiple_of(row) && src.len().is_multiple_of(row));
+                for (r, x) in src.chunks_exact(row).enumerate() {
+                    let first = at / row + r;
+                    quantize_row(
+                        x,
+                        &mut qs[first * row..(first + 1) * row],
+                        &mut d[first * blocks..(first + 1) * blocks],
+                    );
+                }
+            }
         }
     }
 
-    /// Stores one value.
+    /// Stores one value (f32 and f16 stores: the transposed keys).
     fn set(&mut self, at: usize, x: f32) {
         match self {
             Store::F32(v) => v[at] = x,
             Store::F16(v) => v[at] = to_f16(x),
+            Store::Q8 { .. } => unreachable!("Q8_0 rows are written whole"),
         }
     }
 
@@ -242,14 +290,50 @@ impl Store {
         match self {
             Store::F32(v) => v.copy_within(src, dst),
             Store::F16(v) => v.copy_within(src, dst),
+            Store::Q8 { qs, d, row } => {
+                let blocks = row.div_ceil(Q8_BLOCK);
+                let rows = |i: usize| i / *row * blocks;
+                d.copy_within(rows(src.start)..rows(src.end), rows(dst));
+                qs.copy_within(src, dst);
+            }
         }
     }
 
-    fn slice(&self, range: std::ops::Range<usize>) -> KvSlice<'_> {
+    /// The values in `range` (whole rows for Q8_0), widened as stored;
+    /// `transposed` (Q8_0 keys) widens `[rows, row]` into `[row, rows]`.
+    fn slice(&self, range: std::ops::Range<usize>, transposed: bool) -> KvSlice<'_> {
         match self {
             Store::F32(v) => KvSlice::F32(&v[range]),
             Store::F16(v) => KvSlice::F16(&v[range]),
+            Store::Q8 { qs, d, row } => {
+                let blocks = row.div_ceil(Q8_BLOCK);
+                KvSlice::Q8 {
+                    qs: &qs[range.clone()],
+                    d: &d[range.start / row * blocks..range.end / row * blocks],
+                    row: *row,
+                    transposed,
+                }
+            }
         }
+    }
+}
+
+/// One row quantized into Q8_0 blocks of up to 32 values: scale
+/// `max|x| / 127` (stored as f16, saturating), values rounded to the
+/// nearest step; NaN becomes 0.
+fn quantize_row(x: &[f32], qs: &mut [i8], d: &mut [f16]) {
+    for ((xb, qb), d) in x
+        .chunks(Q8_BLOCK)
+        .zip(qs.chunks_mut(Q8_BLOCK))
+        .zip(d.iter_mut())
+    {
+        let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let scale = (amax / 127.0).min(65504.0);
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+        *d = f16::from_f32(scale);
     }
 }
 
@@ -266,6 +350,18 @@ pub enum KvSlice<'a> {
     F32(&'a [f32]),
     /// f16 values.
     F16(&'a [f16]),
+    /// Q8_0 rows: bytes and block scales, and whether to widen them
+    /// transposed (keys: `[rows, row]` into `[row, rows]`).
+    Q8 {
+        /// The rows' bytes.
+        qs: &'a [i8],
+        /// Each row's block scales.
+        d: &'a [f16],
+        /// Values per row.
+        row: usize,
+        /// Widen `[rows, row]` as `[row, rows]`.
+        transposed: bool,
+    },
 }
 
 impl<'a> KvSlice<'a> {
@@ -274,6 +370,7 @@ impl<'a> KvSlice<'a> {
         match self {
             KvSlice::F32(v) => v.len(),
             KvSlice::F16(v) => v.len(),
+            KvSlice::Q8 { qs, .. } => qs.len(),
         }
     }
 
@@ -288,15 +385,44 @@ impl<'a> KvSlice<'a> {
     where
         'a: 's,
     {
+        if let KvSlice::F32(v) = self {
+            return v;
+        }
+        if scratch.len() < self.len() {
+            scratch.resize(self.len(), 0.0);
+        }
+        let out = &mut scratch[..self.len()];
+        self.widen_into(out);
+        out
+    }
+
+    /// The values widened (exactly, from what is stored) into `out`.
+    fn widen_into(self, out: &mut [f32]) {
         match self {
-            KvSlice::F32(v) => v,
-            KvSlice::F16(v) => {
-                if scratch.len() < v.len() {
-                    scratch.resize(v.len(), 0.0);
+            KvSlice::F32(v) => out.copy_from_slice(v),
+            KvSlice::F16(v) => v.convert_to_f32_slice(out),
+            KvSlice::Q8 {
+                qs,
+                d,
+                row,
+                transposed,
+            } => {
+                let blocks = row.div_ceil(Q8_BLOCK);
+                let rows = qs.len() / row;
+                for (r, q) in qs.chunks_exact(row).enumerate() {
+                    for (j, qb) in q.chunks(Q8_BLOCK).enumerate() {
+                        let scale = d[r * blocks + j].to_f32();
+                        for (i, &v) in qb.iter().enumerate() {
+                            let x = v as f32 * scale;
+                            let c = j * Q8_BLOCK + i;
+                            if transposed {
+                                out[c * rows + r] = x;
+                            } else {
+                                out[r * row + c] = x;
+                            }
+                        }
+                    }
                 }
-                let out = &mut scratch[..v.len()];
-                v.convert_to_f32_slice(out);
-                out
             }
         }
     }
@@ -317,7 +443,7 @@ pub fn widen_blocks<'a: 's, 's>(
 ) -> Vec<&'s [f32]> {
     let total: usize = slices
         .iter()
-        .filter(|s| matches!(s, KvSlice::F16(_)))
+        .filter(|s| !matches!(s, KvSlice::F32(_)))
         .map(KvSlice::len)
         .sum();
     if scratch.len() < total {
@@ -328,9 +454,9 @@ pub fn widen_blocks<'a: 's, 's>(
     for s in slices {
         match *s {
             KvSlice::F32(v) => out.push(v),
-            KvSlice::F16(v) => {
-                let (head, tail) = std::mem::take(&mut rest).split_at_mut(v.len());
-                v.convert_to_f32_slice(head);
+            other => {
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(other.len());
+                other.widen_into(head);
                 out.push(head);
                 rest = tail;
             }
@@ -368,8 +494,8 @@ impl PagedKvCache {
         let slots = num_blocks * block_size;
         let layers = (0..layout.num_layers)
             .map(|_| LayerKv {
-                k: Store::zeros(layout.dtype, slots * k),
-                v: Store::zeros(layout.dtype, slots * v),
+                k: Store::zeros(layout.dtype, slots * k, layout.row()),
+                v: Store::zeros(layout.dtype, slots * v, layout.row()),
             })
             .collect();
         Ok(Self {
@@ -461,9 +587,16 @@ impl PagedKvCache {
             let slot = pos % bs;
             for h in 0..heads {
                 let base = (block * heads + h) * bs * hd;
-                // Keys transposed within the block: `[head_dim, block_size]`.
-                for (d, &x) in k_row[h * hd..(h + 1) * hd].iter().enumerate() {
-                    kv.k.set(base + d * bs + slot, x);
+                let key = &k_row[h * hd..(h + 1) * hd];
+                if matches!(kv.k, Store::Q8 { .. }) {
+                    // Q8_0 keeps each key whole (its blocks run along
+                    // head_dim), transposed when widened.
+                    kv.k.put(base + slot * hd, key);
+                } else {
+                    // Keys transposed within the block: `[head_dim, block_size]`.
+                    for (d, &x) in key.iter().enumerate() {
+                        kv.k.set(base + d * bs + slot, x);
+                    }
                 }
                 kv.v.put(base + slot * hd, &v_row[h * hd..(h + 1) * hd]);
             }
@@ -582,14 +715,14 @@ impl<'a> LayerView<'a> {
     pub fn keys_t(&self, block: BlockId, head: usize) -> KvSlice<'a> {
         let n = self.block_size * self.head_dim;
         let start = (block.index() * self.kv_heads + head) * n;
-        self.kv.k.slice(start..start + n)
+        self.kv.k.slice(start..start + n, true)
     }
 
     /// The values of kv head `head` in `block` for the first `slots`
     /// positions: `[slots, head_dim]`.
     pub fn values(&self, block: BlockId, head: usize, slots: usize) -> KvSlice<'a> {
         let start = (block.index() * self.kv_heads + head) * self.block_size * self.head_dim;
-        self.kv.v.slice(start..start + slots * self.head_dim)
+        self.kv.v.slice(start..start + slots * self.head_dim, false)
     }
 }
 
@@ -618,7 +751,7 @@ impl<'a> LatentLayerView<'a> {
     pub fn rows(&self, block: BlockId, slots: usize) -> KvSlice<'a> {
         let width = self.latent.width();
         let start = block.index() * self.block_size * width;
-        self.rows.slice(start..start + slots * width)
+        self.rows.slice(start..start + slots * width, false)
     }
 }
 
@@ -688,6 +821,59 @@ mod tests {
         assert!(cache.check_table(&[BlockId(0)], 5).is_err());
         assert!(cache.check_table(&[BlockId(0), BlockId(2)], 5).is_err());
         assert!(cache.check_table(&[BlockId(0), BlockId(1)], 8).is_ok());
+    }
+
+    #[test]
+    fn q8_0_rows_round_trip_within_half_a_step_and_copy_whole() {
+        // Rows of 40 values: a full block of 32 and a short one of 8.
+        let layout = KvLayout::per_head(1, 2, 40).with_dtype(KvDtype::Q8_0);
+        assert_eq!(layout.bytes_per_token(), 2 * 2 * (40 + 2 * 2));
+        let mut cache = PagedKvCache::new(layout, 4, 3).expect("cache");
+        let table = [BlockId(2), BlockId(0)];
+        let k: Vec<f32> = (0..5 * 80)
+            .map(|i| ((i * 37) % 101) as f32 / 10.0 - 5.0)
+            .collect();
+        let v: Vec<f32> = k.iter().map(|x| -x * 0.5).collect();
+        cache.write(0, &table, 0, &k, &v);
+        let view = cache.layer(0);
+        for pos in 0..5 {
+            let (block, slot) = (table[pos / 4], pos % 4);
+            for h in 0..2 {
+                let keys = view.keys_t(block, h).to_vec();
+                let values = view.values(block, h, 4).to_vec();
+                for d in 0..40 {
+                    let (want_k, want_v) = (k[pos * 80 + h * 40 + d], v[pos * 80 + h * 40 + d]);
+                    let block_max = |x: &[f32]| {
+                        let b = d / 32 * 32;
+                        x[pos * 80 + h * 40 + b..pos * 80 + h * 40 + (b + 32).min(40)]
+                            .iter()
+                            .fold(0.0f32, |a, v| a.max(v.abs()))
+                    };
+                    // Half a step of max|x| / 127, plus the scale's f16
+                    // rounding (2^-11 relative) over up to 127 steps.
+                    let (sk, sv) = (block_max(&k) / 127.0, block_max(&v) / 127.0);
+                    assert!(
+                        (keys[d * 4 + slot] - want_k).abs() <= sk * 0.57 + 1e-6,
+                        "key {pos} {h} {d}: {} vs {want_k} (step {sk})",
+                        keys[d * 4 + slot]
+                    );
+                    assert!(
+                        (values[slot * 40 + d] - want_v).abs() <= sv * 0.57 + 1e-6,
+                        "value {pos} {h} {d}"
+                    );
+                }
+            }
+        }
+        cache.copy_block(BlockId(2), BlockId(1));
+        let view = cache.layer(0);
+        assert_eq!(
+            view.keys_t(BlockId(1), 1).to_vec(),
+            view.keys_t(BlockId(2), 1).to_vec()
+        );
+        assert_eq!(
+            view.values(BlockId(1), 0, 4).to_vec(),
+            view.values(BlockId(2), 0, 4).to_vec()
+        );
     }
 
     /// DeepSeek-V2-Lite's attention shape.
