@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-TYPES="${TYPES:-Q4_0 Q8_0 Q4_K_M Q5_K_M Q6_K Q3_K_M Q2_K Q5_0}"
+TYPES="${TYPES:-Q4_0 Q8_0 Q4_K_M Q5_K_M Q6_K Q3_K_M Q2_K Q5_0 IQ4_NL}"
 dir=target/bench-models
 
 scripts/fetch-model.sh >&2

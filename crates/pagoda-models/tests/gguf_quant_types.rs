@@ -127,3 +127,78 @@ fn every_supported_gguf_type_runs_the_forward_pass() {
         }
     }
 }
+
+/// IQ4_NL, which candle's reader does not know: a Q4_0 file whose layer
+/// matrices are relabelled IQ4_NL (the same block geometry; the nibbles now
+/// index IQ4_NL's table) loads, names the type in its log line, and runs as
+/// the same model on dense copies of its (IQ4_NL-dequantized) weights.
+#[test]
+fn iq4_nl_tensors_load_and_run_on_pagodas_kernels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q4 = dir.path().join("tiny-q4_0.gguf");
+    write_tiny_gguf(&q4, GgmlDType::Q4_0, "llama");
+    let mut bytes = std::fs::read(&q4).expect("read");
+    let matrices = [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.0.attn_v.weight",
+        "blk.0.attn_output.weight",
+        "blk.0.ffn_gate.weight",
+        "blk.0.ffn_up.weight",
+        "blk.0.ffn_down.weight",
+    ];
+    for name in matrices {
+        let at = bytes
+            .windows(name.len())
+            .position(|w| w == name.as_bytes())
+            .expect("tensor info");
+        // name, then n_dims (u32), two dims (u64 each), then the type (u32).
+        let type_at = at + name.len() + 4 + 16;
+        assert_eq!(
+            bytes[type_at..type_at + 4],
+            2u32.to_le_bytes(),
+            "{name} is Q4_0"
+        );
+        bytes[type_at..type_at + 4].copy_from_slice(&20u32.to_le_bytes());
+    }
+    let path = dir.path().join("tiny-iq4_nl.gguf");
+    std::fs::write(&path, &bytes).expect("write");
+
+    let file = GgufFile::open(&path).expect("open");
+    for name in matrices {
+        assert!(file.is_iq4_nl(name), "{name}");
+        let w = file.tensor(name).expect("read").expect("present");
+        assert_eq!(w.type_name(), "IQ4NL", "{name}");
+    }
+    assert!(!file.is_iq4_nl("token_embd.weight"));
+    assert!(file
+        .tensor_types()
+        .iter()
+        .any(|(t, n)| t == "IQ4_NL" && *n == matrices.len()));
+    let config = gguf_model_config(&file).expect("config");
+    let reference = Llama::load(config, &dequantized(&file, &NAMES)).expect("dense model");
+    let tokens = [3u32, 17, 42, 9, 60, 1, 33];
+    let want = prompt_logits(&reference, &tokens);
+    for (activations, rel_tol) in [(Activations::F32, 1e-3), (Activations::Int8, 0.05)] {
+        let options = LoadOptions {
+            activations,
+            ..LoadOptions::default()
+        };
+        let loaded = load_model_with(&path, &options).expect("load");
+        assert!(loaded.precision.contains("IQ4_NL"), "{}", loaded.precision);
+        let got = prompt_logits(loaded.model.as_ref(), &tokens);
+        let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff <= rel_tol * range,
+            "IQ4_NL {activations:?}: max |Δ| {diff} over a logit range of {range}"
+        );
+        for (g, w) in got.chunks(TINY_VOCAB).zip(want.chunks(TINY_VOCAB)) {
+            assert_eq!(argmax(g), argmax(w), "IQ4_NL {activations:?}: argmax");
+        }
+    }
+}

@@ -207,7 +207,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let types = file
         .tensor_types()
         .iter()
-        .map(|(t, n)| format!("{n} {t:?}"))
+        .map(|(t, n)| format!("{n} {t}"))
         .collect::<Vec<_>>()
         .join(", ");
     let precision = format!(

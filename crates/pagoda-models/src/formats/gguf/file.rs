@@ -4,6 +4,7 @@
 //! Tensor naming follows llama.cpp's `convert_hf_to_gguf.py` (`blk.N.attn_q`
 //! for `model.layers.N.self_attn.q_proj`).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use candle_core::Device;
 
 use crate::error::{candle_reason, ModelError, Result};
 use crate::formats::gguf::meta::GgufMeta;
+use crate::formats::gguf::relabel::relabel;
 use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
 use crate::kernels::block_format::BlockFormat;
@@ -45,6 +47,8 @@ pub struct GgufFile {
     content: Content,
     reader: Mutex<BufReader<File>>,
     file_len: u64,
+    /// Tensors stored as IQ4_NL (relabelled Q4_0 in `content`, see `relabel`).
+    iq4_nl: HashSet<String>,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -88,7 +92,20 @@ impl GgufFile {
             })?
             .len();
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| {
+        let mut iq4_nl = HashSet::new();
+        let read = match Content::read(&mut reader) {
+            Err(e) if candle_reason(&e).contains("unknown dtype") => {
+                match relabel(&mut reader, file_len) {
+                    Some(r) => {
+                        iq4_nl = r.iq4_nl;
+                        Content::read(&mut std::io::Cursor::new(r.header))
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        };
+        let content = read.map_err(|e| {
             let msg = candle_reason(&e);
             if msg.contains("unknown dtype") {
                 ModelError::Unsupported {
@@ -110,6 +127,7 @@ impl GgufFile {
             content,
             reader: Mutex::new(reader),
             file_len,
+            iq4_nl,
         })
     }
 
@@ -145,20 +163,29 @@ impl GgufFile {
         Ok(())
     }
 
-    /// How many tensors the file holds of each type, most first.
-    pub fn tensor_types(&self) -> Vec<(GgmlDType, usize)> {
-        let mut counts: Vec<(GgmlDType, usize)> = Vec::new();
-        for info in self.content.tensor_infos.values() {
-            match counts.iter_mut().find(|(t, _)| *t == info.ggml_dtype) {
+    /// How many tensors the file holds of each type (by ggml's names),
+    /// most first.
+    pub fn tensor_types(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for (name, info) in &self.content.tensor_infos {
+            let kind = if self.iq4_nl.contains(name) {
+                "IQ4_NL".to_string()
+            } else {
+                format!("{:?}", info.ggml_dtype)
+            };
+            match counts.iter_mut().find(|(t, _)| *t == kind) {
                 Some((_, n)) => *n += 1,
-                None => counts.push((info.ggml_dtype, 1)),
+                None => counts.push((kind, 1)),
             }
         }
-        counts.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then_with(|| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)))
-        });
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         counts
+    }
+
+    /// Whether the tensor of this GGUF name is stored as IQ4_NL (candle's
+    /// reader returns it labelled Q4_0: same block geometry).
+    pub fn is_iq4_nl(&self, gguf_name: &str) -> bool {
+        self.iq4_nl.contains(gguf_name)
     }
 
     /// The file's path.
@@ -196,6 +223,24 @@ impl GgufFile {
                 reason: candle_reason(&e),
             })?;
         let dims = q.shape().dims().to_vec();
+        if self.is_iq4_nl(gguf_name) {
+            let [rows, cols] = dims[..] else {
+                return Err(ModelError::Tensor {
+                    path: self.path.clone(),
+                    name: gguf_name.to_string(),
+                    reason: format!(
+                        "an IQ4_NL tensor of shape {dims:?}: only matrices are computed"
+                    ),
+                });
+            };
+            let matrix = PlaneMatrix::from_gguf(PlaneFormat::IQ4NL, rows, cols, &q.data()?)
+                .map_err(|e| ModelError::Tensor {
+                    path: self.path.clone(),
+                    name: gguf_name.to_string(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(Some(Weight::Planes(Arc::new(matrix))));
+        }
         if let (Some(format), [rows, cols]) = (BlockFormat::from_ggml(q.dtype()), &dims[..]) {
             let bytes = q.data()?.into_owned();
             let matrix =
@@ -249,7 +294,6 @@ const OTHER_TYPES: &[(u32, &str)] = &[
     (17, "IQ2_XS"),
     (18, "IQ3_XXS"),
     (19, "IQ1_S"),
-    (20, "IQ4_NL"),
     (21, "IQ3_S"),
     (22, "IQ2_S"),
     (23, "IQ4_XS"),
@@ -272,7 +316,8 @@ fn unknown_type(msg: &str) -> String {
         .find(|s| !s.is_empty())
         .and_then(|n| n.parse::<u32>().ok());
     let name = number.and_then(|n| OTHER_TYPES.iter().find(|(t, _)| *t == n).map(|(_, s)| *s));
-    let supported = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+    let supported =
+        "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL";
     match (name, number) {
         (Some(name), Some(n)) => format!(
             "{name} (ggml type {n}): pagoda computes {supported}; llama-quantize can convert the file to one of them (Q4_K_M is the usual choice)"
@@ -330,8 +375,8 @@ mod tests {
 
     #[test]
     fn unknown_types_are_named() {
-        let m = unknown_type("unknown dtype for tensor 20");
-        assert!(m.starts_with("IQ4_NL (ggml type 20)"), "{m}");
+        let m = unknown_type("unknown dtype for tensor 23");
+        assert!(m.starts_with("IQ4_XS (ggml type 23)"), "{m}");
         assert!(m.contains("Q4_K"), "{m}");
         assert!(unknown_type("unknown dtype for tensor 77").contains("ggml type 77"));
     }

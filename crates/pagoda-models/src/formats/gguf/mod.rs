@@ -1,11 +1,13 @@
 //! GGUF files: opening one ([`file`](mod@file)), typed access to its metadata
 //! (`meta`), the llama-style model configuration read from it
 //! ([`config`]), DeepSeek-V2/V3 files with their split and absorbed
-//! tensors (`deepseek`), and the tokenizer rebuilt from its metadata
-//! (`tokenizer`).
+//! tensors (`deepseek`), the tokenizer rebuilt from its metadata
+//! (`tokenizer`), and IQ4_NL tensors relabelled for candle's reader
+//! (`relabel`).
 
 pub mod config;
 pub(crate) mod deepseek;
 pub mod file;
 pub(crate) mod meta;
+pub(crate) mod relabel;
 pub(crate) mod tokenizer;

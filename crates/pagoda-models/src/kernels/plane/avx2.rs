@@ -40,6 +40,7 @@ pub unsafe fn panels(format: PlaneFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<
         PlaneFormat::Q6K => run::<4>(w, x, out),
         PlaneFormat::Q5_0 => run::<5>(w, x, out),
         PlaneFormat::Q5_1 => run::<6>(w, x, out),
+        PlaneFormat::IQ4NL => run::<7>(w, x, out),
     }
 }
 
@@ -133,6 +134,17 @@ unsafe fn codes<const F: u8>(layout: &Layout, blk: &[u8], s: usize) -> [__m256i;
         }
         shift += plane.bits() as i32;
     }
+    if let Some(table) = PlaneFormat::of(F).spec().lookup {
+        // Each index becomes its signed table value: `maddubs` cannot take
+        // the table + 128 (up to 241 overflows its pair sums), so these
+        // codes go through the sign trick instead ([`half_sum_signed`]).
+        let codes: [u8; 16] = std::array::from_fn(|i| table[i] as u8);
+        // SAFETY: `codes` holds 16 bytes.
+        let t = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(codes.as_ptr().cast()) });
+        for w in &mut w {
+            *w = _mm256_shuffle_epi8(t, *w);
+        }
+    }
     w
 }
 
@@ -168,6 +180,22 @@ fn half_sum(w: &[__m256i], x: &[i8], at: usize, group: usize) -> __m256i {
             s16 = _mm256_add_epi16(s16, p);
         }
         total = _mm256_add_epi32(total, _mm256_madd_epi16(s16, ones));
+    }
+    total
+}
+
+/// The exact sums `Σ w · x` over four registers of signed codes (a table
+/// type's values), each 32-bit lane one row's: `maddubs(|w|, sign(x, w))`,
+/// whose pairs stay below 2^15.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_sum_signed(w: &[__m256i], x: &[i8], at: usize) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let mut total = _mm256_setzero_si256();
+    for (t, reg) in w.iter().enumerate() {
+        let xs = _mm256_sign_epi8(quad(x, at + 4 * t), *reg);
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(*reg, *reg), xs);
+        total = _mm256_add_epi32(total, _mm256_madd_epi16(p, ones));
     }
     total
 }
@@ -246,12 +274,23 @@ fn tile<const F: u8, const T: usize>(
             let sb = b * spec.subs + s;
             for k in 0..T {
                 let xq = &qs[k][sb * 32..(sb + 1) * 32];
-                let lo = half_sum(&w[..4], xq, 0, group);
-                let hi = half_sum(&w[4..], xq, 16, group);
+                let (lo, hi) = if spec.lookup.is_some() {
+                    (
+                        half_sum_signed(&w[..4], xq, 0),
+                        half_sum_signed(&w[4..], xq, 16),
+                    )
+                } else {
+                    (
+                        half_sum(&w[..4], xq, 0, group),
+                        half_sum(&w[4..], xq, 16, group),
+                    )
+                };
                 let (q_all, q_lo) = (sums[k][sb], sums_lo[k][sb]);
                 let q_hi = q_all - q_lo;
-                let i_lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(spec.bias * q_lo));
-                let i_hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(spec.bias * q_hi));
+                // Signed table codes are their values already: no bias.
+                let bias = if spec.lookup.is_some() { 0 } else { spec.bias };
+                let i_lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(bias * q_lo));
+                let i_hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(bias * q_hi));
                 let dx = ds[k][sb];
                 let vdx = _mm256_set1_ps(dx);
                 if spec.scales == SubScales::Per16 {

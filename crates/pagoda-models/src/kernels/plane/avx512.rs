@@ -39,6 +39,7 @@ pub unsafe fn panels(format: PlaneFormat, w: &[u8], x: &Q8Rows, out: ColumnsOut<
         PlaneFormat::Q6K => run::<4>(w, x, out),
         PlaneFormat::Q5_0 => run::<5>(w, x, out),
         PlaneFormat::Q5_1 => run::<6>(w, x, out),
+        PlaneFormat::IQ4NL => run::<7>(w, x, out),
     }
 }
 
@@ -135,6 +136,15 @@ unsafe fn codes<const F: u8>(layout: &Layout, blk: &[u8], s: usize) -> [__m512i;
             *w = _mm512_or_si512(*w, _mm512_sll_epi16(part, left));
         }
         shift += plane.bits() as i32;
+    }
+    if let Some(table) = PlaneFormat::of(F).spec().lookup {
+        // Each index becomes its table value + 128 (unsigned for `vpdpbusd`).
+        let codes: [u8; 16] = std::array::from_fn(|i| (table[i] as i32 + 128) as u8);
+        // SAFETY: `codes` holds 16 bytes.
+        let t = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(codes.as_ptr().cast()) });
+        for w in &mut w {
+            *w = _mm512_shuffle_epi8(t, *w);
+        }
     }
     w
 }

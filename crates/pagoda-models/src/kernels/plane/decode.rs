@@ -11,7 +11,8 @@ use crate::kernels::plane::format::{Mins, PlaneFormat, SubScales};
 /// One 32-value sub-block.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sub {
-    /// Unsigned codes (the value is `code − bias`, scaled).
+    /// Unsigned codes (the value is `code − bias`, scaled), or for a type
+    /// with a table, the indices into it (see `Spec::code`).
     pub(crate) codes: [u8; 32],
     /// Sub-scales of values `0..16` and `16..32` (equal for one per sub-block).
     pub(crate) sc: [i8; 2],
@@ -145,6 +146,19 @@ impl Decoded {
                     }
                 }
             }
+            PlaneFormat::IQ4NL => {
+                out.d = u16_at(b, 0);
+                let sub = &mut out.subs[0];
+                sub.sc = [1, 1];
+                for (l, code) in sub.codes.iter_mut().enumerate() {
+                    // The table index; `Spec::code` maps it.
+                    *code = if l < 16 {
+                        b[2 + l] & 0x0F
+                    } else {
+                        b[2 + l - 16] >> 4
+                    };
+                }
+            }
             PlaneFormat::Q5_0 | PlaneFormat::Q5_1 => {
                 out.d = u16_at(b, 0);
                 let at = if format == PlaneFormat::Q5_1 {
@@ -175,7 +189,7 @@ impl Decoded {
         let spec = format.spec();
         let sub = &self.subs[v / 32];
         let half = (v % 32) / 16;
-        let u = sub.codes[v % 32] as i32 - spec.bias;
+        let u = spec.code(sub.codes[v % 32]) - spec.bias;
         let d = f32_of(self.d);
         match (spec.scales, spec.mins) {
             (SubScales::None, Mins::Float) => u as f32 * d + f32_of(self.second),

@@ -13,6 +13,7 @@
 //! | Q6_K | 256 | 4 + 2 | `d·sc₁₆·(u − 32)` (`sc` signed) |
 //! | Q5_0 | 32 | 4 + 1 | `d·(u − 16)` |
 //! | Q5_1 | 32 | 4 + 1 | `d·u + m` (`m` an f16) |
+//! | IQ4_NL | 32 | 4 | `d·T[u]` (`T` a fixed table of 16 signed values) |
 
 use candle_core::quantized::GgmlDType;
 
@@ -33,7 +34,16 @@ pub enum PlaneFormat {
     Q5_0,
     /// 5-bit codes, an f16 scale and minimum (24 bytes / 32).
     Q5_1,
+    /// 4-bit indices into a fixed table of 16 non-uniform values, one f16
+    /// scale (18 bytes / 32): llama.cpp's fallback for rows that are not
+    /// whole 256-value K-quant blocks.
+    IQ4NL,
 }
+
+/// IQ4_NL's values (ggml's `kvalues_iq4nl`).
+pub(crate) const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
 
 /// One bit plane of the codes, low planes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +110,24 @@ pub(crate) struct Spec {
     pub(crate) scales: SubScales,
     /// Minimum kind.
     pub(crate) mins: Mins,
+    /// A table the stored codes index (the code is `table[n] + 128`).
+    pub(crate) lookup: Option<&'static [i8; 16]>,
+}
+
+impl Spec {
+    /// The unsigned code a stored value `raw` stands for (the value is
+    /// `code − bias`, scaled).
+    pub(crate) fn code(&self, raw: u8) -> i32 {
+        match self.lookup {
+            Some(table) => table[raw as usize & 15] as i32 + 128,
+            None => raw as i32,
+        }
+    }
 }
 
 impl PlaneFormat {
     /// Every type, for tests and messages.
-    pub const ALL: [PlaneFormat; 7] = [
+    pub const ALL: [PlaneFormat; 8] = [
         PlaneFormat::Q2K,
         PlaneFormat::Q3K,
         PlaneFormat::Q4K,
@@ -112,6 +135,7 @@ impl PlaneFormat {
         PlaneFormat::Q6K,
         PlaneFormat::Q5_0,
         PlaneFormat::Q5_1,
+        PlaneFormat::IQ4NL,
     ];
 
     /// The type's facts.
@@ -125,6 +149,7 @@ impl PlaneFormat {
                 bias: 0,
                 scales: SubScales::Per16,
                 mins: Mins::Int,
+                lookup: None,
             },
             PlaneFormat::Q3K => Spec {
                 subs: 8,
@@ -133,6 +158,7 @@ impl PlaneFormat {
                 bias: 4,
                 scales: SubScales::Per16,
                 mins: Mins::None,
+                lookup: None,
             },
             PlaneFormat::Q4K => Spec {
                 subs: 8,
@@ -141,6 +167,7 @@ impl PlaneFormat {
                 bias: 0,
                 scales: SubScales::Per32,
                 mins: Mins::Int,
+                lookup: None,
             },
             PlaneFormat::Q5K => Spec {
                 subs: 8,
@@ -149,6 +176,7 @@ impl PlaneFormat {
                 bias: 0,
                 scales: SubScales::Per32,
                 mins: Mins::Int,
+                lookup: None,
             },
             PlaneFormat::Q6K => Spec {
                 subs: 8,
@@ -157,6 +185,7 @@ impl PlaneFormat {
                 bias: 32,
                 scales: SubScales::Per16,
                 mins: Mins::None,
+                lookup: None,
             },
             PlaneFormat::Q5_0 => Spec {
                 subs: 1,
@@ -165,6 +194,7 @@ impl PlaneFormat {
                 bias: 16,
                 scales: SubScales::None,
                 mins: Mins::None,
+                lookup: None,
             },
             PlaneFormat::Q5_1 => Spec {
                 subs: 1,
@@ -173,6 +203,16 @@ impl PlaneFormat {
                 bias: 0,
                 scales: SubScales::None,
                 mins: Mins::Float,
+                lookup: None,
+            },
+            PlaneFormat::IQ4NL => Spec {
+                subs: 1,
+                gguf_bytes: 18,
+                planes: &[Nibble],
+                bias: 128,
+                scales: SubScales::None,
+                mins: Mins::None,
+                lookup: Some(&IQ4_NL_VALUES),
             },
         }
     }
@@ -201,9 +241,9 @@ impl PlaneFormat {
         })
     }
 
-    /// The candle type of the same name.
-    pub fn ggml(self) -> GgmlDType {
-        match self {
+    /// The candle type of the same name (candle has no IQ4_NL).
+    pub fn ggml(self) -> Option<GgmlDType> {
+        Some(match self {
             PlaneFormat::Q2K => GgmlDType::Q2K,
             PlaneFormat::Q3K => GgmlDType::Q3K,
             PlaneFormat::Q4K => GgmlDType::Q4K,
@@ -211,7 +251,8 @@ impl PlaneFormat {
             PlaneFormat::Q6K => GgmlDType::Q6K,
             PlaneFormat::Q5_0 => GgmlDType::Q5_0,
             PlaneFormat::Q5_1 => GgmlDType::Q5_1,
-        }
+            PlaneFormat::IQ4NL => return None,
+        })
     }
 
     /// The type a kernel's const parameter names (its index in [`Self::ALL`]).
@@ -311,7 +352,9 @@ mod tests {
                 "{format:?}: {} vs {gguf}",
                 layout.block_bytes
             );
-            assert_eq!(PlaneFormat::from_ggml(format.ggml()), Some(format));
+            if let Some(dtype) = format.ggml() {
+                assert_eq!(PlaneFormat::from_ggml(dtype), Some(format));
+            }
             assert_eq!(PlaneFormat::of(format as u8), format);
         }
     }

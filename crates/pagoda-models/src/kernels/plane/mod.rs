@@ -1,6 +1,6 @@
 //! pagoda's kernels for the GGUF types beyond Q4_0/Q4_1/Q8_0 — the
-//! K-quants (Q2_K … Q6_K, what most downloaded GGUFs are) and Q5_0/Q5_1 —
-//! with weights repacked at load into **bit-plane panels**.
+//! K-quants (Q2_K … Q6_K, what most downloaded GGUFs are), Q5_0/Q5_1 and
+//! IQ4_NL — with weights repacked at load into **bit-plane panels**.
 //!
 //! Every such type is, per 32-value sub-block, unsigned integer codes of 2
 //! to 6 bits with integer sub-scales and minimums under f16 block scales
@@ -420,11 +420,12 @@ fn panels_portable(
 /// The exact integers `Σ_h u·q − bias · Σ_h q` of the two halves of one
 /// sub-block against activation block `at`.
 fn half_sums(format: PlaneFormat, sub: &Sub, x: &Q8Rows, at: usize) -> (i32, i32) {
-    let bias = format.spec().bias;
+    let spec = format.spec();
+    let bias = spec.bias;
     let q = &x.qs[at * QK..(at + 1) * QK];
     let dot = |range: std::ops::Range<usize>| -> i32 {
         range
-            .map(|v| sub.codes[v] as i32 * q[v] as i32)
+            .map(|v| spec.code(sub.codes[v]) * q[v] as i32)
             .sum::<i32>()
     };
     let q_lo = x.sums_lo[at];

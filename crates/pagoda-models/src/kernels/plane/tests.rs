@@ -12,7 +12,7 @@ fn f16_fields(format: PlaneFormat) -> &'static [usize] {
         PlaneFormat::Q3K => &[108],
         PlaneFormat::Q4K | PlaneFormat::Q5K | PlaneFormat::Q5_1 => &[0, 2],
         PlaneFormat::Q6K => &[208],
-        PlaneFormat::Q5_0 => &[0],
+        PlaneFormat::Q5_0 | PlaneFormat::IQ4NL => &[0],
     }
 }
 
@@ -32,14 +32,24 @@ fn random_gguf(format: PlaneFormat, rows: usize, cols: usize, rng: &mut Rng) -> 
     data
 }
 
-/// candle's dequantization of the same bytes: the independent reference.
+/// candle's dequantization of the same bytes: the independent reference
+/// (IQ4_NL, which candle lacks: ggml's formula, `d · T[nibble]`).
 fn candle_values(format: PlaneFormat, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
-    let storage = QStorage::from_data(
-        std::borrow::Cow::Borrowed(bytes),
-        &Device::Cpu,
-        format.ggml(),
-    )
-    .expect("storage");
+    let Some(dtype) = format.ggml() else {
+        assert_eq!(format, PlaneFormat::IQ4NL);
+        return bytes
+            .chunks_exact(18)
+            .flat_map(|b| {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let t = |n: u8| d * super::format::IQ4_NL_VALUES[n as usize] as f32;
+                let low: Vec<f32> = b[2..].iter().map(|&q| t(q & 15)).collect();
+                let high: Vec<f32> = b[2..].iter().map(|&q| t(q >> 4)).collect();
+                [low, high].concat()
+            })
+            .collect();
+    };
+    let storage = QStorage::from_data(std::borrow::Cow::Borrowed(bytes), &Device::Cpu, dtype)
+        .expect("storage");
     let q = QTensor::new(storage, (rows, cols)).expect("tensor");
     q.dequantize(&Device::Cpu)
         .expect("dequantize")
