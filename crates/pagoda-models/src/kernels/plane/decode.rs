@@ -184,7 +184,31 @@ impl Decoded {
         out
     }
 
+    /// Every value of the block (`32 · subs`) into `out`, as ggml
+    /// dequantizes them (the same bits as [`Self::value`], with the scales
+    /// converted once per block).
+    pub(crate) fn values(&self, format: PlaneFormat, out: &mut [f32]) {
+        let spec = format.spec();
+        let (d, second) = (f32_of(self.d), f32_of(self.second));
+        for (sub, out) in self.subs[..spec.subs].iter().zip(out.chunks_exact_mut(32)) {
+            for (h, out) in out.chunks_exact_mut(16).enumerate() {
+                let dsc = d * sub.sc[h] as f32;
+                let dm = second * sub.m[h] as f32;
+                for (o, &raw) in out.iter_mut().zip(&sub.codes[16 * h..16 * h + 16]) {
+                    let u = (spec.code(raw) - spec.bias) as f32;
+                    *o = match (spec.scales, spec.mins) {
+                        (SubScales::None, Mins::Float) => u * d + second,
+                        (SubScales::None, _) => u * d,
+                        (_, Mins::Int) => dsc * u - dm,
+                        _ => dsc * u,
+                    };
+                }
+            }
+        }
+    }
+
     /// Value `v` (of the block's `32 · subs`) as ggml dequantizes it.
+    #[cfg(test)]
     pub(crate) fn value(&self, format: PlaneFormat, v: usize) -> f32 {
         let spec = format.spec();
         let sub = &self.subs[v / 32];

@@ -170,9 +170,7 @@ impl PlaneMatrix {
                 r % width,
                 self.panel_block(r / width, b),
             );
-            for (v, o) in out.iter_mut().enumerate() {
-                *o = block.value(self.format, v);
-            }
+            block.values(self.format, out);
         }
     }
 
@@ -336,10 +334,37 @@ fn read_row(format: PlaneFormat, layout: &Layout, i: usize, src: &[u8]) -> Decod
         let mut shift = 0;
         for (k, &plane) in spec.planes.iter().enumerate() {
             let base = layout.plane_at(spec.planes, s, k);
-            let mask = (1u8 << plane.bits()) - 1;
-            for (v, code) in sub.codes.iter_mut().enumerate() {
-                let (byte, bit) = plane_position(plane, width, i, v);
-                *code |= ((src[base + byte] >> bit) & mask) << shift;
+            // Row `i`'s four bytes of each group (see `plane_position`).
+            let group = |g: usize| -> [u8; 4] {
+                let at = base + g * 4 * width + 4 * i;
+                [src[at], src[at + 1], src[at + 2], src[at + 3]]
+            };
+            let codes = &mut sub.codes;
+            match plane {
+                Plane::Nibble => {
+                    for g in 0..4 {
+                        for (q, b) in group(g).into_iter().enumerate() {
+                            codes[4 * g + q] |= (b & 0x0F) << shift;
+                            codes[16 + 4 * g + q] |= (b >> 4) << shift;
+                        }
+                    }
+                }
+                Plane::Two => {
+                    for p in 0..2 {
+                        for (q, b) in group(p).into_iter().enumerate() {
+                            for k in 0..4 {
+                                codes[4 * (4 * p + k) + q] |= ((b >> (2 * k)) & 3) << shift;
+                            }
+                        }
+                    }
+                }
+                Plane::One => {
+                    for (q, b) in group(0).into_iter().enumerate() {
+                        for t in 0..8 {
+                            codes[4 * t + q] |= ((b >> t) & 1) << shift;
+                        }
+                    }
+                }
             }
             shift += plane.bits();
         }

@@ -94,6 +94,24 @@ fn decoded_blocks_dequantize_to_candles_values_in_every_panel_layout() {
 }
 
 #[test]
+fn a_block_dequantizes_value_by_value_as_all_at_once() {
+    let mut rng = Rng(41);
+    for format in PlaneFormat::ALL {
+        let bytes = random_gguf(format, 1, format.block_values(), &mut rng);
+        let block = decode::Decoded::new(format, &bytes);
+        let mut all = vec![0.0f32; format.block_values()];
+        block.values(format, &mut all);
+        for (v, a) in all.iter().enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                block.value(format, v).to_bits(),
+                "{format:?} {v}"
+            );
+        }
+    }
+}
+
+#[test]
 fn wrong_shapes_are_errors() {
     let bytes = vec![0u8; 144];
     assert!(PlaneMatrix::from_gguf(PlaneFormat::Q4K, 1, 256, &bytes).is_ok());
