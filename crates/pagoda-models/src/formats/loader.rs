@@ -37,8 +37,8 @@ pub enum ModelFormat {
 /// How a model is loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// How the block-quantized kernels treat activations (GGUF Q4_0, Q4_1,
-    /// Q8_0 weights; other weights are unaffected).
+    /// How the block-quantized kernels treat activations (GGUF block types;
+    /// F16/BF16/F32 weights are unaffected).
     pub activations: crate::layers::linear::Activations,
     /// Whether half-precision weights stay in two bytes (the default) or are
     /// widened to f32.

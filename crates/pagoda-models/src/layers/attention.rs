@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use crate::layers::kv_cache::{widen_blocks, BlockId, KvSlice, LayerView};
+use crate::layers::kv_cache::{context_blocks, release_if_large, BlockId, LayerView};
 
 /// One sequence's share of an attention call.
 #[derive(Debug, Clone, Copy)]
@@ -108,19 +108,23 @@ fn head_attention(
     thread_local! {
         /// This thread's score rows, reused across calls (no allocation per
         /// head and layer on the per-token path).
-        static SCRATCH: std::cell::RefCell<[Vec<f32>; 4]> = Default::default();
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 5]> = Default::default();
     }
     let mut scratch = SCRATCH.take();
-    // `widened_*`: an f16 pool's keys and values of the context, as f32,
-    // widened once for every tile.
-    let [scores, block_scores, widened_k, widened_v] = &mut scratch;
+    // `widened_*`: a pool's keys and values as f32 — for a prompt (several
+    // tiles) the whole context at once, read by every tile; for a decode
+    // step one block at a time, kept in L1 (see `context_blocks`).
+    let [scores, block_scores, widened_k, widened_v, block_scratch] = &mut scratch;
     scores.resize(TILE * longest, 0.0);
     block_scores.resize(TILE * bs, 0.0);
-    let table = &seq.block_table[..longest.div_ceil(bs).min(seq.block_table.len())];
-    let slices: Vec<KvSlice<'_>> = table.iter().map(|&b| kv.keys_t(b, kv_head)).collect();
-    let key_blocks = widen_blocks(&slices, widened_k);
-    let slices: Vec<KvSlice<'_>> = table.iter().map(|&b| kv.values(b, kv_head, bs)).collect();
-    let value_blocks = widen_blocks(&slices, widened_v);
+    assert!(
+        seq.block_table.len() * bs >= longest,
+        "the block table covers the context"
+    );
+    let table = &seq.block_table[..longest.div_ceil(bs)];
+    let whole = len > TILE;
+    let key_blocks = context_blocks(table, |b| kv.keys_t(b, kv_head), whole, widened_k);
+    let value_blocks = context_blocks(table, |b| kv.values(b, kv_head, bs), whole, widened_v);
     for t0 in (0..len).step_by(TILE) {
         let rows = TILE.min(len - t0);
         let context = seq.start_pos + t0 + rows;
@@ -129,11 +133,12 @@ fn head_attention(
             &seq.q[(t * num_heads + head) * hd..(t * num_heads + head + 1) * hd]
         });
         // Scores of every row against the tile's whole context.
-        for (b, &keys) in key_blocks.iter().enumerate() {
+        for (b, keys) in key_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
+            let keys = keys.get(block_scratch);
             let slots = bs.min(context - first);
             if bs == FAST_BLOCK {
                 let mut store = |acc: &[[f32; FAST_BLOCK]]| {
@@ -180,13 +185,13 @@ fn head_attention(
         }
         // Weighted values, each value row loaded once for the tile.
         let tile_out = &mut out[t0 * hd..(t0 + rows) * hd];
-        for (b, &block_values) in value_blocks.iter().enumerate() {
+        for (b, block_values) in value_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
             let slots = bs.min(context - first);
-            let values = &block_values[..slots * hd];
+            let values = &block_values.get(block_scratch)[..slots * hd];
             for (s, value) in values.chunks_exact(hd).enumerate() {
                 let pos = first + s;
                 for (i, o) in tile_out.chunks_exact_mut(hd).enumerate() {
@@ -204,6 +209,8 @@ fn head_attention(
             o.iter_mut().for_each(|x| *x *= inv);
         }
     }
+    drop((key_blocks, value_blocks));
+    release_if_large(&mut scratch);
     SCRATCH.set(scratch);
     out
 }
@@ -377,8 +384,9 @@ mod tests {
         let mut exact = PagedKvCache::new(layout, 4, 6).expect("cache");
         half.write(0, &table, 0, &k, &v);
         exact.write(0, &table, 0, &round(&k), &round(&v));
-        // A prompt in two chunks (tiles re-read every block), then alone.
-        for (start, end) in [(0, 9), (9, len)] {
+        // A prompt in two chunks (tiles re-read every block, widened
+        // once), then a decode step (blocks widened one at a time).
+        for (start, end) in [(0, 9), (9, len - 1), (len - 1, len)] {
             let seq = |cache: &PagedKvCache| {
                 paged_attention(
                     cache.layer(0),

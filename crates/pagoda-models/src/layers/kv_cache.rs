@@ -8,11 +8,13 @@
 //! the K/V of new tokens into the slots a batch names and reads them back in
 //! attention.
 //!
-//! The values are stored in the pool's [`KvDtype`]: f32, or f16 (half the
+//! The values are stored in the pool's [`KvDtype`]: f32, f16 (half the
 //! memory: twice the tokens in the same budget; every value rounded once to
-//! the nearest f16). Attention reads the stored type a block at a time
-//! ([`KvSlice::as_f32`]: f32 blocks are borrowed, f16 blocks widened into
-//! the reader's small scratch), never a widened copy of the whole cache.
+//! the nearest f16) or Q8_0 (each token's row in 32-value blocks with an f16
+//! scale). Attention reads f32 blocks in place; other blocks it widens into
+//! its own scratch (`context_blocks`): one block at a time for a decode
+//! step, a head's whole context once for a prompt (whose query tiles each
+//! read every block) — never a widened copy of the whole cache.
 //!
 //! A model declares what a token stores per layer ([`KvKind`]):
 //!
@@ -463,6 +465,64 @@ pub fn widen_blocks<'a: 's, 's>(
         }
     }
     out
+}
+
+/// One block of a head's context as attention reads it: f32 values, or a
+/// stored block to widen when it is read.
+pub(crate) enum ContextBlock<'a> {
+    /// f32 values, read as they are.
+    Ready(&'a [f32]),
+    /// Stored values, widened when read.
+    Stored(KvSlice<'a>),
+}
+
+impl ContextBlock<'_> {
+    /// The block's values, widened into `scratch` if need be.
+    pub(crate) fn get<'s>(&'s self, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        match self {
+            ContextBlock::Ready(v) => v,
+            ContextBlock::Stored(s) => s.as_f32(scratch),
+        }
+    }
+}
+
+/// The blocks of `table` as `block` reads them: an f32 pool's as they are;
+/// another pool's widened all at once into `scratch` when `whole` (a prompt,
+/// whose tiles each read every block), else left to widen one at a time (a
+/// decode step reads each once).
+pub(crate) fn context_blocks<'a: 's, 's>(
+    table: &[BlockId],
+    block: impl Fn(BlockId) -> KvSlice<'a>,
+    whole: bool,
+    scratch: &'s mut Vec<f32>,
+) -> Vec<ContextBlock<'s>> {
+    let slices: Vec<KvSlice<'a>> = table.iter().map(|&b| block(b)).collect();
+    if whole && !slices.iter().all(|s| matches!(s, KvSlice::F32(_))) {
+        return widen_blocks(&slices, scratch)
+            .into_iter()
+            .map(ContextBlock::Ready)
+            .collect();
+    }
+    slices
+        .into_iter()
+        .map(|s| match s {
+            KvSlice::F32(v) => ContextBlock::Ready(v),
+            other => ContextBlock::Stored(other),
+        })
+        .collect()
+}
+
+/// Scratch kept per thread beyond this many values is released after use
+/// (a long prompt's widened context), so it does not outlive the step.
+pub(crate) const KEEP_SCRATCH: usize = 1 << 20;
+
+/// Empties every scratch buffer that grew beyond [`KEEP_SCRATCH`] values.
+pub(crate) fn release_if_large(scratch: &mut [Vec<f32>]) {
+    for s in scratch {
+        if s.capacity() > KEEP_SCRATCH {
+            *s = Vec::new();
+        }
+    }
 }
 
 /// One layer's buffers: K and V for a per-head layout; for a latent layout

@@ -12,8 +12,8 @@ use crate::kernels::int8::Int8Weights;
 use crate::kernels::panel::PanelMatrix;
 use crate::kernels::plane::PlaneMatrix;
 
-/// How pagoda's block kernels (GGUF Q4_0, Q4_1, Q8_0 weights) treat the
-/// activations they multiply.
+/// How pagoda's block kernels (GGUF Q4_0 … Q8_0, the K-quants, IQ4_NL)
+/// treat the activations they multiply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Activations {
     /// Kept in f32: results match a dense f32 reference (transformers on

@@ -8,7 +8,7 @@
 
 use crate::families::deepseek::absorbed_kv_b::AbsorbedKvB;
 use crate::kernels::vector::{axpy, dots, LANES};
-use crate::layers::kv_cache::{widen_blocks, BlockId, KvSlice, LatentLayerView};
+use crate::layers::kv_cache::{context_blocks, release_if_large, BlockId, LatentLayerView};
 
 /// Query rows of a sequence that share each cache-row load.
 pub(crate) const TILE: usize = 4;
@@ -220,20 +220,23 @@ fn attend(
     thread_local! {
         /// This thread's scores, reused across calls.
         static SCORES: std::cell::RefCell<Vec<f32>> = Default::default();
-        /// This thread's latent rows of an f16 pool, widened once per call.
-        static WIDENED: std::cell::RefCell<Vec<f32>> = Default::default();
+        /// This thread's latent rows of an f16 or Q8_0 pool as f32: the
+        /// whole context for a prompt, one block for a decode step.
+        static WIDENED: std::cell::RefCell<[Vec<f32>; 2]> = Default::default();
     }
     assert!(
         piece.block_table.len() * bs >= piece.start_pos + piece.len,
         "the block table covers the context"
     );
     let mut widened = WIDENED.take();
+    let [whole_context, one_block] = &mut widened;
     let blocks = (piece.start_pos + piece.len).div_ceil(bs);
-    let slices: Vec<KvSlice<'_>> = piece.block_table[..blocks]
-        .iter()
-        .map(|&b| kv.rows(b, bs))
-        .collect();
-    let row_blocks = widen_blocks(&slices, &mut widened);
+    let row_blocks = context_blocks(
+        &piece.block_table[..blocks],
+        |b| kv.rows(b, bs),
+        piece.len > TILE,
+        whole_context,
+    );
     let mut scores = SCORES.take();
     for t0 in (0..piece.len).step_by(TILE) {
         let tile = TILE.min(piece.len - t0);
@@ -253,12 +256,12 @@ fn attend(
         scores.resize(queries * context, 0.0);
         // Scores of every query against the tile's whole context (a query
         // reads only its own causal part).
-        for (b, &block) in row_blocks.iter().enumerate() {
+        for (b, block) in row_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
-            let block_rows = &block[..bs.min(context - first) * width];
+            let block_rows = &block.get(one_block)[..bs.min(context - first) * width];
             let mut k0 = 0;
             while k0 < queries {
                 let at = (context, first, k0);
@@ -311,12 +314,12 @@ fn attend(
         // `dst`'s rows of the tile are its queries in order.
         let acc = &mut dst[t0 * size * lora..(t0 + tile) * size * lora];
         acc.fill(0.0);
-        for (b, &block) in row_blocks.iter().enumerate() {
+        for (b, block) in row_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
-            let block_rows = &block[..bs.min(context - first) * width];
+            let block_rows = &block.get(one_block)[..bs.min(context - first) * width];
             let all = shared.saturating_sub(first).min(bs);
             for (k0, a) in acc.chunks_mut(QUERY_BLOCK * lora).enumerate() {
                 let at = (context, first, k0 * QUERY_BLOCK);
@@ -341,6 +344,8 @@ fn attend(
             a.iter_mut().for_each(|x| *x *= inv);
         }
     }
+    drop(row_blocks);
+    release_if_large(&mut widened);
     SCORES.set(scores);
     WIDENED.set(widened);
 }

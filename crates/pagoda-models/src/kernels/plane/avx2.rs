@@ -4,9 +4,9 @@
 //! once and met by up to four activation rows; per row, `maddubs` products
 //! are summed in 16 bits as far as they cannot overflow (codes of 6 bits:
 //! two at a time; fewer bits: four) and widened by `madd`, giving the exact
-//! sums of each half; `vpmulld` applies the sub-scales, and one conversion
-//! and fused multiply-add per sub-block accumulate it, as the portable
-//! reference does.
+//! sums of each half; and one conversion and fused multiply-add per
+//! half (or sub-block) with the row's exact f32 scale `d·sc` accumulate
+//! it, as the portable reference does.
 
 use std::arch::x86_64::*;
 

@@ -3,9 +3,9 @@
 //! sub-block's codes come out of its planes as eight registers (values
 //! `4t..4t + 4` of every row), built once and met by up to eight
 //! activation rows; per row, two chains of four `vpdpbusd` give the exact
-//! sums of each half, `vpmulld` applies the sub-scales, and one conversion
-//! and fused multiply-add per sub-block accumulate it, as the portable
-//! reference does.
+//! sums of each half, and one conversion and fused multiply-add per
+//! half (or sub-block) with the row's exact f32 scale `d·sc` accumulate
+//! it, as the portable reference does.
 
 use std::arch::x86_64::*;
 
