@@ -11,6 +11,21 @@ use crate::kernels::half_precision::HalfMatrix;
 use crate::kernels::panel::PanelMatrix;
 use crate::kernels::plane::PlaneMatrix;
 
+/// The rows `indices` of a `cols`-wide matrix, one after the other, each
+/// written by `row(index, out)`: a whole matrix widened, or an embedding
+/// lookup.
+pub(crate) fn gather_rows(
+    indices: impl ExactSizeIterator<Item = usize>,
+    cols: usize,
+    row: impl Fn(usize, &mut [f32]),
+) -> Vec<f32> {
+    let mut out = vec![0.0; indices.len() * cols];
+    for (r, dst) in indices.zip(out.chunks_exact_mut(cols.max(1))) {
+        row(r, dst);
+    }
+    out
+}
+
 /// One weight tensor of a checkpoint.
 #[derive(Debug, Clone)]
 pub enum Weight {
@@ -65,32 +80,22 @@ impl Weight {
     pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
         let dense = match self {
             Weight::Blocks(m) => {
-                let mut out = vec![0.0; m.rows() * m.cols()];
-                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
-                    m.dequantize_row(r, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(0..m.rows(), m.cols(), |r, o| {
+                    m.dequantize_row(r, o)
+                }))
             }
             Weight::Panels(m) => {
-                let mut out = vec![0.0; m.rows() * m.cols()];
-                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
-                    m.dequantize_row(r, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(0..m.rows(), m.cols(), |r, o| {
+                    m.dequantize_row(r, o)
+                }))
             }
             Weight::Planes(m) => {
-                let mut out = vec![0.0; m.rows() * m.cols()];
-                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
-                    m.dequantize_row(r, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(0..m.rows(), m.cols(), |r, o| {
+                    m.dequantize_row(r, o)
+                }))
             }
             Weight::Half(m) => {
-                let mut out = vec![0.0; m.rows() * m.cols()];
-                for (r, row) in out.chunks_exact_mut(m.cols()).enumerate() {
-                    m.row_f32(r, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(0..m.rows(), m.cols(), |r, o| m.row_f32(r, o)))
             }
             Weight::DenseRows(m) => return Ok(m.data().to_vec()),
             Weight::Quantized(q) => q.dequantize(&Device::Cpu)?,

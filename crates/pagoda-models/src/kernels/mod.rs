@@ -41,6 +41,25 @@ pub(crate) mod vector;
 
 pub use block_format::BlockFormat;
 
+/// How far ahead of the block a panel kernel computes its bytes are
+/// prefetched: a decode step streams the weights from memory once, and the
+/// hardware prefetcher stops at page boundaries.
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Requests into L2 the `len` bytes [`PREFETCH`] past `block` (L2's queue
+/// holds more misses in flight than L1's fill buffers). Never faults,
+/// whatever the address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead(block: *const u8, len: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let ahead = block.wrapping_add(PREFETCH);
+    for line in (0..len).step_by(64) {
+        // SAFETY: a prefetch is a hint: it never faults and changes no state.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast()) };
+    }
+}
+
 /// The instruction-set levels pagoda's kernels are built for, slowest
 /// first; each includes the features of the ones before (see the module
 /// doc for the build each family runs at each level).

@@ -7,7 +7,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::formats::weight::Weight;
+use crate::formats::weight::{gather_rows, Weight};
 use crate::kernels::f32::{DenseMatrix, QuantMatrix};
 use crate::kernels::half_precision::HalfMatrix;
 use crate::kernels::panel::PanelMatrix;
@@ -77,35 +77,18 @@ impl Embedding {
                 "token id {bad} is outside the vocabulary of {vocab_size}"
             )));
         }
-        let rows = match self {
+        let rows = ids.iter().map(|&id| id as usize);
+        let tensor_rows = match self {
             Embedding::Blocks(m) => {
-                let mut out = vec![0.0; ids.len() * m.cols()];
-                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
-                    m.dequantize_row(id as usize, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(rows, m.cols(), |r, o| m.dequantize_row(r, o)))
             }
             Embedding::Panels(m) => {
-                let mut out = vec![0.0; ids.len() * m.cols()];
-                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
-                    m.dequantize_row(id as usize, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(rows, m.cols(), |r, o| m.dequantize_row(r, o)))
             }
             Embedding::Planes(m) => {
-                let mut out = vec![0.0; ids.len() * m.cols()];
-                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
-                    m.dequantize_row(id as usize, row);
-                }
-                return Ok(out);
+                return Ok(gather_rows(rows, m.cols(), |r, o| m.dequantize_row(r, o)))
             }
-            Embedding::Half(m) => {
-                let mut out = vec![0.0; ids.len() * m.cols()];
-                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(m.cols())) {
-                    m.row_f32(id as usize, row);
-                }
-                return Ok(out);
-            }
+            Embedding::Half(m) => return Ok(gather_rows(rows, m.cols(), |r, o| m.row_f32(r, o))),
             Embedding::DenseRows(m) => {
                 let mut out = Vec::with_capacity(ids.len() * m.cols());
                 for &id in ids {
@@ -120,7 +103,7 @@ impl Embedding {
                 t.index_select(&Tensor::from_slice(ids, ids.len(), &Device::Cpu)?, 0)?
             }
         };
-        Ok(rows.flatten_all()?.to_vec1::<f32>()?)
+        Ok(tensor_rows.flatten_all()?.to_vec1::<f32>()?)
     }
 
     /// The table as a weight, for an output head tied to it.

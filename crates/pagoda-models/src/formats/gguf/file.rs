@@ -223,42 +223,30 @@ impl GgufFile {
                 reason: candle_reason(&e),
             })?;
         let dims = q.shape().dims().to_vec();
+        let error = |reason: String| ModelError::Tensor {
+            path: self.path.clone(),
+            name: gguf_name.to_string(),
+            reason,
+        };
         if self.is_iq4_nl(gguf_name) {
             let [rows, cols] = dims[..] else {
-                return Err(ModelError::Tensor {
-                    path: self.path.clone(),
-                    name: gguf_name.to_string(),
-                    reason: format!(
-                        "an IQ4_NL tensor of shape {dims:?}: only matrices are computed"
-                    ),
-                });
+                return Err(error(format!(
+                    "an IQ4_NL tensor of shape {dims:?}: only matrices are computed"
+                )));
             };
             let matrix = PlaneMatrix::from_gguf(PlaneFormat::IQ4NL, rows, cols, &q.data()?)
-                .map_err(|e| ModelError::Tensor {
-                    path: self.path.clone(),
-                    name: gguf_name.to_string(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| error(e.to_string()))?;
             return Ok(Some(Weight::Planes(Arc::new(matrix))));
         }
         if let (Some(format), [rows, cols]) = (BlockFormat::from_ggml(q.dtype()), &dims[..]) {
             let bytes = q.data()?.into_owned();
             let matrix =
-                QuantMatrix::new(format, *rows, *cols, bytes).map_err(|e| ModelError::Tensor {
-                    path: self.path.clone(),
-                    name: gguf_name.to_string(),
-                    reason: e.to_string(),
-                })?;
+                QuantMatrix::new(format, *rows, *cols, bytes).map_err(|e| error(e.to_string()))?;
             return Ok(Some(Weight::Blocks(Arc::new(matrix))));
         }
         if let (Some(format), [rows, cols]) = (PlaneFormat::from_ggml(q.dtype()), &dims[..]) {
-            let matrix = PlaneMatrix::from_gguf(format, *rows, *cols, &q.data()?).map_err(|e| {
-                ModelError::Tensor {
-                    path: self.path.clone(),
-                    name: gguf_name.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let matrix = PlaneMatrix::from_gguf(format, *rows, *cols, &q.data()?)
+                .map_err(|e| error(e.to_string()))?;
             return Ok(Some(Weight::Planes(Arc::new(matrix))));
         }
         let half = match q.dtype() {
@@ -267,14 +255,8 @@ impl GgufFile {
             _ => None,
         };
         if let (Some(kind), [rows, cols]) = (half, &dims[..]) {
-            let matrix =
-                HalfMatrix::from_le_bytes(kind, *rows, *cols, &q.data()?).map_err(|e| {
-                    ModelError::Tensor {
-                        path: self.path.clone(),
-                        name: gguf_name.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
+            let matrix = HalfMatrix::from_le_bytes(kind, *rows, *cols, &q.data()?)
+                .map_err(|e| error(e.to_string()))?;
             return Ok(Some(Weight::Half(Arc::new(matrix))));
         }
         if let (GgmlDType::F32, [_, _]) = (q.dtype(), &dims[..]) {

@@ -16,8 +16,6 @@ use crate::kernels::int8::{Q8Rows, Q8Tile};
 
 /// Rows per panel.
 const W: usize = 8;
-/// How far ahead of the block being computed its bytes are prefetched.
-const PREFETCH: usize = 4096;
 /// Activation rows sharing one unpacked panel block.
 const TILE: usize = 4;
 
@@ -100,15 +98,7 @@ fn tile<const F: u8, const T: usize>(
     let nibble = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (b, blk) in panel.chunks_exact(pbb).enumerate() {
-        // The bytes `PREFETCH` ahead, requested into L2 now: a decode step
-        // streams the weights from memory once, and the hardware
-        // prefetcher stops at page boundaries.
-        let ahead = blk.as_ptr().wrapping_add(PREFETCH);
-        for line in (0..pbb).step_by(64) {
-            // A prefetch never faults, whatever the address (a safe
-            // intrinsic in a function with the SSE feature).
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-        }
+        crate::kernels::prefetch_ahead(blk.as_ptr(), pbb);
         // SAFETY: `blk` holds `pbb` bytes: 16 (or 32) bytes of scales, then
         // 128 (Q4) or 256 (Q8_0) bytes of quants.
         let (d8, m8, w) = unsafe {

@@ -18,8 +18,6 @@ use crate::kernels::int8::{Q8Rows, Q8Tile};
 
 /// Rows per panel.
 const W: usize = 16;
-/// How far ahead of the block being computed its bytes are prefetched.
-const PREFETCH: usize = 4096;
 /// Activation rows sharing one unpacked panel block.
 const TILE: usize = 8;
 
@@ -114,15 +112,7 @@ fn tile<const F: u8, const T: usize>(
     // in order, and for Q4 the low nibbles of groups 0..4 (values 0..16),
     // then their high nibbles (values 16..32).
     for (b, blk) in panel.chunks_exact(pbb).enumerate() {
-        // The bytes `PREFETCH` ahead, requested into L2 now: a decode step
-        // streams the weights from memory once, and the hardware
-        // prefetcher stops at page boundaries.
-        let ahead = blk.as_ptr().wrapping_add(PREFETCH);
-        for line in (0..pbb).step_by(64) {
-            // A prefetch never faults, whatever the address (a safe
-            // intrinsic in a function with the SSE feature).
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-        }
+        crate::kernels::prefetch_ahead(blk.as_ptr(), pbb);
         // SAFETY: `blk` holds `pbb` bytes: 32 (or 64) bytes of scales, then
         // 256 (Q4) or 512 (Q8_0) bytes of quants.
         let (d16, m16, w) = unsafe {

@@ -16,8 +16,6 @@ use crate::kernels::plane::format::{Layout, Mins, Plane, PlaneFormat, SubScales}
 
 /// Rows per panel.
 const W: usize = 8;
-/// How far ahead of the block being computed its bytes are prefetched.
-const PREFETCH: usize = 4096;
 /// Activation rows sharing one unpacked sub-block.
 const TILE: usize = 4;
 
@@ -226,15 +224,7 @@ fn tile<const F: u8, const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     let mut mo = [_mm256_setzero_ps(); T];
     for (b, blk) in panel.chunks_exact(layout.block_bytes).enumerate() {
-        // The bytes `PREFETCH` ahead, requested now: a decode step streams
-        // the weights from memory once, and the hardware prefetcher stops
-        // at page boundaries.
-        let ahead = blk.as_ptr().wrapping_add(PREFETCH);
-        for line in (0..layout.block_bytes).step_by(64) {
-            // A prefetch never faults, whatever the address (a safe
-            // intrinsic in a function with the SSE feature).
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(line).cast());
-        }
+        crate::kernels::prefetch_ahead(blk.as_ptr(), layout.block_bytes);
         let d = halves_at(blk, 0);
         let second = if spec.mins == Mins::None {
             _mm256_setzero_ps()

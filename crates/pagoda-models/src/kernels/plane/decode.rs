@@ -35,7 +35,8 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-fn f32_of(bits: u16) -> f32 {
+/// An f16's value from its bits.
+pub(crate) fn f32_of(bits: u16) -> f32 {
     f16::from_bits(bits).to_f32()
 }
 

@@ -39,7 +39,6 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use half::f16;
 use rayon::prelude::*;
 
 use crate::kernels::block_format::QK;
@@ -372,10 +371,6 @@ fn read_row(format: PlaneFormat, layout: &Layout, i: usize, src: &[u8]) -> Decod
     block
 }
 
-fn f16_value(bits: u16) -> f32 {
-    f16::from_bits(bits).to_f32()
-}
-
 /// The reference: every build must give these bits.
 fn panels_portable(
     format: PlaneFormat,
@@ -398,7 +393,7 @@ fn panels_portable(
             mo.fill(0.0);
             for (b, src) in panel.chunks_exact(layout.block_bytes).enumerate() {
                 let block = read_row(format, &layout, i, src);
-                let (d, second) = (f16_value(block.d), f16_value(block.second));
+                let (d, second) = (decode::f32_of(block.d), decode::f32_of(block.second));
                 for (s, sub) in block.subs[..spec.subs].iter().enumerate() {
                     // The row's exact f32 scales of each half: d · sc, dmin · m.
                     let dsc = sub.sc.map(|sc| match spec.scales {
