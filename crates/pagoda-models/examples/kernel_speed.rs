@@ -52,7 +52,16 @@ fn main() {
         Some("mla") => mla(),
         Some("types") => every_type(),
         Some("bandwidth") => println!("{:.2}", read_bandwidth(1 << 30)),
-        Some("1b") => one_b_pass(std::env::args().nth(2).as_deref() == Some("q4_0")),
+        Some("1b") => one_b_pass(match std::env::args().nth(2).as_deref() {
+            None => None,
+            Some("q4_0") => Some(GgmlDType::Q4_0),
+            Some("q4k") => Some(GgmlDType::Q4K),
+            Some("q6k") => Some(GgmlDType::Q6K),
+            Some(other) => {
+                eprintln!("unknown type `{other}` for `1b` (q4_0, q4k or q6k)");
+                std::process::exit(2);
+            }
+        }),
         Some(other) => {
             eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");
             std::process::exit(2);
@@ -249,8 +258,17 @@ fn every_type() {
         GgmlDType::F16,
         GgmlDType::BF16,
     ];
+    // `types Q4K 64`: one type (as printed), one batch size.
+    let only_type = std::env::args().nth(2);
+    let only_batch: Option<usize> = std::env::args().nth(3).and_then(|b| b.parse().ok());
     let mut scratch = Q8Rows::default();
     for dtype in types {
+        if only_type
+            .as_ref()
+            .is_some_and(|t| *t != format!("{dtype:?}"))
+        {
+            continue;
+        }
         let q = QTensor::quantize(&t, dtype).expect("quantize");
         let bytes = q.data().expect("data").into_owned();
         let size = bytes.len() as f64;
@@ -272,6 +290,9 @@ fn every_type() {
         };
         let candle = candle_core::quantized::QMatMul::from_qtensor(q).expect("qmatmul");
         for batch in [1usize, 8, 64] {
+            if only_batch.is_some_and(|b| b != batch) {
+                continue;
+            }
             let x: Vec<f32> = (0..batch * cols)
                 .map(|i| (i % 13) as f32 * 0.01 - 0.06)
                 .collect();
@@ -299,14 +320,15 @@ fn every_type() {
 
 /// Every product of one forward pass of a Llama-3.2-1B-shaped model in
 /// Q4_K_M's types (Q4_K; Q6_K for `ffn_down`, `attn_v` and the head, as
-/// llama-quantize picks them for most layers; with `1b q4_0`, all Q4_0),
+/// llama-quantize picks them for most layers; with `1b q4_0`, `1b q4k` or
+/// `1b q6k`, every matrix in that one type),
 /// distinct memory for every layer (~700 MB: far beyond the caches),
 /// against one read of the GGUF bytes.
-fn one_b_pass(all_q4_0: bool) {
+fn one_b_pass(only: Option<GgmlDType>) {
     use pagoda_models::kernels::plane::{PlaneFormat, PlaneMatrix};
     let (h, kv, ffn, vocab, layers) = (2048, 512, 8192, 49152, 16);
     let weights = |r: usize, c: usize, dtype: GgmlDType| -> Box<dyn Int8Weights> {
-        let dtype = if all_q4_0 { GgmlDType::Q4_0 } else { dtype };
+        let dtype = only.unwrap_or(dtype);
         let w: Vec<f32> = (0..r * c)
             .map(|i| (((i * 7919 + r) % 1000) as f32 / 1000.0 - 0.5) * 0.05)
             .collect();
@@ -333,7 +355,7 @@ fn one_b_pass(all_q4_0: bool) {
         .collect();
     let head = weights(vocab, h, GgmlDType::Q6K);
     let size = |w: &dyn Int8Weights, dtype: GgmlDType| {
-        let dtype = if all_q4_0 { GgmlDType::Q4_0 } else { dtype };
+        let dtype = only.unwrap_or(dtype);
         w.rows() * w.cols() / dtype.block_size() * dtype.type_size()
     };
     let per_layer = size(model[0][0].as_ref(), GgmlDType::Q4K) * 2
@@ -345,12 +367,17 @@ fn one_b_pass(all_q4_0: bool) {
     let dram = read_bandwidth(1 << 30);
     println!(
         "1B-shaped {} products: {:.0} MB of GGUF weights; read bandwidth, {} threads: {dram:.1} GB/s over 1 GiB",
-        if all_q4_0 { "Q4_0" } else { "Q4_K_M" },
+        only.map_or("Q4_K_M".to_string(), |t| format!("{t:?}")),
         bytes / 1e6,
         Team::global().threads(),
     );
+    // `1b q4k 1`: one batch size.
+    let only_batch: Option<usize> = std::env::args().nth(3).and_then(|b| b.parse().ok());
     let mut scratch = Q8Rows::default();
     for batch in [1usize, 8, 64] {
+        if only_batch.is_some_and(|b| b != batch) {
+            continue;
+        }
         let x_h: Vec<f32> = (0..batch * h)
             .map(|i| (i % 13) as f32 * 0.01 - 0.06)
             .collect();

@@ -29,6 +29,23 @@
 //! still checks its own features (`available()`) in an assertion before
 //! its unsafe entry point.
 
+/// Runs `$body` once for each of a kernel tile's `$t` rows (a constant up to
+/// 8) with `$k` bound to the row, written out rather than looped, so that
+/// per-row accumulators indexed by `$k` stay in registers.
+macro_rules! each_row {
+    ($t:expr, $k:ident => $body:block) => {
+        each_row!(@rows $t, $k, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@rows $t:expr, $k:ident, $body:block, $($n:literal)*) => {
+        $(
+            if $n < $t {
+                let $k: usize = $n;
+                $body
+            }
+        )*
+    };
+}
+
 pub(crate) mod block_format;
 pub(crate) mod columns_out;
 pub mod f32;

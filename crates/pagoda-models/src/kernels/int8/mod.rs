@@ -31,20 +31,63 @@ pub struct Q8Rows {
     /// Per block: `Σq` over its first 16 values, exact (for weights with a
     /// scale per 16 values).
     pub(crate) sums_lo: Vec<i32>,
+    /// Per block: `(Σq as f32) · d`, and the same over each half (the
+    /// factors of integer minimums, computed once instead of per weight
+    /// row).
+    pub(crate) qd: Vec<[f32; 3]>,
 }
 
-/// `T` consecutive rows of a [`Q8Rows`], sliced for a kernel tile.
+/// `T` consecutive rows of a [`Q8Rows`] for a kernel tile: every field of
+/// the `T` rows as one slice, read by [`Q8Tile::block`] without a bounds
+/// check per field.
 pub(crate) struct Q8Tile<'a, const T: usize> {
-    /// Each row's quantized values.
-    pub(crate) qs: [&'a [i8]; T],
-    /// Each row's per-block scales.
-    pub(crate) d: [&'a [f32]; T],
-    /// Each row's per-block `d · Σq`.
-    pub(crate) s: [&'a [f32]; T],
-    /// Each row's per-block `Σq`.
-    pub(crate) sums: [&'a [i32]; T],
-    /// Each row's per-block `Σq` over the first 16 values.
-    pub(crate) sums_lo: [&'a [i32]; T],
+    cols: usize,
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+    sums: &'a [i32],
+    sums_lo: &'a [i32],
+    qd: &'a [[f32; 3]],
+}
+
+/// One 32-value block of one activation row, as a kernel reads it.
+pub(crate) struct Q8Block<'a> {
+    /// The 32 quantized values.
+    pub(crate) qs: &'a [i8],
+    /// The scale `d`.
+    pub(crate) d: f32,
+    /// `d · Σq` rounded through f16 (Q4_1's and Q5_1's offset factor).
+    pub(crate) s: f32,
+    /// `Σq`, exact.
+    pub(crate) sum: i32,
+    /// `Σq` over the first 16 values, exact.
+    pub(crate) sum_lo: i32,
+    /// `(Σq as f32) · d`, and over each half.
+    pub(crate) qd: [f32; 3],
+}
+
+impl<'a, const T: usize> Q8Tile<'a, T> {
+    /// Row `k`'s block `b`.
+    #[inline(always)]
+    pub(crate) fn block(&self, k: usize, b: usize) -> Q8Block<'a> {
+        let nb = self.cols / QK;
+        assert!(k < T && b < nb);
+        let at = k * nb + b;
+        // SAFETY: every field holds `T` rows of `nb` blocks (of `QK` values
+        // for `qs`), and `k < T`, `b < nb` are asserted just above.
+        unsafe {
+            Q8Block {
+                qs: self
+                    .qs
+                    .get_unchecked(k * self.cols + b * QK..k * self.cols + (b + 1) * QK),
+                d: *self.d.get_unchecked(at),
+                s: *self.s.get_unchecked(at),
+                sum: *self.sums.get_unchecked(at),
+                sum_lo: *self.sums_lo.get_unchecked(at),
+                qd: *self.qd.get_unchecked(at),
+            }
+        }
+    }
 }
 
 fn f16_round(v: f32) -> f32 {
@@ -64,6 +107,7 @@ impl Q8Rows {
         self.s.resize(blocks, 0.0);
         self.sums.resize(blocks, 0);
         self.sums_lo.resize(blocks, 0);
+        self.qd.resize(blocks, [0.0; 3]);
         #[cfg(target_arch = "x86_64")]
         {
             if Isa::best() >= Isa::Avx2 {
@@ -79,6 +123,7 @@ impl Q8Rows {
                         (&mut self.sums, &mut self.sums_lo),
                     )
                 };
+                self.derive_sum_products();
                 return;
             }
         }
@@ -93,20 +138,36 @@ impl Q8Rows {
             (*d, *s, *sum) = quantize_block(xb, qb);
             *sum_lo = qb[..QK / 2].iter().map(|&v| v as i32).sum();
         }
+        self.derive_sum_products();
     }
 
-    /// Rows `j0 .. j0 + T`, each row's values and per-block scales, sums
-    /// and offsets factors as slices (what a kernel tile reads).
+    /// Fills [`Self::qd`] from the sums and scales.
+    fn derive_sum_products(&mut self) {
+        for (((qd, &d), &all), &lo) in self
+            .qd
+            .iter_mut()
+            .zip(&self.d)
+            .zip(&self.sums)
+            .zip(&self.sums_lo)
+        {
+            *qd = [all as f32 * d, lo as f32 * d, (all - lo) as f32 * d];
+        }
+    }
+
+    /// Rows `j0 .. j0 + T`: what a kernel tile reads.
     #[inline(always)]
     pub(crate) fn tile<const T: usize>(&self, j0: usize) -> Q8Tile<'_, T> {
         let (cols, nb) = (self.cols, self.cols / QK);
         assert!(j0 + T <= self.rows);
+        let rows = j0 * nb..(j0 + T) * nb;
         Q8Tile {
-            qs: std::array::from_fn(|k| &self.qs[(j0 + k) * cols..][..cols]),
-            d: std::array::from_fn(|k| &self.d[(j0 + k) * nb..][..nb]),
-            s: std::array::from_fn(|k| &self.s[(j0 + k) * nb..][..nb]),
-            sums: std::array::from_fn(|k| &self.sums[(j0 + k) * nb..][..nb]),
-            sums_lo: std::array::from_fn(|k| &self.sums_lo[(j0 + k) * nb..][..nb]),
+            cols,
+            qs: &self.qs[j0 * cols..(j0 + T) * cols],
+            d: &self.d[rows.clone()],
+            s: &self.s[rows.clone()],
+            sums: &self.sums[rows.clone()],
+            sums_lo: &self.sums_lo[rows.clone()],
+            qd: &self.qd[rows],
         }
     }
 

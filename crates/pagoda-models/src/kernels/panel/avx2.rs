@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::block_format::{format_of, panel_block_bytes, scale_bytes, BlockFormat, QK};
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Rows, Q8Tile};
+use crate::kernels::int8::{Q8Block, Q8Rows};
 
 /// Rows per panel.
 const W: usize = 8;
@@ -86,13 +86,7 @@ fn tile<const F: u8, const T: usize>(
     let pbb = panel_block_bytes(format, W);
     let sb = scale_bytes(format, W);
     assert!(panel.len() == nb * pbb && j0 + T <= m);
-    let Q8Tile {
-        qs,
-        d: ds,
-        s: ss,
-        sums,
-        ..
-    } = x.tile::<T>(j0);
+    let xt = x.tile::<T>(j0);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut off = [_mm256_setzero_ps(); T];
     let nibble = _mm256_set1_epi8(0x0F);
@@ -130,8 +124,14 @@ fn tile<const F: u8, const T: usize>(
                 *a = _mm256_sign_epi8(*a, *a);
             }
         }
-        for k in 0..T {
-            let xq = &qs[k][b * QK..(b + 1) * QK];
+        each_row!(T, k => {
+            let Q8Block {
+                qs: xq,
+                d: dx,
+                s: sx,
+                sum: q_all,
+                ..
+            } = xt.block(k, b);
             let isum = if F == 2 {
                 let mut s = _mm256_setzero_si256();
                 for t in 0..8 {
@@ -151,24 +151,24 @@ fn tile<const F: u8, const T: usize>(
                 }
                 let s = _mm256_madd_epi16(s16, ones);
                 if F == 0 {
-                    _mm256_sub_epi32(s, _mm256_set1_epi32(8 * sums[k][b]))
+                    _mm256_sub_epi32(s, _mm256_set1_epi32(8 * q_all))
                 } else {
                     s
                 }
             };
-            let scale = _mm256_mul_ps(d8, _mm256_set1_ps(ds[k][b]));
+            let scale = _mm256_mul_ps(d8, _mm256_set1_ps(dx));
             acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
             if F == 1 {
-                off[k] = _mm256_fmadd_ps(m8, _mm256_set1_ps(ss[k][b]), off[k]);
+                off[k] = _mm256_fmadd_ps(m8, _mm256_set1_ps(sx), off[k]);
             }
-        }
+        });
     }
-    for k in 0..T {
+    each_row!(T, k => {
         let mut v = [0.0f32; W];
         // SAFETY: `v` holds eight floats.
         unsafe { _mm256_storeu_ps(v.as_mut_ptr(), _mm256_add_ps(acc[k], off[k])) };
         for (i, v) in v.into_iter().enumerate() {
             o.set(r0 + i, j0 + k, v);
         }
-    }
+    });
 }

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::block_format::{format_of, panel_block_bytes, scale_bytes, BlockFormat, QK};
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Rows, Q8Tile};
+use crate::kernels::int8::{Q8Block, Q8Rows};
 
 /// Rows per panel.
 const W: usize = 16;
@@ -75,12 +75,15 @@ fn run<const F: u8>(w: &[u8], x: &Q8Rows, mut out: ColumnsOut<'_>) {
 /// Four activation bytes from `at`, broadcast to every lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn quad(x: &[i8], at: usize) -> __m512i {
-    let b = [x[at], x[at + 1], x[at + 2], x[at + 3]];
-    _mm512_set1_epi32(i32::from_le_bytes(b.map(|v| v as u8)))
+pub(crate) fn quad(x: &[i8], at: usize) -> __m512i {
+    let b = &x[at..at + 4];
+    _mm512_set1_epi32(i32::from_le_bytes(
+        [b[0], b[1], b[2], b[3]].map(|v| v as u8),
+    ))
 }
 
-/// One panel against activation rows `j0 .. j0 + T`.
+/// One panel against activation rows `j0 .. j0 + T`, each row's steps
+/// written out ([`each_row!`]) so that its accumulators stay in registers.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn tile<const F: u8, const T: usize>(
@@ -96,13 +99,7 @@ fn tile<const F: u8, const T: usize>(
     let pbb = panel_block_bytes(format, W);
     let sb = scale_bytes(format, W);
     assert!(panel.len() == nb * pbb && j0 + T <= m);
-    let Q8Tile {
-        qs,
-        d: ds,
-        s: ss,
-        sums,
-        ..
-    } = x.tile::<T>(j0);
+    let xt = x.tile::<T>(j0);
     let mut acc = [_mm512_setzero_ps(); T];
     let mut off = [_mm512_setzero_ps(); T];
     let nibble = _mm512_set1_epi8(0x0F);
@@ -138,34 +135,37 @@ fn tile<const F: u8, const T: usize>(
             }
             (d16, m16, w)
         };
-        for k in 0..T {
-            let xq = &qs[k][b * QK..(b + 1) * QK];
-            // Two chains of four, so that consecutive instructions do not wait on each other.
-            let mut lo = zero;
-            let mut hi = zero;
-            for t in 0..4 {
-                lo = _mm512_dpbusd_epi32(lo, w[t], quad(xq, 4 * t));
-                hi = _mm512_dpbusd_epi32(hi, w[t + 4], quad(xq, 16 + 4 * t));
+        each_row!(T, k => {
+            let Q8Block {
+                qs: xq,
+                d: dx,
+                s: sx,
+                sum: q_all,
+                ..
+            } = xt.block(k, b);
+            // One chain: the sum over the block's 32 values, exactly.
+            let mut isum = zero;
+            for (t, w) in w.iter().enumerate() {
+                isum = _mm512_dpbusd_epi32(isum, *w, quad(xq, 4 * t));
             }
-            let mut isum = _mm512_add_epi32(lo, hi);
             match F {
-                0 => isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(8 * sums[k][b])),
-                2 => isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * sums[k][b])),
+                0 => isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(8 * q_all)),
+                2 => isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(128 * q_all)),
                 _ => {}
             }
-            let scale = _mm512_mul_ps(d16, _mm512_set1_ps(ds[k][b]));
+            let scale = _mm512_mul_ps(d16, _mm512_set1_ps(dx));
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[k]);
             if F == 1 {
-                off[k] = _mm512_fmadd_ps(m16, _mm512_set1_ps(ss[k][b]), off[k]);
+                off[k] = _mm512_fmadd_ps(m16, _mm512_set1_ps(sx), off[k]);
             }
-        }
+        });
     }
-    for k in 0..T {
+    each_row!(T, k => {
         let mut v = [0.0f32; W];
         // SAFETY: `v` holds sixteen floats.
         unsafe { _mm512_storeu_ps(v.as_mut_ptr(), _mm512_add_ps(acc[k], off[k])) };
         for (i, v) in v.into_iter().enumerate() {
             o.set(r0 + i, j0 + k, v);
         }
-    }
+    });
 }

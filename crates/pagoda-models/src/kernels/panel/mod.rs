@@ -39,7 +39,7 @@ use crate::kernels::int8::{Int8Weights, Q8Rows};
 use crate::kernels::Isa;
 
 mod avx2;
-mod avx512;
+pub(crate) mod avx512;
 
 /// A block-quantized `[rows, cols]` matrix in panels for one kernel build.
 #[derive(Debug, Clone)]
@@ -362,6 +362,9 @@ mod tests {
                 (9, 576, 6),
                 (64, 64, 9),
                 (33, 96, 17),
+                (4, 64, 15),
+                (6, 32, 12),
+                (5, 96, 10),
             ] {
                 let bytes = random_blocks(format, rows, cols, &mut rng);
                 let rowwise = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");

@@ -10,8 +10,9 @@
 
 use std::arch::x86_64::*;
 
+use crate::kernels::block_format::QK;
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Rows, Q8Tile};
+use crate::kernels::int8::{Q8Block, Q8Rows};
 use crate::kernels::plane::format::{Layout, Mins, Plane, PlaneFormat, SubScales};
 
 /// Rows per panel.
@@ -211,20 +212,16 @@ fn tile<const F: u8, const T: usize>(
     let format = PlaneFormat::of(F);
     let spec = format.spec();
     let layout = Layout::new(format, W);
-    assert!(j0 + T <= x.rows());
-    let Q8Tile {
-        qs,
-        d: ds,
-        s: ss,
-        sums,
-        sums_lo,
-    } = x.tile::<T>(j0);
+    assert_eq!(panel.len() / layout.block_bytes * spec.subs, x.cols() / QK);
+    let xt = x.tile::<T>(j0);
     let fzero = _mm256_setzero_ps();
     let group = sum_group(spec.planes);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut mo = [_mm256_setzero_ps(); T];
+    // Each sub-block requests its share of a block ahead: a whole block's
+    // lines at once would stall on the fill buffers.
+    let share = layout.block_bytes.div_ceil(spec.subs).next_multiple_of(64);
     for (b, blk) in panel.chunks_exact(layout.block_bytes).enumerate() {
-        crate::kernels::prefetch_ahead(blk.as_ptr(), layout.block_bytes);
         let d = halves_at(blk, 0);
         let second = if spec.mins == Mins::None {
             _mm256_setzero_ps()
@@ -259,11 +256,19 @@ fn tile<const F: u8, const T: usize>(
                 }
                 _ => (fzero, fzero),
             };
+            crate::kernels::prefetch_ahead(blk.as_ptr().wrapping_add(s * share), share);
             // SAFETY: this build's kernel: the CPU has its features.
             let w = unsafe { codes::<F>(&layout, blk, s) };
             let sb = b * spec.subs + s;
-            for k in 0..T {
-                let xq = &qs[k][sb * 32..(sb + 1) * 32];
+            each_row!(T, k => {
+                let Q8Block {
+                    qs: xq,
+                    d: dx,
+                    s: sx,
+                    sum: q_all,
+                    sum_lo: q_lo,
+                    qd,
+                } = xt.block(k, sb);
                 let (lo, hi) = if spec.lookup.is_some() {
                     (
                         half_sum_signed(&w[..4], xq, 0),
@@ -275,21 +280,23 @@ fn tile<const F: u8, const T: usize>(
                         half_sum(&w[4..], xq, 16, group),
                     )
                 };
-                let (q_all, q_lo) = (sums[k][sb], sums_lo[k][sb]);
                 let q_hi = q_all - q_lo;
                 // Signed table codes are their values already: no bias.
                 let bias = if spec.lookup.is_some() { 0 } else { spec.bias };
-                let i_lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(bias * q_lo));
-                let i_hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(bias * q_hi));
-                let dx = ds[k][sb];
                 let vdx = _mm256_set1_ps(dx);
                 if spec.scales == SubScales::Per16 {
+                    let i_lo = _mm256_sub_epi32(lo, _mm256_set1_epi32(bias * q_lo));
+                    let i_hi = _mm256_sub_epi32(hi, _mm256_set1_epi32(bias * q_hi));
                     acc[k] =
                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(i_lo), _mm256_mul_ps(dsc0, vdx), acc[k]);
                     acc[k] =
                         _mm256_fmadd_ps(_mm256_cvtepi32_ps(i_hi), _mm256_mul_ps(dsc1, vdx), acc[k]);
                 } else {
-                    let i_sum = _mm256_add_epi32(i_lo, i_hi);
+                    // `I_lo + I_hi = Σ u·q − bias · Σq`, exactly.
+                    let i_sum = _mm256_sub_epi32(
+                        _mm256_add_epi32(lo, hi),
+                        _mm256_set1_epi32(bias * q_all),
+                    );
                     acc[k] = _mm256_fmadd_ps(
                         _mm256_cvtepi32_ps(i_sum),
                         _mm256_mul_ps(dsc0, vdx),
@@ -298,21 +305,21 @@ fn tile<const F: u8, const T: usize>(
                 }
                 match (spec.mins, spec.scales) {
                     (Mins::Int, SubScales::Per16) => {
-                        mo[k] = _mm256_fmadd_ps(dm0, _mm256_set1_ps(q_lo as f32 * dx), mo[k]);
-                        mo[k] = _mm256_fmadd_ps(dm1, _mm256_set1_ps(q_hi as f32 * dx), mo[k]);
+                        mo[k] = _mm256_fmadd_ps(dm0, _mm256_set1_ps(qd[1]), mo[k]);
+                        mo[k] = _mm256_fmadd_ps(dm1, _mm256_set1_ps(qd[2]), mo[k]);
                     }
                     (Mins::Int, _) => {
-                        mo[k] = _mm256_fmadd_ps(dm0, _mm256_set1_ps(q_all as f32 * dx), mo[k]);
+                        mo[k] = _mm256_fmadd_ps(dm0, _mm256_set1_ps(qd[0]), mo[k]);
                     }
                     (Mins::Float, _) => {
-                        mo[k] = _mm256_fmadd_ps(second, _mm256_set1_ps(ss[k][sb]), mo[k]);
+                        mo[k] = _mm256_fmadd_ps(second, _mm256_set1_ps(sx), mo[k]);
                     }
                     (Mins::None, _) => {}
                 }
-            }
+            });
         }
     }
-    for k in 0..T {
+    each_row!(T, k => {
         let v = match spec.mins {
             Mins::Int => _mm256_sub_ps(acc[k], mo[k]),
             Mins::Float => _mm256_add_ps(acc[k], mo[k]),
@@ -324,5 +331,5 @@ fn tile<const F: u8, const T: usize>(
         for (i, v) in lanes.into_iter().enumerate() {
             o.set(r0 + i, j0 + k, v);
         }
-    }
+    });
 }

@@ -9,8 +9,10 @@
 
 use std::arch::x86_64::*;
 
+use crate::kernels::block_format::QK;
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Rows, Q8Tile};
+use crate::kernels::int8::{Q8Block, Q8Rows};
+use crate::kernels::panel::avx512::quad;
 use crate::kernels::plane::format::{Layout, Mins, Plane, PlaneFormat, SubScales};
 
 /// Rows per panel.
@@ -67,14 +69,6 @@ fn run<const F: u8>(w: &[u8], x: &Q8Rows, mut out: ColumnsOut<'_>) {
             j += t;
         }
     }
-}
-
-/// Four activation bytes from `at`, broadcast to every lane.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn quad(x: &[i8], at: usize) -> __m512i {
-    let b = [x[at], x[at + 1], x[at + 2], x[at + 3]];
-    _mm512_set1_epi32(i32::from_le_bytes(b.map(|v| v as u8)))
 }
 
 /// Sixteen bytes from `at` widened to 32-bit lanes, signed or not.
@@ -147,7 +141,10 @@ unsafe fn codes<const F: u8>(layout: &Layout, blk: &[u8], s: usize) -> [__m512i;
     w
 }
 
-/// One panel against activation rows `j0 .. j0 + T`.
+/// One panel against activation rows `j0 .. j0 + T`. Each row's steps are
+/// written out once per row ([`each_row!`]), so its accumulators stay in
+/// registers, and its activation data is read through one pointer per field
+/// with the rows' stride.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn tile<const F: u8, const T: usize>(
@@ -160,23 +157,18 @@ fn tile<const F: u8, const T: usize>(
     let format = PlaneFormat::of(F);
     let spec = format.spec();
     let layout = Layout::new(format, W);
-    assert!(j0 + T <= x.rows());
-    let Q8Tile {
-        qs,
-        d: ds,
-        s: ss,
-        sums,
-        sums_lo,
-    } = x.tile::<T>(j0);
-    let zero = _mm512_setzero_si512();
+    assert_eq!(panel.len() / layout.block_bytes * spec.subs, x.cols() / QK);
+    let xt = x.tile::<T>(j0);
     let fzero = _mm512_setzero_ps();
-    let mut acc = [_mm512_setzero_ps(); T];
-    let mut mo = [_mm512_setzero_ps(); T];
+    let mut acc = [fzero; T];
+    let mut mo = [fzero; T];
+    // Each sub-block requests its share of a block ahead: a whole block's
+    // lines at once (up to 37) would stall on the fill buffers.
+    let share = layout.block_bytes.div_ceil(spec.subs).next_multiple_of(64);
     for (b, blk) in panel.chunks_exact(layout.block_bytes).enumerate() {
-        crate::kernels::prefetch_ahead(blk.as_ptr(), layout.block_bytes);
         let d = halves_at(blk, 0);
         let second = if spec.mins == Mins::None {
-            _mm512_setzero_ps()
+            fzero
         } else {
             halves_at(blk, layout.second_at)
         };
@@ -208,30 +200,40 @@ fn tile<const F: u8, const T: usize>(
                 }
                 _ => (fzero, fzero),
             };
+            crate::kernels::prefetch_ahead(blk.as_ptr().wrapping_add(s * share), share);
             // SAFETY: this build's kernel: the CPU has its features.
             let w = unsafe { codes::<F>(&layout, blk, s) };
             let sb = b * spec.subs + s;
-            for k in 0..T {
-                let xq = &qs[k][sb * 32..(sb + 1) * 32];
-                let mut lo = zero;
-                let mut hi = zero;
-                for t in 0..4 {
-                    lo = _mm512_dpbusd_epi32(lo, w[t], quad(xq, 4 * t));
-                    hi = _mm512_dpbusd_epi32(hi, w[t + 4], quad(xq, 16 + 4 * t));
-                }
-                let (q_all, q_lo) = (sums[k][sb], sums_lo[k][sb]);
-                let q_hi = q_all - q_lo;
-                let i_lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(spec.bias * q_lo));
-                let i_hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(spec.bias * q_hi));
-                let dx = ds[k][sb];
+            each_row!(T, k => {
+                let Q8Block {
+                    qs: xq,
+                    d: dx,
+                    s: sx,
+                    sum: q_all,
+                    sum_lo: q_lo,
+                    qd,
+                } = xt.block(k, sb);
                 let vdx = _mm512_set1_ps(dx);
                 if spec.scales == SubScales::Per16 {
+                    let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for t in 0..4 {
+                        lo = _mm512_dpbusd_epi32(lo, w[t], quad(xq, 4 * t));
+                        hi = _mm512_dpbusd_epi32(hi, w[t + 4], quad(xq, 16 + 4 * t));
+                    }
+                    let q_hi = q_all - q_lo;
+                    let i_lo = _mm512_sub_epi32(lo, _mm512_set1_epi32(spec.bias * q_lo));
+                    let i_hi = _mm512_sub_epi32(hi, _mm512_set1_epi32(spec.bias * q_hi));
                     acc[k] =
                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_lo), _mm512_mul_ps(dsc0, vdx), acc[k]);
                     acc[k] =
                         _mm512_fmadd_ps(_mm512_cvtepi32_ps(i_hi), _mm512_mul_ps(dsc1, vdx), acc[k]);
                 } else {
-                    let i_sum = _mm512_add_epi32(i_lo, i_hi);
+                    // One chain: `I_lo + I_hi = Σ u·q − bias · Σq`, exactly.
+                    let mut sum = _mm512_setzero_si512();
+                    for (t, w) in w.iter().enumerate() {
+                        sum = _mm512_dpbusd_epi32(sum, *w, quad(xq, 4 * t));
+                    }
+                    let i_sum = _mm512_sub_epi32(sum, _mm512_set1_epi32(spec.bias * q_all));
                     acc[k] = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(i_sum),
                         _mm512_mul_ps(dsc0, vdx),
@@ -240,21 +242,21 @@ fn tile<const F: u8, const T: usize>(
                 }
                 match (spec.mins, spec.scales) {
                     (Mins::Int, SubScales::Per16) => {
-                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(q_lo as f32 * dx), mo[k]);
-                        mo[k] = _mm512_fmadd_ps(dm1, _mm512_set1_ps(q_hi as f32 * dx), mo[k]);
+                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(qd[1]), mo[k]);
+                        mo[k] = _mm512_fmadd_ps(dm1, _mm512_set1_ps(qd[2]), mo[k]);
                     }
                     (Mins::Int, _) => {
-                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(q_all as f32 * dx), mo[k]);
+                        mo[k] = _mm512_fmadd_ps(dm0, _mm512_set1_ps(qd[0]), mo[k]);
                     }
                     (Mins::Float, _) => {
-                        mo[k] = _mm512_fmadd_ps(second, _mm512_set1_ps(ss[k][sb]), mo[k]);
+                        mo[k] = _mm512_fmadd_ps(second, _mm512_set1_ps(sx), mo[k]);
                     }
                     (Mins::None, _) => {}
                 }
-            }
+            });
         }
     }
-    for k in 0..T {
+    each_row!(T, k => {
         let v = match spec.mins {
             Mins::Int => _mm512_sub_ps(acc[k], mo[k]),
             Mins::Float => _mm512_add_ps(acc[k], mo[k]),
@@ -266,5 +268,5 @@ fn tile<const F: u8, const T: usize>(
         for (i, v) in lanes.into_iter().enumerate() {
             o.set(r0 + i, j0 + k, v);
         }
-    }
+    });
 }

@@ -125,7 +125,16 @@ fn every_build_gives_the_reference_bits_and_rows_are_batch_invariant() {
     let mut rng = Rng(17);
     for format in PlaneFormat::ALL {
         let per = format.block_values();
-        for (rows, blocks, m) in [(1, 1, 1), (7, 2, 3), (17, 1, 9), (33, 3, 5), (257, 1, 2)] {
+        for (rows, blocks, m) in [
+            (1, 1, 1),
+            (7, 2, 3),
+            (17, 1, 9),
+            (33, 3, 5),
+            (257, 1, 2),
+            (5, 1, 15),
+            (9, 2, 14),
+            (16, 1, 12),
+        ] {
             let cols = blocks * per;
             let bytes = random_gguf(format, rows, cols, &mut rng);
             let x = activations(m, cols, &mut rng);
