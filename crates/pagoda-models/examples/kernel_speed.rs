@@ -50,6 +50,7 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         None => block_kernels(),
         Some("mla") => mla(),
+        Some("attention") => attention(),
         Some("types") => every_type(),
         Some("bandwidth") => println!("{:.2}", read_bandwidth(1 << 30)),
         Some("1b") => one_b_pass(match std::env::args().nth(2).as_deref() {
@@ -86,6 +87,74 @@ fn median(iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Latent attention decode steps at DeepSeek-V2-Lite's shapes.
+/// Grouped-query attention at a Llama-3.2-1B layer's shapes (32 query
+/// heads, 8 kv heads of 64) over an f16 pool: a 2,048-token prompt in
+/// chunks of 256 (what prefill costs per layer), then decode steps of 1
+/// and 8 sequences at 2,048 tokens of context.
+fn attention() {
+    use pagoda_models::{paged_attention, KvDtype, SeqQueries};
+    let (heads, kv_heads, hd, bs, context) = (32usize, 8usize, 64usize, 16usize, 2048usize);
+    let layout = KvLayout::per_head(1, kv_heads, hd).with_dtype(KvDtype::F16);
+    let blocks = context / bs;
+    let mut cache = PagedKvCache::new(layout, bs, 8 * blocks).expect("cache");
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed) % 1000) as f32 / 1000.0 - 0.5) * 2.0)
+            .collect()
+    };
+    let tables: Vec<Vec<BlockId>> = (0..8)
+        .map(|s| {
+            (s * blocks..(s + 1) * blocks)
+                .map(|b| BlockId(b as u32))
+                .collect()
+        })
+        .collect();
+    for table in &tables {
+        let k = values(context * kv_heads * hd, 1);
+        let v = values(context * kv_heads * hd, 2);
+        cache.write(0, table, 0, &k, &v);
+    }
+    let q = values(context * heads * hd, 3);
+    let row = heads * hd;
+    let chunk = 256;
+    let prefill = best(1, || {
+        for start in (0..context).step_by(chunk) {
+            std::hint::black_box(paged_attention(
+                cache.layer(0),
+                &[SeqQueries {
+                    q: &q[start * row..(start + chunk) * row],
+                    start_pos: start,
+                    block_table: &tables[0],
+                }],
+                heads,
+                kv_heads,
+            ));
+        }
+    });
+    println!(
+        "attention, 32 heads / 8 kv heads of 64, f16 pool, {} threads: 2,048-token prompt in chunks of {chunk}: {:.1} ms per layer ({:.0} tokens/s)",
+        Team::global().threads(),
+        prefill * 1e3,
+        context as f64 / prefill
+    );
+    for seqs in [1usize, 8] {
+        let step: Vec<SeqQueries> = (0..seqs)
+            .map(|s| SeqQueries {
+                q: &q[(context - 1) * row..context * row],
+                start_pos: context - 1,
+                block_table: &tables[s],
+            })
+            .collect();
+        let secs = best(20, || {
+            std::hint::black_box(paged_attention(cache.layer(0), &step, heads, kv_heads));
+        });
+        println!(
+            "decode, {seqs} sequences at 2,048 tokens: {:.1} us per layer",
+            secs * 1e6
+        );
+    }
+}
+
 fn mla() {
     let shape = MlaShape {
         num_heads: 16,

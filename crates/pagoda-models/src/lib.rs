@@ -27,6 +27,7 @@ pub use formats::hf::generation_config::GenerationDefaults;
 pub use formats::loader::{
     load_model, load_model_with, load_tokenizer, LoadOptions, LoadedModel, ModelFormat,
 };
+pub use layers::attention::{paged_attention, SeqQueries};
 pub use layers::kv_cache::{BlockId, KvDtype, KvKind, KvLayout, KvSlice, LatentKv, PagedKvCache};
 pub use layers::linear::Activations;
 pub use model::CausalLm;

@@ -46,6 +46,8 @@ macro_rules! each_row {
     };
 }
 
+pub(crate) use each_row;
+
 pub(crate) mod block_format;
 pub(crate) mod columns_out;
 pub mod f32;

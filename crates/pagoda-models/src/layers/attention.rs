@@ -2,12 +2,17 @@
 //! straight from the paged KV pool through each sequence's block table, with
 //! grouped-query attention (several query heads share one kv head).
 //!
-//! Each (sequence, query head) pair is one unit of parallel work; every query
-//! row is computed the same way whatever else is in the batch, so a
-//! sequence's output does not depend on its batch-mates.
+//! A unit of parallel work is a range of one sequence's query rows for one
+//! kv head: the (token, head) pairs of the heads sharing it, token-major, so
+//! a kv head's keys and values are read (and widened from f16 or Q8_0) once
+//! for all its query heads. Every query row is computed the same way
+//! whatever else is in its tile, unit or batch, so a sequence's output does
+//! not depend on its batch-mates.
 
 use std::sync::Mutex;
 
+use crate::kernels::each_row;
+use crate::kernels::vector::softmax_numerators;
 use crate::layers::kv_cache::{context_blocks, release_if_large, BlockId, LayerView};
 
 /// One sequence's share of an attention call.
@@ -21,6 +26,18 @@ pub struct SeqQueries<'a> {
     pub block_table: &'a [BlockId],
 }
 
+/// Query rows of one unit of parallel work at most (a long prompt's rows
+/// of a kv head are split, so that every thread has work).
+const UNIT_ROWS: usize = 256;
+
+/// One unit of work: rows `rows` of sequence `seq`'s kv head `kv_head`.
+#[derive(Debug, Clone)]
+struct Unit {
+    seq: usize,
+    kv_head: usize,
+    rows: std::ops::Range<usize>,
+}
+
 /// Computes attention for every sequence and returns the outputs laid out
 /// like the queries, concatenated in sequence order.
 pub fn paged_attention(
@@ -32,88 +49,120 @@ pub fn paged_attention(
     let hd = kv.head_dim();
     let group = num_heads / num_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let work: Vec<(usize, usize)> = (0..seqs.len())
-        .flat_map(|s| (0..num_heads).map(move |h| (s, h)))
-        .collect();
-    let per_head: Vec<Mutex<Vec<f32>>> = work.iter().map(|_| Mutex::default()).collect();
-    crate::kernels::team::Team::global().run(work.len(), &|i| {
-        let (s, h) = work[i];
-        let out = head_attention_fastest(kv, &seqs[s], h, h / group, num_heads, scale);
-        *per_head[i].lock().unwrap_or_else(|e| e.into_inner()) = out;
-    });
-    let per_head: Vec<Vec<f32>> = per_head
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-
     let row = num_heads * hd;
-    let total: usize = seqs.iter().map(|s| s.q.len()).sum();
-    let mut out = vec![0.0f32; total];
-    let mut seq_offset = 0;
+    let mut work = Vec::new();
     for (s, seq) in seqs.iter().enumerate() {
-        let len = seq.q.len() / row;
-        for h in 0..num_heads {
-            let head_out = &per_head[s * num_heads + h];
-            for t in 0..len {
-                let dst = seq_offset + t * row + h * hd;
-                out[dst..dst + hd].copy_from_slice(&head_out[t * hd..(t + 1) * hd]);
+        let n = seq.q.len() / row * group;
+        for kv_head in 0..num_kv_heads {
+            for first in (0..n).step_by(UNIT_ROWS) {
+                work.push(Unit {
+                    seq: s,
+                    kv_head,
+                    rows: first..n.min(first + UNIT_ROWS),
+                });
             }
         }
-        seq_offset += len * row;
+    }
+    let per_unit: Vec<Mutex<Vec<f32>>> = work.iter().map(|_| Mutex::default()).collect();
+    crate::kernels::team::Team::global().run(work.len(), &|i| {
+        let u = &work[i];
+        let shape = GroupShape {
+            kv_head: u.kv_head,
+            group,
+            num_heads,
+            scale,
+        };
+        let out = group_attention_fastest(kv, &seqs[u.seq], shape, u.rows.clone());
+        *per_unit[i].lock().unwrap_or_else(|e| e.into_inner()) = out;
+    });
+
+    let mut offsets = Vec::with_capacity(seqs.len());
+    let mut total = 0;
+    for seq in seqs {
+        offsets.push(total);
+        total += seq.q.len();
+    }
+    let mut out = vec![0.0f32; total];
+    for (u, unit_out) in work.iter().zip(per_unit) {
+        let unit_out = unit_out.into_inner().unwrap_or_else(|e| e.into_inner());
+        for (r, src) in u.rows.clone().zip(unit_out.chunks_exact(hd)) {
+            let (t, head) = (r / group, u.kv_head * group + r % group);
+            let dst = offsets[u.seq] + t * row + head * hd;
+            out[dst..dst + hd].copy_from_slice(src);
+        }
     }
     out
 }
 
+/// Which query heads a unit serves: the `group` heads of kv head `kv_head`.
+#[derive(Debug, Clone, Copy)]
+struct GroupShape {
+    kv_head: usize,
+    group: usize,
+    num_heads: usize,
+    scale: f32,
+}
+
 crate::kernels::vector::fastest! {
-    /// [`head_attention`] built for the widest vector unit this CPU has. The
-    /// arithmetic is fused multiply-adds in a fixed order per output value, so
-    /// every build gives the same bits.
-    fn head_attention_fastest(
+    /// [`group_attention`] built for the widest vector unit this CPU has.
+    /// The arithmetic is the same in every build (fused multiply-adds in a
+    /// fixed order per output value), so every build gives the same bits.
+    fn group_attention_fastest(
         kv: LayerView<'_>,
         seq: &SeqQueries<'_>,
-        head: usize,
-        kv_head: usize,
-        num_heads: usize,
-        scale: f32,
-    ) -> Vec<f32> = head_attention;
+        shape: GroupShape,
+        rows: std::ops::Range<usize>,
+    ) -> Vec<f32> = group_attention;
     avx512: "avx512f,fma", avx2: "avx2,fma"
 }
 
 /// Query rows that share each key and value load.
-const TILE: usize = 4;
+const TILE: usize = 8;
 /// The block size the key loop is specialised for (the default).
 const FAST_BLOCK: usize = 16;
+/// Output values of a row kept in registers at once while values are
+/// weighed.
+const CHUNK: usize = 16;
 
-/// Attention of one query head of one sequence over its cached context;
-/// returns `[len, head_dim]`. Query rows go in tiles of up to [`TILE`]
-/// consecutive tokens that share every key and value load; each score is
+/// Attention of query rows `rows` of one sequence for one kv head (row `r`
+/// is token `r / group`'s query head `kv_head · group + r % group`) over
+/// its cached context; returns `[rows, head_dim]`. Rows go in tiles of up
+/// to [`TILE`] that share every key and value load. Each score is
 /// `Σ_d q_d · k_d` by fused multiply-adds in order of `d` (keys are stored
-/// transposed, so one vector op serves a block's slots), each output
-/// `Σ_s p_s · v_s` in order of `s`: a row's result does not depend on its
-/// tile or batch.
+/// transposed, so one vector op serves a block's slots), the softmax is
+/// [`softmax_numerators`], each output `Σ_s p_s · v_s` in order of `s`: a
+/// row's result does not depend on its tile, unit or batch.
 #[inline(always)]
-fn head_attention(
+fn group_attention(
     kv: LayerView<'_>,
     seq: &SeqQueries<'_>,
-    head: usize,
-    kv_head: usize,
-    num_heads: usize,
-    scale: f32,
+    shape: GroupShape,
+    rows: std::ops::Range<usize>,
 ) -> Vec<f32> {
+    let GroupShape {
+        kv_head,
+        group,
+        num_heads,
+        scale,
+    } = shape;
     let hd = kv.head_dim();
     let bs = kv.block_size();
-    let len = seq.q.len() / (num_heads * hd);
-    let mut out = vec![0.0f32; len * hd];
-    let longest = seq.start_pos + len;
+    let mut out = vec![0.0f32; rows.len() * hd];
+    if rows.is_empty() {
+        return out;
+    }
+    // Row `r`'s causal context, and the longest of the unit's rows.
+    let context_of = |r: usize| seq.start_pos + r / group + 1;
+    let longest = context_of(rows.end - 1);
     thread_local! {
         /// This thread's score rows, reused across calls (no allocation per
         /// head and layer on the per-token path).
         static SCRATCH: std::cell::RefCell<[Vec<f32>; 5]> = Default::default();
     }
     let mut scratch = SCRATCH.take();
-    // `widened_*`: a pool's keys and values as f32 — for a prompt (several
-    // tiles) the whole context at once, read by every tile; for a decode
-    // step one block at a time, kept in L1 (see `context_blocks`).
+    // `widened_*`: a pool's keys and values as f32 — for several tiles the
+    // whole context at once, read by every tile; for one tile (a decode
+    // step) one block at a time, kept in L1 (see `context_blocks`).
     let [scores, block_scores, widened_k, widened_v, block_scratch] = &mut scratch;
     scores.resize(TILE * longest, 0.0);
     block_scores.resize(TILE * bs, 0.0);
@@ -122,51 +171,58 @@ fn head_attention(
         "the block table covers the context"
     );
     let table = &seq.block_table[..longest.div_ceil(bs)];
-    let whole = len > TILE;
+    let whole = rows.len() > TILE;
     let key_blocks = context_blocks(table, |b| kv.keys_t(b, kv_head), whole, widened_k);
     let value_blocks = context_blocks(table, |b| kv.values(b, kv_head, bs), whole, widened_v);
-    for t0 in (0..len).step_by(TILE) {
-        let rows = TILE.min(len - t0);
-        let context = seq.start_pos + t0 + rows;
+    for (tile_at, r0) in rows.clone().step_by(TILE).enumerate() {
+        let n = TILE.min(rows.end - r0);
+        // Rows past `n` repeat the last one (computed, never stored).
+        let ctx: [usize; TILE] = std::array::from_fn(|i| context_of(r0 + i.min(n - 1)));
+        let context = ctx[n - 1];
         let q: [&[f32]; TILE] = std::array::from_fn(|i| {
-            let t = t0 + i.min(rows - 1);
-            &seq.q[(t * num_heads + head) * hd..(t * num_heads + head + 1) * hd]
+            let r = r0 + i.min(n - 1);
+            let head = kv_head * group + r % group;
+            &seq.q[((r / group) * num_heads + head) * hd..][..hd]
         });
-        // Scores of every row against the tile's whole context.
+        // Scores of every row against its own context.
         for (b, keys) in key_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
             let keys = keys.get(block_scratch);
-            let slots = bs.min(context - first);
             if bs == FAST_BLOCK {
                 let mut store = |acc: &[[f32; FAST_BLOCK]]| {
                     for (i, acc) in acc.iter().enumerate() {
+                        let slots = bs.min(ctx[i].saturating_sub(first));
                         for (s, a) in acc.iter().enumerate().take(slots) {
                             scores[i * longest + first + s] = a * scale;
                         }
                     }
                 };
-                match rows {
+                match n {
                     1 => store(&block_scores_fixed::<1>(&q, keys, hd)),
                     2 => store(&block_scores_fixed::<2>(&q, keys, hd)),
                     3 => store(&block_scores_fixed::<3>(&q, keys, hd)),
+                    4 => store(&block_scores_fixed::<4>(&q, keys, hd)),
+                    5 => store(&block_scores_fixed::<5>(&q, keys, hd)),
+                    6 => store(&block_scores_fixed::<6>(&q, keys, hd)),
+                    7 => store(&block_scores_fixed::<7>(&q, keys, hd)),
                     _ => store(&block_scores_fixed::<TILE>(&q, keys, hd)),
                 }
             } else {
                 block_scores.fill(0.0);
                 for d in 0..hd {
                     let k = &keys[d * bs..(d + 1) * bs];
-                    for (i, qi) in q.iter().enumerate().take(rows) {
+                    for (i, qi) in q.iter().enumerate().take(n) {
                         let qd = qi[d];
                         for (a, &kv) in block_scores[i * bs..(i + 1) * bs].iter_mut().zip(k) {
                             *a = qd.mul_add(kv, *a);
                         }
                     }
                 }
-                for i in 0..rows {
-                    for s in 0..slots {
+                for (i, &c) in ctx.iter().enumerate().take(n) {
+                    for s in 0..bs.min(c.saturating_sub(first)) {
                         scores[i * longest + first + s] = block_scores[i * bs + s] * scale;
                     }
                 }
@@ -174,29 +230,36 @@ fn head_attention(
         }
         // Each row's softmax over its own (causal) context.
         let mut sums = [0.0f32; TILE];
-        for (i, sum) in sums.iter_mut().enumerate().take(rows) {
-            let ctx = seq.start_pos + t0 + i + 1;
-            let row = &mut scores[i * longest..i * longest + ctx];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                *sum += *s;
-            }
+        for (i, sum) in sums.iter_mut().enumerate().take(n) {
+            *sum = softmax_numerators(&mut scores[i * longest..i * longest + ctx[i]]);
         }
         // Weighted values, each value row loaded once for the tile.
-        let tile_out = &mut out[t0 * hd..(t0 + rows) * hd];
+        let tile_out = &mut out[tile_at * TILE * hd..(tile_at * TILE + n) * hd];
         for (b, block_values) in value_blocks.iter().enumerate() {
             let first = b * bs;
             if first >= context {
                 break;
             }
-            let slots = bs.min(context - first);
-            let values = &block_values.get(block_scratch)[..slots * hd];
-            for (s, value) in values.chunks_exact(hd).enumerate() {
-                let pos = first + s;
+            let values = &block_values.get(block_scratch)[..bs.min(context - first) * hd];
+            let limit: [usize; TILE] =
+                std::array::from_fn(|i| bs.min(ctx[i].saturating_sub(first)));
+            // Row `i`'s probabilities of the block's slots (`limit[i]` of them).
+            let p: [&[f32]; TILE] =
+                std::array::from_fn(|i| &scores[i * longest + first.min(ctx[i])..][..limit[i]]);
+            if hd.is_multiple_of(CHUNK) {
+                match n {
+                    1 => weigh_block::<1>(tile_out, values, &p, hd),
+                    2 => weigh_block::<2>(tile_out, values, &p, hd),
+                    3 => weigh_block::<3>(tile_out, values, &p, hd),
+                    4 => weigh_block::<4>(tile_out, values, &p, hd),
+                    5 => weigh_block::<5>(tile_out, values, &p, hd),
+                    6 => weigh_block::<6>(tile_out, values, &p, hd),
+                    7 => weigh_block::<7>(tile_out, values, &p, hd),
+                    _ => weigh_block::<TILE>(tile_out, values, &p, hd),
+                }
+            } else {
                 for (i, o) in tile_out.chunks_exact_mut(hd).enumerate() {
-                    if pos <= seq.start_pos + t0 + i {
-                        let p = scores[i * longest + pos];
+                    for (value, &p) in values.chunks_exact(hd).zip(p[i]) {
                         for (o, &v) in o.iter_mut().zip(value) {
                             *o = p.mul_add(v, *o);
                         }
@@ -225,15 +288,56 @@ fn block_scores_fixed<const R: usize>(
 ) -> [[f32; FAST_BLOCK]; R] {
     let mut acc = [[0.0f32; FAST_BLOCK]; R];
     let (rows, _) = keys[..hd * FAST_BLOCK].as_chunks::<FAST_BLOCK>();
+    assert!(q.iter().all(|q| q.len() >= rows.len()));
     for (d, k) in rows.iter().enumerate() {
-        for (acc, qi) in acc.iter_mut().zip(q) {
-            let qd = qi[d];
-            for (a, &kv) in acc.iter_mut().zip(k) {
+        // Written out per row, with no bounds check: the rows' 16 sums each
+        // stay one vector register.
+        each_row!(R, i => {
+            // SAFETY: `d < rows.len() ≤ q[i].len()` (asserted above).
+            let qd = unsafe { *q[i].get_unchecked(d) };
+            for (a, &kv) in acc[i].iter_mut().zip(k) {
                 *a = qd.mul_add(kv, *a);
             }
-        }
+        });
     }
     acc
+}
+
+/// `out_i += Σ_s p_i[s] · values[s]` for the first `R` rows of a tile, in
+/// order of `s` (row `i` has `p_i.len()` slots): [`CHUNK`] output values of
+/// every row stay in registers while the block's slots go by, each value
+/// chunk loaded once for the rows.
+#[inline(always)]
+fn weigh_block<const R: usize>(out: &mut [f32], values: &[f32], p: &[&[f32]; TILE], hd: usize) {
+    let common = p[..R].iter().map(|p| p.len()).min().unwrap_or(0);
+    // Chunk `j` of a row: `&[f32; CHUNK]`, so that every operation on it
+    // is one vector instruction.
+    let chunk = |row: &[f32], j: usize| -> [f32; CHUNK] { row.as_chunks::<CHUNK>().0[j] };
+    for j in 0..hd / CHUNK {
+        let mut acc: [[f32; CHUNK]; R] = std::array::from_fn(|i| chunk(&out[i * hd..], j));
+        for (s, v) in values.chunks_exact(hd).take(common).enumerate() {
+            let v = chunk(v, j);
+            // Written out per row, with no bounds check: each row's chunk
+            // stays one vector register.
+            each_row!(R, i => {
+                // SAFETY: `s < common ≤ p[i].len()`.
+                let p = unsafe { *p[i].get_unchecked(s) };
+                for (a, &v) in acc[i].iter_mut().zip(&v) {
+                    *a = p.mul_add(v, *a);
+                }
+            });
+        }
+        for (acc, p) in acc.iter_mut().zip(p) {
+            for (v, &p) in values.chunks_exact(hd).zip(*p).skip(common) {
+                for (a, &v) in acc.iter_mut().zip(&chunk(v, j)) {
+                    *a = p.mul_add(v, *a);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            out[i * hd + j * CHUNK..i * hd + (j + 1) * CHUNK].copy_from_slice(acc);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,47 +429,51 @@ mod tests {
 
     #[test]
     fn the_sixteen_slot_path_matches_the_reference_in_every_tile_shape() {
-        let (heads, kv_heads, hd, len) = (3, 1, 8, 37);
-        let layout = KvLayout::per_head(1, kv_heads, hd);
-        let mut cache = PagedKvCache::new(layout, FAST_BLOCK, 4).expect("cache");
-        let table = [BlockId(2), BlockId(0), BlockId(3)];
-        let q = values(len * heads * hd, 0.3);
-        let k = values(len * kv_heads * hd, 1.7);
-        let v = values(len * kv_heads * hd, 2.9);
-        let expected = reference(&q, &k, &v, heads, kv_heads, hd);
-        cache.write(0, &table, 0, &k, &v);
-        let row = heads * hd;
-        // Starts inside blocks; 1, 2, 3, 4 and 5 query rows (every tile size).
-        for (start, rows) in [(0, len), (21, 5), (17, 3), (30, 2), (36, 1), (15, 4)] {
-            let got = paged_attention(
-                cache.layer(0),
-                &[SeqQueries {
-                    q: &q[start * row..(start + rows) * row],
-                    start_pos: start,
-                    block_table: &table,
-                }],
-                heads,
-                kv_heads,
-            );
-            for (a, b) in got.iter().zip(&expected[start * row..(start + rows) * row]) {
-                assert!(
-                    (a - b).abs() < 1e-5,
-                    "start {start}, {rows} rows: {a} vs {b}"
+        // Head dims off and on the value pass's chunk; one kv head for
+        // three or eight query heads (296 rows: two units), two for four.
+        for (heads, kv_heads, hd) in [(3, 1, 8), (8, 1, 32), (4, 2, 16)] {
+            let len = 37;
+            let layout = KvLayout::per_head(1, kv_heads, hd);
+            let mut cache = PagedKvCache::new(layout, FAST_BLOCK, 4).expect("cache");
+            let table = [BlockId(2), BlockId(0), BlockId(3)];
+            let q = values(len * heads * hd, 0.3);
+            let k = values(len * kv_heads * hd, 1.7);
+            let v = values(len * kv_heads * hd, 2.9);
+            let expected = reference(&q, &k, &v, heads, kv_heads, hd);
+            cache.write(0, &table, 0, &k, &v);
+            let row = heads * hd;
+            // Starts inside blocks; from one query row to many.
+            for (start, rows) in [(0, len), (21, 5), (17, 3), (30, 2), (36, 1), (15, 4)] {
+                let got = paged_attention(
+                    cache.layer(0),
+                    &[SeqQueries {
+                        q: &q[start * row..(start + rows) * row],
+                        start_pos: start,
+                        block_table: &table,
+                    }],
+                    heads,
+                    kv_heads,
                 );
+                for (a, b) in got.iter().zip(&expected[start * row..(start + rows) * row]) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{heads}/{kv_heads} heads of {hd}, start {start}, {rows} rows: {a} vs {b}"
+                    );
+                }
+                // A row's result does not depend on the tile it was computed in.
+                let last = paged_attention(
+                    cache.layer(0),
+                    &[SeqQueries {
+                        q: &q[(start + rows - 1) * row..(start + rows) * row],
+                        start_pos: start + rows - 1,
+                        block_table: &table,
+                    }],
+                    heads,
+                    kv_heads,
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&last), bits(&got[(rows - 1) * row..]), "start {start}");
             }
-            // A row's result does not depend on the tile it was computed in.
-            let last = paged_attention(
-                cache.layer(0),
-                &[SeqQueries {
-                    q: &q[(start + rows - 1) * row..(start + rows) * row],
-                    start_pos: start + rows - 1,
-                    block_table: &table,
-                }],
-                heads,
-                kv_heads,
-            );
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&last), bits(&got[(rows - 1) * row..]), "start {start}");
         }
     }
 

@@ -7,7 +7,7 @@
 //! module's doc for the layout and the arithmetic.
 
 use crate::families::deepseek::absorbed_kv_b::AbsorbedKvB;
-use crate::kernels::vector::{axpy, dots, LANES};
+use crate::kernels::vector::{axpy, dots, softmax_numerators, LANES};
 use crate::layers::kv_cache::{context_blocks, release_if_large, BlockId, LatentLayerView};
 
 /// Query rows of a sequence that share each cache-row load.
@@ -302,12 +302,7 @@ fn attend(
         // Each query's softmax over its own context.
         let mut sums = [0.0f32; MAX_QUERIES * TILE];
         for (k, sum) in sums.iter_mut().enumerate().take(queries) {
-            let row = &mut scores[k * context..k * context + own_context(k)];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                *sum += *s;
-            }
+            *sum = softmax_numerators(&mut scores[k * context..k * context + own_context(k)]);
         }
         // Probability-weighted latents: the positions every query sees in
         // blocks of queries, the tile's own positions query by query;
