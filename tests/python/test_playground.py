@@ -79,10 +79,25 @@ def urllib_get(url):
 
 
 def test_the_page_is_self_contained(server):
-    page = urllib_get(server.url + "/")
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+        page, headers = r.read().decode(), r.headers
     assert "<title>pagoda playground</title>" in page
-    # Nothing from a CDN: no external scripts, styles or fonts.
-    assert "http://" not in page and "https://" not in page
+    # Its own script and style only, under a strict policy: nothing inline,
+    # nothing from a CDN, no framing, no sniffing.
+    policy = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy, policy
+    assert "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy, policy
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "<script>" not in page and "<style>" not in page
+    for asset in ("/playground.js", "/playground.css"):
+        body = urllib_get(server.url + asset)
+        assert "http://" not in body and "https://" not in body, asset
+    # The API key is kept for the tab only.
+    script = urllib_get(server.url + "/playground.js")
+    assert "sessionStorage" in script and "localStorage" not in script
 
 
 def test_chat_streams_an_answer_and_stop_cancels(server, browser):

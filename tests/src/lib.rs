@@ -213,6 +213,18 @@ impl Server {
         Ok(stream)
     }
 
+    /// Writes `raw` (a whole HTTP/1.1 request, as given) and reads the
+    /// whole response: for requests the helpers below would not send.
+    pub fn raw(&self, raw: &str) -> std::io::Result<HttpResponse> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(300)))?;
+        stream.write_all(raw.as_bytes())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        HttpResponse::parse(&response)
+    }
+
     /// Sends one HTTP/1.1 request and reads the whole response.
     pub fn request(
         &self,

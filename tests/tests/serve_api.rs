@@ -81,6 +81,10 @@ fn chat_models_health_and_errors() {
         v["choices"][0]["message"]["content"],
         "The capital of France is Paris."
     );
+    // OpenAI's schema requires the key, null unless the model refused.
+    assert!(v["choices"][0]["message"]
+        .as_object()
+        .is_some_and(|m| m.get("refusal") == Some(&Value::Null)));
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         v["usage"],

@@ -1,7 +1,9 @@
-//! API keys guard the `/v1` routes (401 in OpenAI's envelope when missing or
-//! wrong), `/health` stays open, every response carries a request id, CORS
-//! answers preflights for the configured origin only, and an oversized body
-//! gets a 413 in the envelope.
+//! API keys guard the `/v1` routes and `/metrics` (401 in OpenAI's envelope
+//! when missing or wrong, with `WWW-Authenticate`; the scheme in any case),
+//! `/health` stays open, every response carries a request id (a client's
+//! only when it is plain), CORS answers preflights for the configured origin
+//! only, an oversized body gets a 413 in the envelope, a body not declared
+//! JSON a 415 and a wrong method a 405.
 
 use pagoda_tests::Server;
 
@@ -24,9 +26,23 @@ fn api_keys_and_request_ids() {
 
     let missing = server.request("GET", "/v1/models", None).expect("request");
     assert_eq!(missing.status, 401);
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
     let e = missing.json();
     assert_eq!(e["error"]["type"], "authentication_error");
     assert_eq!(e["error"]["code"], "invalid_api_key");
+
+    // `/metrics` asks for a key too (no `--metrics-public`).
+    let metrics = server.request("GET", "/metrics", None).expect("metrics");
+    assert_eq!(metrics.status, 401);
+    let metrics = server
+        .request_with(
+            "GET",
+            "/metrics",
+            None,
+            &[("Authorization", "Bearer first-key")],
+        )
+        .expect("metrics");
+    assert_eq!(metrics.status, 200);
 
     for bad in [
         "Bearer wrong",
@@ -40,7 +56,7 @@ fn api_keys_and_request_ids() {
             .expect("request");
         assert_eq!(r.status, 401, "{bad}");
     }
-    for good in ["Bearer first-key", "Bearer second-key"] {
+    for good in ["Bearer first-key", "bearer second-key", "BEARER first-key"] {
         let r = server
             .request_with(
                 "GET",
@@ -56,6 +72,48 @@ fn api_keys_and_request_ids() {
             "the client's id is echoed"
         );
     }
+    // An id that could forge a log line or carry markup is replaced.
+    for forged in ["x\" status=200 injected=\"1", "<script>", &"a".repeat(129)] {
+        let r = server
+            .request_with("GET", "/health", None, &[("x-request-id", forged)])
+            .expect("request");
+        let id = r.header("x-request-id").unwrap_or("");
+        assert!(id.starts_with("req-"), "{forged:?} came back as {id:?}");
+        assert!(!server.log().contains(forged), "{forged:?} reached the log");
+    }
+
+    // A body not declared JSON is refused before it is read (no CORS
+    // preflight protects a "simple" cross-origin request); a wrong method
+    // gets the envelope too.
+    let body = r#"{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let header = content_type.map_or(String::new(), |t| format!("Content-Type: {t}\r\n"));
+        let r = server
+            .raw(&format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer first-key\r\n{header}Content-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            ))
+            .expect("request");
+        assert_eq!(r.status, 415, "{content_type:?}: {}", r.body);
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    }
+    let r = server
+        .request_with(
+            "GET",
+            "/v1/chat/completions",
+            None,
+            &[("Authorization", "Bearer first-key")],
+        )
+        .expect("request");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     let chat = server
         .request_with(
             "POST",

@@ -11,8 +11,12 @@ pub enum ErrorKind {
     Authentication,
     /// Unknown route or model (404).
     NotFound,
+    /// The route does not take this method (405).
+    MethodNotAllowed,
     /// The body is larger than allowed (413).
     PayloadTooLarge,
+    /// The body is not JSON (415).
+    UnsupportedMediaType,
     /// The server is full; retry later (429).
     RateLimited,
     /// Something failed inside the server (500); the message never carries internals.
@@ -28,7 +32,9 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 400,
             ErrorKind::Authentication => 401,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
@@ -38,7 +44,10 @@ impl ErrorKind {
     /// OpenAI's `error.type` label.
     pub fn type_label(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge => "invalid_request_error",
+            ErrorKind::InvalidRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::UnsupportedMediaType => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimited => "rate_limit_error",

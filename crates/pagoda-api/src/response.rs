@@ -83,6 +83,9 @@ pub struct AssistantMessage {
     /// The generated text (the answer, for a reasoning model); null when
     /// the turn is only tool calls.
     pub content: Option<String>,
+    /// The model's refusal, which OpenAI's schema requires in every message:
+    /// always null here (open models refuse in their text).
+    pub refusal: Option<String>,
     /// A reasoning model's thinking, apart from the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,

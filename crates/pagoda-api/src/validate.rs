@@ -510,7 +510,12 @@ fn token_ids(param: &str, ids: Vec<i64>) -> Result<Vec<u32>, ApiError> {
     ids.into_iter()
         .map(|t| {
             u32::try_from(t).map_err(|_| {
-                ApiError::invalid(param, format!("token ids must be non-negative, got {t}"))
+                let why = if t < 0 {
+                    "must be non-negative"
+                } else {
+                    "are out of range (at most 4294967295)"
+                };
+                ApiError::invalid(param, format!("token ids {why}, got {t}"))
             })
         })
         .collect()

@@ -194,6 +194,10 @@ pub struct ServeArgs {
     /// env: comma-separated). None: no authentication.
     #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
     pub api_keys: Vec<String>,
+    /// Serve `/metrics` without an API key even when keys are configured
+    /// (for a scraper on a trusted network).
+    #[arg(long, env = "PAGODA_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// A browser origin allowed by CORS (repeatable; env: comma-separated; `*`: any).
     /// None: no CORS headers.
     #[arg(

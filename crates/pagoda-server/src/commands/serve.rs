@@ -140,13 +140,15 @@ fn read_chat_template(
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Flags are checked before anything is loaded.
     let cors = cors(&args.cors_origins)?;
-    let keys = ApiKeys(
-        args.api_keys
+    let keys = ApiKeys {
+        keys: args
+            .api_keys
             .iter()
             .filter(|k| !k.is_empty())
             .cloned()
             .collect(),
-    );
+        metrics_public: args.metrics_public,
+    };
     let model_name = args.served_model_name.clone().unwrap_or_else(|| {
         args.model
             .file_stem()
@@ -165,8 +167,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, model = %model_name, "listening; loading the model");
-        if !keys.0.is_empty() {
-            tracing::info!(keys = keys.0.len(), "API keys required on /v1");
+        if !keys.keys.is_empty() {
+            let routes = if keys.metrics_public {
+                "/v1"
+            } else {
+                "/v1 and /metrics"
+            };
+            tracing::info!(keys = keys.keys.len(), routes, "API keys required");
         }
         // `signals` counts SIGTERM / Ctrl-C; `stop` closes the listener.
         let (signal_tx, signal_rx) = watch::channel(0u32);

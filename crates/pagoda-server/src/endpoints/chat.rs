@@ -215,6 +215,7 @@ pub async fn chat_completions(
                         // A turn of calls alone has null content, as OpenAI's.
                         content: (calls.is_empty() || !content.trim().is_empty())
                             .then_some(content),
+                        refusal: None,
                         reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                         tool_calls: (!calls.is_empty()).then_some(calls),
                     },

@@ -4,6 +4,7 @@
 //! `/openapi.json`, the playground page at `/`).
 
 pub(crate) mod auth;
+pub(crate) mod content_type;
 pub(crate) mod errors;
 pub(crate) mod health;
 pub(crate) mod metrics;

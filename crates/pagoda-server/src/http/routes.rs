@@ -14,7 +14,9 @@ use crate::endpoints::{chat, completions, models};
 use crate::http::auth::{self, ApiKeys};
 use crate::http::errors::HttpError;
 use crate::http::state::ServerState;
-use crate::http::{health, metrics, metrics_endpoint, openapi, playground, MAX_BODY_BYTES};
+use crate::http::{
+    content_type, health, metrics, metrics_endpoint, openapi, playground, MAX_BODY_BYTES,
+};
 
 /// The CORS policy for `origins` (`*`: any); `None` when no origin is allowed.
 pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
@@ -46,6 +48,8 @@ pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -> Router {
     let app = Router::new()
         .route("/", get(playground::page))
+        .route("/playground.js", get(playground::script))
+        .route("/playground.css", get(playground::style))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
@@ -55,9 +59,11 @@ pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -
         .route("/metrics", get(metrics_endpoint::metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // `layer` wraps each route (and the fallback) after routing, so the
         // middlewares see the matched route (`MatchedPath`, for metrics).
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(content_type::require_json))
         .layer(middleware::from_fn_with_state(keys, auth::require_key))
         .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn(auth::request_id))
@@ -75,5 +81,14 @@ async fn not_found(uri: axum::http::Uri) -> HttpError {
         message: format!("no route for {}", uri.path()),
         param: None,
         code: Some(ErrorCode::NotFound),
+    })
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> HttpError {
+    HttpError(ApiError {
+        kind: ErrorKind::MethodNotAllowed,
+        message: format!("{} does not take {method}", uri.path()),
+        param: None,
+        code: None,
     })
 }
