@@ -18,6 +18,12 @@ pub struct EngineLimits {
     pub model_context: usize,
     /// Positions the whole KV pool holds (one sequence can never exceed it).
     pub pool_tokens: usize,
+    /// Sequences running at once (`--max-num-seqs`): a request's `n`
+    /// choices run together, so `n` may not exceed it.
+    pub max_seqs: usize,
+    /// Sequences waiting at once (`--max-waiting`): a request whose
+    /// sequences outnumber it could never be queued whole.
+    pub max_waiting: usize,
 }
 
 /// Which limit a request exceeds.
@@ -42,6 +48,24 @@ impl Limit {
 impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Which limit on sequences a request exceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceLimit {
+    /// Sequences running at once (`--max-num-seqs`), which bounds `n`.
+    Running,
+    /// Sequences queued at once (`--max-waiting`), which bounds prompts × `n`.
+    Waiting,
+}
+
+impl std::fmt::Display for SequenceLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SequenceLimit::Running => "--max-num-seqs (sequences running at once)",
+            SequenceLimit::Waiting => "--max-waiting (sequences queued at once)",
+        })
     }
 }
 
@@ -104,6 +128,16 @@ pub enum SubmitError {
     /// A thinking budget without the ids that close the thinking.
     #[error("a thinking budget needs the ids that close the thinking")]
     NoThinkingClose,
+    /// More sequences (prompts × `n`) than the engine can ever hold at once.
+    #[error("the request asks for {sequences} sequences (prompts × n); {limit} is {max}")]
+    TooManySequences {
+        /// Sequences asked for.
+        sequences: usize,
+        /// The limit's value.
+        max: usize,
+        /// Which limit.
+        limit: SequenceLimit,
+    },
 }
 
 /// A request checked against an engine's limits: the only kind the engine
@@ -176,6 +210,28 @@ impl EngineLimits {
         self.served_context().0.saturating_sub(prompt_len)
     }
 
+    /// Whether `sequences` sequences of one request (its prompts × `n`)
+    /// can ever be queued and run: `n` at most the running sequences, the
+    /// whole at most the waiting queue. A request refused here could never
+    /// run, so it is a 400, not a 429.
+    pub fn check_sequences(&self, n: usize, sequences: usize) -> Result<(), SubmitError> {
+        if n > self.max_seqs {
+            return Err(SubmitError::TooManySequences {
+                sequences: n,
+                max: self.max_seqs,
+                limit: SequenceLimit::Running,
+            });
+        }
+        if sequences > self.max_waiting {
+            return Err(SubmitError::TooManySequences {
+                sequences,
+                max: self.max_waiting,
+                limit: SequenceLimit::Waiting,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks `request` against the limits: every refusal names the numbers.
     pub fn check(&self, request: &Request) -> Result<(), SubmitError> {
         let prompt = request.prompt.len();
@@ -185,6 +241,7 @@ impl EngineLimits {
         if request.n == 0 || request.stop.max_tokens == 0 {
             return Err(SubmitError::NothingToGenerate);
         }
+        self.check_sequences(request.n, request.n)?;
         let vocab_size = self.vocab_size;
         let outside = |&t: &u32| t as usize >= vocab_size;
         if let Some(&token) = request.prompt.iter().find(|t| outside(t)) {
@@ -235,6 +292,8 @@ mod tests {
         vocab_size: 100,
         model_context: 64,
         pool_tokens: 32,
+        max_seqs: 4,
+        max_waiting: 6,
     };
 
     fn request(prompt: usize, max_tokens: usize) -> Request {
@@ -284,6 +343,27 @@ mod tests {
             })
         ));
         assert_eq!(request(0, 1).admit(&LIMITS), Err(SubmitError::EmptyPrompt));
+    }
+
+    #[test]
+    fn a_request_that_could_never_be_queued_whole_is_refused() {
+        let mut r = request(4, 4);
+        r.n = 4;
+        assert!(LIMITS.check(&r).is_ok());
+        r.n = 5;
+        let e = LIMITS.check(&r).expect_err("n past --max-num-seqs");
+        assert!(
+            e.to_string().contains("--max-num-seqs") && e.to_string().ends_with("is 4"),
+            "{e}"
+        );
+        assert!(LIMITS.check_sequences(2, 6).is_ok());
+        let e = LIMITS
+            .check_sequences(2, 8)
+            .expect_err("past --max-waiting");
+        assert!(
+            e.to_string().contains("8 sequences") && e.to_string().contains("is 6"),
+            "{e}"
+        );
     }
 
     #[test]

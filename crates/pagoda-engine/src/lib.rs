@@ -19,7 +19,7 @@ pub mod sampler;
 pub mod scheduler;
 mod token_tally;
 
-pub use admission::{Admit, Admitted, EngineLimits, Limit, SubmitError};
+pub use admission::{Admit, Admitted, EngineLimits, Limit, SequenceLimit, SubmitError};
 pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};
 pub use grammar::{lark_json, Grammar, GrammarCompiler, GrammarError, GrammarSpec};
 pub use handle::{EngineHandle, RequestStream};

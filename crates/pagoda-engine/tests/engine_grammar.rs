@@ -167,9 +167,9 @@ fn sampled_choices_always_match_their_schema_and_batching_changes_nothing() {
             check_person(&text(&f, tokens));
         }
     }
-    // One at a time, the same tokens.
+    // One request at a time (its choices together), the same tokens.
     for (i, r) in requests.iter().enumerate() {
-        let (alone, _) = run(&f, std::slice::from_ref(r), 1);
+        let (alone, _) = run(&f, std::slice::from_ref(r), r.n);
         assert_eq!(alone[0], together[i], "request {i} alone and batched");
     }
 }

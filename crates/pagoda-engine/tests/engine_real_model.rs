@@ -115,8 +115,9 @@ fn run(engine: &mut EngineCore, requests: Vec<Request>) -> Vec<Vec<Vec<u32>>> {
 }
 
 fn alone(r: &Request) -> Vec<Vec<u32>> {
+    // Its own choices run together (`n` may not exceed the running sequences).
     let mut engine =
-        EngineCore::new(model().model.clone(), config(64, 1, 512, false)).expect("engine");
+        EngineCore::new(model().model.clone(), config(64, r.n, 512, false)).expect("engine");
     run(&mut engine, vec![r.clone()]).remove(0)
 }
 

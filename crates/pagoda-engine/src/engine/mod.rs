@@ -100,6 +100,8 @@ impl EngineCore {
             vocab_size: model.config().vocab_size,
             model_context: model.config().max_position_embeddings,
             pool_tokens: capacity,
+            max_seqs: config.scheduler.max_num_seqs,
+            max_waiting: config.scheduler.max_waiting,
         };
         Ok(Self {
             model,

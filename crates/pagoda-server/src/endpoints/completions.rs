@@ -18,7 +18,7 @@ use crate::capabilities::output_grammar::{compile, output_spec};
 use crate::endpoints::engine_request::engine_request;
 use crate::endpoints::models::check_model;
 use crate::http::auth::RequestId;
-use crate::http::errors::{body_rejection, internal, HttpError};
+use crate::http::errors::{body_rejection, internal, submit_error, HttpError};
 use crate::http::sse::{self, json_event};
 use crate::http::state::{unix_now, AppState, Ready, SharedState};
 use crate::output::choice::{token_text, ChoiceDelta};
@@ -117,7 +117,15 @@ pub async fn completions(
         }
         None => None,
     };
-    // Every prompt is checked before any is submitted.
+    // The request is admitted or refused as a whole: its sequences must be
+    // able to wait together, and every prompt is checked before any is
+    // submitted.
+    let sequences = encoded.len() * req.options.n;
+    state
+        .engine
+        .limits()
+        .check_sequences(req.options.n, sequences)
+        .map_err(|e| submit_error(e, "prompt"))?;
     let requests = encoded
         .into_iter()
         .map(|(text, ids)| {

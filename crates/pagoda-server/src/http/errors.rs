@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pagoda_api::{ApiError, ErrorCode, ErrorKind};
-use pagoda_engine::{EngineFailure, SubmitError};
+use pagoda_engine::{EngineFailure, SequenceLimit, SubmitError};
 
 /// An [`ApiError`] that axum can return.
 #[derive(Debug)]
@@ -53,6 +53,14 @@ pub fn submit_error(e: SubmitError, prompt_param: &str) -> ApiError {
         SubmitError::UnknownBiasToken { .. } => ApiError::invalid("logit_bias", message),
         SubmitError::NothingToGenerate => ApiError::invalid("max_tokens", message),
         SubmitError::NoThinkingClose => ApiError::invalid("reasoning_effort", message),
+        SubmitError::TooManySequences {
+            limit: SequenceLimit::Running,
+            ..
+        } => ApiError::invalid("n", message),
+        SubmitError::TooManySequences {
+            limit: SequenceLimit::Waiting,
+            ..
+        } => ApiError::invalid(prompt_param, message),
         SubmitError::PromptTooLong { .. } => {
             ApiError::invalid(prompt_param, message).with_code(ErrorCode::ContextLengthExceeded)
         }
