@@ -178,6 +178,31 @@ def test_a_schema_keyword_that_cannot_be_enforced_is_a_400_naming_it(client):
     assert e.value.body["param"] == "tool_choice"
 
 
+def test_grammars_that_can_produce_nothing_are_a_400_before_anything_runs(client):
+    """Each compiles, but no output can satisfy it (or it is too large to
+    step through): refused as the caller's mistake, naming the field, and
+    never queued; streamed requests too (no 200 and then an error chunk)."""
+    cases = [
+        ({"response_format": {"type": "json_schema",
+                              "json_schema": {"name": "s", "schema": {"$ref": "#"}}}},
+         "response_format.json_schema.schema"),
+        ({"extra_body": {"guided_regex": "[^\\s\\S]"}}, "guided_regex"),
+        ({"extra_body": {"guided_choice": [f"option {i}" for i in range(10_000)]}},
+         "guided_choice"),
+    ]
+    for stream in (False, True):
+        for fields, param in cases:
+            with pytest.raises(openai.BadRequestError) as e:
+                client.chat.completions.create(
+                    model=MODEL_NAME, messages=ASK, max_tokens=8, stream=stream, **fields,
+                )
+            assert e.value.status_code == 400
+            assert e.value.body["param"] == param, (param, e.value.body)
+    # Nothing was queued or failed: the server answers as before.
+    r = client.chat.completions.create(model=MODEL_NAME, messages=ASK, max_tokens=2)
+    assert r.choices[0].finish_reason in ("length", "stop")
+
+
 def check_call(call, name=None):
     assert call.type == "function" and call.id.startswith("call_")
     assert call.function.name in PARAMETERS

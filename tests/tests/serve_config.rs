@@ -45,7 +45,16 @@ fn file_then_environment_then_flags() {
             .status,
         401
     );
-    let blocks = server.metric("pagoda_kv_blocks_total").unwrap_or(0.0);
+    // `/metrics` asks for a key too when keys are configured.
+    let metrics = server
+        .request_with("GET", "/metrics", None, &auth)
+        .expect("metrics");
+    let blocks: f64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("pagoda_kv_blocks_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     assert!(
         blocks > 0.0 && blocks < 200.0,
         "64 MiB of KV: {blocks} blocks"
@@ -80,6 +89,7 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
         "host",
         "port",
         "api_keys",
+        "metrics_public",
         "cors_origins",
         "kv_cache_mib",
         "block_size",

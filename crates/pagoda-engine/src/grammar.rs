@@ -38,6 +38,16 @@ pub enum GrammarSpec {
 }
 
 impl GrammarSpec {
+    /// The size of its text in bytes (a schema as compact JSON).
+    pub fn size(&self) -> usize {
+        match self {
+            GrammarSpec::JsonObject => 0,
+            GrammarSpec::JsonSchema { schema, .. } => schema.to_string().len(),
+            GrammarSpec::Regex(rx) => rx.len(),
+            GrammarSpec::Lark(lark) => lark.len(),
+        }
+    }
+
     /// A short name of the kind, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -118,6 +128,12 @@ impl GrammarCompiler {
 
     /// Compiles `spec`; an error names what cannot be enforced.
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Grammar, GrammarError> {
+        let size = spec.size();
+        if size > MAX_GRAMMAR_BYTES {
+            return Err(GrammarError::Invalid(format!(
+                "the grammar is {size} bytes; at most {MAX_GRAMMAR_BYTES} are accepted"
+            )));
+        }
         let top = match spec {
             GrammarSpec::JsonObject => TopLevelGrammar::from_json_schema(with_layout(
                 serde_json::json!({"type": "object"}),
@@ -136,6 +152,7 @@ impl GrammarCompiler {
         }))
         .map_err(|_| GrammarError::Invalid("the grammar could not be compiled".into()))?
         .map_err(|e| GrammarError::Invalid(e.to_string()))?;
+        probe(&parser)?;
         Ok(Grammar {
             parser: Arc::new(parser),
             kind: spec.kind(),
@@ -147,6 +164,29 @@ impl GrammarCompiler {
 /// no other whitespace (free whitespace lets a sampled model pad forever) —
 /// unless the schema sets its own `x-guidance` options; strict schemas have
 /// their objects closed.
+/// The largest grammar accepted, in bytes of its text (a JSON schema as
+/// JSON, a regex, a Lark grammar): 64 KiB. Larger ones are refused before
+/// they are compiled.
+pub const MAX_GRAMMAR_BYTES: usize = 64 * 1024;
+
+/// Whether a compiled grammar can begin: its first mask must compute and
+/// allow some token (or the end). A grammar that compiles but can produce
+/// nothing (`[^\s\S]`, a schema that only refers to itself) or that is too
+/// large to step through (its lexer runs out of fuel) is refused here,
+/// before the request is queued, rather than failing at its first step.
+fn probe(parser: &TokenParser) -> Result<(), GrammarError> {
+    let mut matcher = llguidance::Matcher::new(Ok(parser.deep_clone()));
+    let mask = matcher
+        .compute_mask_or_eos()
+        .map_err(|e| GrammarError::Invalid(format!("the grammar cannot start: {e}")))?;
+    if mask.is_zero() {
+        return Err(GrammarError::Invalid(
+            "the grammar matches no text: no token can begin it".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn with_layout(mut schema: serde_json::Value, strict: bool) -> serde_json::Value {
     if strict {
         close_objects(&mut schema);

@@ -196,7 +196,15 @@ pub struct ServeArgs {
     pub api_keys: Vec<String>,
     /// Serve `/metrics` without an API key even when keys are configured
     /// (for a scraper on a trusted network).
-    #[arg(long, env = "PAGODA_METRICS_PUBLIC")]
+    /// (`--metrics-public`, `--metrics-public=false`; config `true`/`false`.)
+    #[arg(
+        long,
+        env = "PAGODA_METRICS_PUBLIC",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true"
+    )]
     pub metrics_public: bool,
     /// A browser origin allowed by CORS (repeatable; env: comma-separated; `*`: any).
     /// None: no CORS headers.
