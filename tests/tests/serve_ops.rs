@@ -307,7 +307,7 @@ fn sigterm_lets_in_flight_requests_finish_then_exits() {
 }
 
 #[test]
-fn sigterm_cuts_requests_still_running_after_the_grace_period() {
+fn sigterm_ends_requests_still_running_after_the_grace_period_cleanly() {
     let mut server = Server::start(&["--shutdown-grace-secs", "1"]);
     let mut stream = server
         .open("POST", "/v1/chat/completions", LONG_STREAM)
@@ -322,8 +322,17 @@ fn sigterm_cuts_requests_still_running_after_the_grace_period() {
     assert!(signalled.elapsed() < Duration::from_secs(15));
     let mut rest = String::new();
     let _ = stream.read_to_string(&mut rest);
-    assert!(!rest.contains("[DONE]"), "the long request was cut");
-    assert!(server.log().contains("grace period"), "{}", server.log());
+    // Cut cleanly: a final chunk with its finish reason, `[DONE]`, and the
+    // chunked body's terminating chunk — not a stream broken mid-chunk.
+    assert!(
+        rest.contains("\"finish_reason\":\"length\""),
+        "no final chunk: {rest}"
+    );
+    assert!(rest.contains("data: [DONE]"), "no [DONE]: {rest}");
+    assert!(rest.ends_with("0\r\n\r\n"), "the body was not ended: {rest:?}");
+    let log = server.log();
+    assert!(log.contains("grace period"), "{log}");
+    assert!(log.contains("server shutting down"), "{log}");
 }
 
 #[test]

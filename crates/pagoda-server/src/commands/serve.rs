@@ -22,7 +22,11 @@ use crate::http::state::{
 };
 
 /// Loads the model and starts the engine: the state requests are served from.
-fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
+fn load(
+    args: &ServeArgs,
+    model_name: String,
+    cut_off: watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
     if args.debug_load_delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.debug_load_delay_ms));
     }
@@ -119,6 +123,7 @@ fn load(args: &ServeArgs, model_name: String) -> anyhow::Result<AppState> {
         limits: RequestLimits {
             request_timeout: (args.request_timeout_secs > 0)
                 .then(|| Duration::from_secs(args.request_timeout_secs)),
+            cut_off,
         },
     })
 }
@@ -135,6 +140,10 @@ fn read_chat_template(
     pagoda_models::ChatTemplate::new(&source, &text(tokenizer.bos()), &text(tokenizer.eos()))
         .with_context(|| format!("the chat template {}", path.display()))
 }
+
+/// How long cut requests get to write their last chunk before the process
+/// ends.
+const CUT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Runs the server until a shutdown signal (or a failed load).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -179,15 +188,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (signal_tx, signal_rx) = watch::channel(0u32);
         let signals = tokio::spawn(watch_signals(signal_tx));
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        // `cut_off` ends the requests still running after the grace period.
+        let (cut_tx, cut_rx) = watch::channel(false);
         let app = router(server.clone(), keys, cors);
-        let serving = tokio::spawn(async move {
+        let mut serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_rx.wait_for(|s| *s).await;
                 })
                 .await
         });
-        let loading = tokio::task::spawn_blocking(move || load(&args, model_name));
+        let loading = tokio::task::spawn_blocking(move || load(&args, model_name, cut_rx));
         let mut signalled = signal_rx.clone();
         // A signal while loading stops at once (the load is abandoned).
         let failure = tokio::select! {
@@ -209,15 +220,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
         // In-flight requests get `grace` to finish; a second signal cuts them now.
-        tokio::select! {
-            r = serving => r.context("the server task")??,
-            _ = tokio::time::sleep(grace) => tracing::warn!(
-                grace_s = grace.as_secs(),
-                "in-flight requests still running after the grace period: cutting them"
-            ),
-            _ = signalled.wait_for(|n| *n >= 2) => tracing::warn!(
-                "second signal: cutting in-flight requests now"
-            ),
+        let finished = tokio::select! {
+            r = &mut serving => {
+                r.context("the server task")??;
+                true
+            }
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(
+                    grace_s = grace.as_secs(),
+                    "in-flight requests still running after the grace period: cutting them"
+                );
+                false
+            }
+            _ = signalled.wait_for(|n| *n >= 2) => {
+                tracing::warn!("second signal: cutting in-flight requests now");
+                false
+            }
+        };
+        if !finished {
+            // Every running request ends its choices (`length`): each stream
+            // gets its final chunk and `[DONE]`, each connection then closes.
+            let _ = cut_tx.send(true);
+            if tokio::time::timeout(CUT_FLUSH, &mut serving).await.is_err() {
+                tracing::warn!("connections still open after the cut: closing them");
+            }
         }
         signals.abort();
         match failure {

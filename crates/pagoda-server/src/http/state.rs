@@ -39,6 +39,10 @@ pub struct AppState {
 pub struct RequestLimits {
     /// Longest a request may run; past it, its choices end with `length`.
     pub request_timeout: Option<Duration>,
+    /// Becomes true when the shutdown grace period is over: every request
+    /// still running then ends its choices with `length` as a timeout does,
+    /// so a stream ends with a final chunk and `[DONE]`, not mid-chunk.
+    pub cut_off: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How the served model is named in responses.

@@ -178,24 +178,32 @@ impl InFlight {
                     return Ok(Some((i, delta)));
                 }
             }
-            let event = match self.deadline {
-                // Checked before reading: a slow reader with events queued
-                // is cut too.
-                Some(deadline) if Instant::now() >= deadline => {
-                    self.time_out();
+            // Checked before reading: a slow reader with events queued is
+            // cut too.
+            if !self.timed_out && *self.state.limits.cut_off.borrow() {
+                self.time_out(EndedBy::Shutdown);
+                continue;
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.time_out(EndedBy::Timeout);
+                continue;
+            }
+            let waited = wait_event(
+                &self.stream.events,
+                self.deadline,
+                self.state.limits.cut_off.clone(),
+            )
+            .await;
+            let event = match waited {
+                Waited::Event(event) => event,
+                Waited::Deadline => {
+                    self.time_out(EndedBy::Timeout);
                     continue;
                 }
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(wait, self.stream.events.recv_async()).await {
-                        Ok(event) => event,
-                        Err(_) => {
-                            self.time_out();
-                            continue;
-                        }
-                    }
+                Waited::CutOff => {
+                    self.time_out(EndedBy::Shutdown);
+                    continue;
                 }
-                None => self.stream.events.recv_async().await,
             };
             let event = event.map_err(|_| {
                 self.finish(Outcome::Failed);
@@ -234,16 +242,24 @@ impl InFlight {
         self.last_token[choice] = Some(now);
     }
 
-    fn time_out(&mut self) {
+    /// Ends every unfinished choice with `length` (the timeout, or the
+    /// shutdown's cut), cancelling them in the engine.
+    fn time_out(&mut self, by: EndedBy) {
         self.timed_out = true;
         for i in 0..self.choices.len() {
             self.stream.cancel_choice(i);
         }
-        tracing::warn!(
-            request_id = %self.label.request_id,
-            timeout_s = self.state.limits.request_timeout.map(|t| t.as_secs_f64()),
-            "request timed out; ending its choices with finish_reason `length`"
-        );
+        match by {
+            EndedBy::Timeout => tracing::warn!(
+                request_id = %self.label.request_id,
+                timeout_s = self.state.limits.request_timeout.map(|t| t.as_secs_f64()),
+                "request timed out; ending its choices with finish_reason `length`"
+            ),
+            EndedBy::Shutdown => tracing::warn!(
+                request_id = %self.label.request_id,
+                "server shutting down; ending the request's choices with finish_reason `length`"
+            ),
+        }
     }
 
     /// Records the outcome once: metrics and the request's log line.
@@ -278,5 +294,51 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // Dropping `stream` aborts the request in the engine.
         self.finish(Outcome::Aborted);
+    }
+}
+
+/// What ended a request before its choices finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndedBy {
+    /// `--request-timeout-secs`.
+    Timeout,
+    /// The shutdown grace period ran out.
+    Shutdown,
+}
+
+/// What waiting for a request's next event gave.
+enum Waited {
+    /// The event (or the engine dropping the request).
+    Event(Result<EngineEvent, flume::RecvError>),
+    /// The request's deadline passed first.
+    Deadline,
+    /// The server's cut-off came first.
+    CutOff,
+}
+
+/// Waits for the next event of `events`, until `deadline` or the cut-off.
+async fn wait_event(
+    events: &flume::Receiver<EngineEvent>,
+    deadline: Option<Instant>,
+    mut cut_off: tokio::sync::watch::Receiver<bool>,
+) -> Waited {
+    let event = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), events.recv_async())
+                .await
+                .map_or(Waited::Deadline, Waited::Event),
+            None => Waited::Event(events.recv_async().await),
+        }
+    };
+    let cut = async {
+        // A closed channel (the server's state dropped) never cuts.
+        if cut_off.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = cut => Waited::CutOff,
+        waited = event => waited,
     }
 }
