@@ -329,7 +329,10 @@ fn sigterm_ends_requests_still_running_after_the_grace_period_cleanly() {
         "no final chunk: {rest}"
     );
     assert!(rest.contains("data: [DONE]"), "no [DONE]: {rest}");
-    assert!(rest.ends_with("0\r\n\r\n"), "the body was not ended: {rest:?}");
+    assert!(
+        rest.ends_with("0\r\n\r\n"),
+        "the body was not ended: {rest:?}"
+    );
     let log = server.log();
     assert!(log.contains("grace period"), "{log}");
     assert!(log.contains("server shutting down"), "{log}");
