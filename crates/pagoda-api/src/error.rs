@@ -13,6 +13,8 @@ pub enum ErrorKind {
     NotFound,
     /// The route does not take this method (405).
     MethodNotAllowed,
+    /// The request body did not arrive in time (408).
+    RequestTimeout,
     /// The body is larger than allowed (413).
     PayloadTooLarge,
     /// The body is not JSON (415).
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
@@ -46,6 +49,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest
             | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
             | ErrorKind::PayloadTooLarge
             | ErrorKind::UnsupportedMediaType => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",

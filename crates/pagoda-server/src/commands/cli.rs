@@ -190,6 +190,18 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may still run before they are cut, in seconds.
     #[arg(long, env = "PAGODA_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Connections open at once; beyond, a 503 at once. Kept below the
+    /// process's open-file limit (raised to its hard limit at start).
+    #[arg(long, env = "PAGODA_MAX_CONNECTIONS", default_value_t = 1024, value_parser = positive)]
+    pub max_connections: usize,
+    /// Longest wait for a request's headers, in seconds, from the
+    /// connection's start or the end of its previous response (so also how
+    /// long a kept-alive connection may sit idle).
+    #[arg(long, env = "PAGODA_HEADER_TIMEOUT_SECS", default_value_t = 15, value_parser = positive_u64)]
+    pub header_timeout_secs: u64,
+    /// Longest wait for a request's whole body, in seconds.
+    #[arg(long, env = "PAGODA_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = positive_u64)]
+    pub body_timeout_secs: u64,
     /// An API key clients must send as `Authorization: Bearer <key>` (repeatable;
     /// env: comma-separated). None: no authentication.
     #[arg(long = "api-key", env = "PAGODA_API_KEYS", value_delimiter = ',')]
@@ -220,6 +232,10 @@ pub struct ServeArgs {
     /// Testing aid: wait this long before loading the model (shows /health's 503).
     #[arg(long, hide = true, default_value_t = 0)]
     pub debug_load_delay_ms: u64,
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    positive(s).map(|v| v as u64)
 }
 
 fn positive(s: &str) -> Result<usize, String> {

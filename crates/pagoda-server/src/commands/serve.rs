@@ -15,6 +15,7 @@ use crate::capabilities::reasoning::{EffortBudgets, Reasoning};
 use crate::capabilities::template::TemplateSupport;
 use crate::commands::cli::ServeArgs;
 use crate::http::auth::ApiKeys;
+use crate::http::connections::{self, ConnectionLimits};
 use crate::http::metrics::Metrics;
 use crate::http::routes::{cors, router};
 use crate::http::state::{
@@ -187,17 +188,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // `signals` counts SIGTERM / Ctrl-C; `stop` closes the listener.
         let (signal_tx, signal_rx) = watch::channel(0u32);
         let signals = tokio::spawn(watch_signals(signal_tx));
-        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
         // `cut_off` ends the requests still running after the grace period.
         let (cut_tx, cut_rx) = watch::channel(false);
         let app = router(server.clone(), keys, cors);
-        let mut serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let file_limit = connections::raise_file_limit();
+        let limits = ConnectionLimits {
+            max_connections: connections::connection_cap(args.max_connections, file_limit),
+            header_timeout: Duration::from_secs(args.header_timeout_secs),
+            body_timeout: Duration::from_secs(args.body_timeout_secs),
+        };
+        tracing::info!(
+            open_file_limit = file_limit,
+            max_connections = limits.max_connections,
+            header_timeout_s = args.header_timeout_secs,
+            body_timeout_s = args.body_timeout_secs,
+            "connection limits"
+        );
+        let mut serving = tokio::spawn(connections::serve(listener, app, limits, stop_rx));
         let loading = tokio::task::spawn_blocking(move || load(&args, model_name, cut_rx));
         let mut signalled = signal_rx.clone();
         // A signal while loading stops at once (the load is abandoned).
@@ -222,7 +230,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // In-flight requests get `grace` to finish; a second signal cuts them now.
         let finished = tokio::select! {
             r = &mut serving => {
-                r.context("the server task")??;
+                r.context("the server task")?;
                 true
             }
             _ = tokio::time::sleep(grace) => {

@@ -23,9 +23,12 @@ fn is_json(value: &str) -> bool {
         && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
-/// Refuses a `POST` whose body is not declared JSON.
+/// The routes whose `POST` takes a JSON body (a `POST` elsewhere is a 405).
+const JSON_ROUTES: [&str; 2] = ["/v1/chat/completions", "/v1/completions"];
+
+/// Refuses a `POST` to a JSON route whose body is not declared JSON.
 pub async fn require_json(request: Request, next: Next) -> Response {
-    if request.method() != Method::POST {
+    if request.method() != Method::POST || !JSON_ROUTES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let declared = request

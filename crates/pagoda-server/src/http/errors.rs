@@ -92,7 +92,12 @@ pub fn internal(what: &str, detail: impl std::fmt::Display) -> ApiError {
 
 /// Maps a body that could not be read (over the size limit, broken transfer) to the envelope.
 pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> HttpError {
-    let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    body_error(r.status() == StatusCode::PAYLOAD_TOO_LARGE, &r.body_text())
+}
+
+/// A body over the size limit (413), or one that could not be read (400,
+/// with `detail`).
+pub fn body_error(too_large: bool, detail: &str) -> HttpError {
     HttpError(ApiError {
         kind: if too_large {
             ErrorKind::PayloadTooLarge
@@ -105,7 +110,7 @@ pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> HttpError 
                 crate::http::MAX_BODY_BYTES
             )
         } else {
-            format!("the request body could not be read: {}", r.body_text())
+            format!("the request body could not be read: {detail}")
         },
         param: Some("body".into()),
         code: None,

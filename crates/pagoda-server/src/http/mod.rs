@@ -1,9 +1,11 @@
-//! The HTTP plumbing every endpoint shares: the route table, the server
-//! state, errors as responses, authentication and request ids, SSE framing,
+//! The HTTP plumbing every endpoint shares: the accept loop and its
+//! connection limits, the route table, the server state, errors as responses, authentication and request ids, SSE framing,
 //! metrics, and the operational routes (`/health`, `/metrics`,
 //! `/openapi.json`, the playground page at `/`).
 
 pub(crate) mod auth;
+pub(crate) mod body_deadline;
+pub(crate) mod connections;
 pub(crate) mod content_type;
 pub(crate) mod errors;
 pub(crate) mod health;

@@ -75,9 +75,15 @@ pub enum GenerationErrors {
     /// An unknown model (`code: model_not_found`).
     #[response(status = 404)]
     NotFound(ErrorEnvelope),
+    /// The body did not arrive within `--body-timeout-secs`.
+    #[response(status = 408)]
+    BodyTimeout(ErrorEnvelope),
     /// The body is over the size limit.
     #[response(status = 413)]
     TooLarge(ErrorEnvelope),
+    /// The body is not declared JSON (`Content-Type: application/json`).
+    #[response(status = 415)]
+    NotJson(ErrorEnvelope),
     /// The queue is full.
     #[response(status = 429, headers(("Retry-After" = u32, description = "Seconds to wait")))]
     QueueFull(ErrorEnvelope),
