@@ -209,9 +209,29 @@ fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
 fn parse<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
+        let inner = plain_message(&e.into_inner().to_string());
         ApiError::invalid(path.clone(), format!("invalid value for `{path}`: {inner}"))
     })
+}
+
+/// serde's message in the API's words: what the field should be, never the
+/// Rust types behind it (`untagged enum PromptInput`, `struct ChatMessage`).
+fn plain_message(serde: &str) -> String {
+    if let Some(name) = serde.strip_prefix("data did not match any variant of untagged enum ") {
+        let expected = match name.trim() {
+            "StringOrList" => "a string or a list of strings",
+            "MessageContent" => "a string, a list of content parts, or null",
+            "PromptInput" => {
+                "a string, a list of strings, a list of token ids, or a list of such lists"
+            }
+            _ => "a value of another shape",
+        };
+        return format!("expected {expected}");
+    }
+    match serde.find("expected struct ") {
+        Some(at) => format!("{}expected an object", &serde[..at]),
+        None => serde.to_string(),
+    }
 }
 
 /// The smallest `repetition_penalty` accepted.
@@ -567,6 +587,30 @@ mod tests {
 
     fn param_of(e: ApiError) -> String {
         e.param.unwrap_or_default()
+    }
+
+    #[test]
+    fn parse_errors_never_name_rust_types() {
+        for body in [r#"{"prompt":{"a":1}}"#, r#"{"prompt":"x","stop":5}"#] {
+            let e = parse_completion(body.as_bytes()).expect_err(body);
+            assert!(
+                !e.message.contains("untagged") && !e.message.contains("enum"),
+                "{body}: {}",
+                e.message
+            );
+            assert!(e.message.contains("expected"), "{body}: {}", e.message);
+        }
+        for body in [
+            r#"{"messages":["hi"]}"#,
+            r#"{"messages":[{"role":"user","content":5}]}"#,
+        ] {
+            let e = parse_chat(body.as_bytes()).expect_err(body);
+            assert!(
+                !e.message.contains("struct") && !e.message.contains("untagged"),
+                "{body}: {}",
+                e.message
+            );
+        }
     }
 
     #[test]
