@@ -91,6 +91,7 @@ fn the_shipped_config_file_is_valid_and_changes_nothing() {
         "api_keys",
         "metrics_public",
         "max_connections",
+        "max_n",
         "header_timeout_secs",
         "body_timeout_secs",
         "cors_origins",

@@ -394,7 +394,7 @@ fn a_pool_smaller_than_the_context_window_limits_requests_with_a_400() {
 
 #[test]
 fn a_request_that_could_never_be_queued_whole_is_a_400_not_a_429() {
-    let server = Server::start(&["--max-waiting", "4", "--max-num-seqs", "2"]);
+    let server = Server::start(&["--max-waiting", "4", "--max-num-seqs", "3", "--max-n", "2"]);
     // Six prompts can never wait together in a queue of four sequences: on
     // an idle server, retrying would never succeed.
     let six = r#"{"prompt":["a","b","c","d","e","f"],"max_tokens":2}"#;
@@ -409,14 +409,15 @@ fn a_request_that_could_never_be_queued_whole_is_a_400_not_a_429() {
         message.contains("--max-waiting") && message.contains("6 sequences"),
         "{message}"
     );
-    // `n` past the sequences running at once: refused, naming `n`.
+    // `n` past `--max-n`: refused, naming `n` and the flag. (Past
+    // `--max-num-seqs` likewise: `admission`'s unit tests.)
     let chat = r#"{"messages":[{"role":"user","content":"Hi"}],"n":3,"max_tokens":2}"#;
     let r = server
         .request("POST", "/v1/chat/completions", Some(chat))
         .expect("request");
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.json()["error"]["param"], "n");
-    assert!(r.body.contains("--max-num-seqs"), "{}", r.body);
+    assert!(r.body.contains("--max-n"), "{}", r.body);
     // What fits is served whole: two prompts × n = 2 fill the queue exactly.
     let fits = r#"{"prompt":["a","b"],"n":2,"max_tokens":2}"#;
     let r = server

@@ -183,6 +183,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64,
         value_parser = positive)]
     pub max_waiting: usize,
+    /// Most choices (`n`) one request may ask for; `n` is also counted
+    /// against --max-num-seqs (a request's choices run together).
+    #[arg(long, env = "PAGODA_MAX_N", default_value_t = 16, value_parser = positive)]
+    pub max_n: usize,
     /// Longest a generation may run, in seconds; past it, its choices end
     /// with finish_reason `length` (0: no limit).
     #[arg(long, env = "PAGODA_REQUEST_TIMEOUT_SECS", default_value_t = 600)]

@@ -124,6 +124,7 @@ fn load(
         limits: RequestLimits {
             request_timeout: (args.request_timeout_secs > 0)
                 .then(|| Duration::from_secs(args.request_timeout_secs)),
+            max_n: args.max_n,
             cut_off,
         },
     })

@@ -13,6 +13,7 @@ use crate::output::label::Endpoint;
 /// `max_tokens` is what fits the served context), and admits it under the
 /// engine's limits, so that a request that can never run is refused before
 /// anything is submitted; `reasoning` bounds a reasoning model's thinking.
+/// `n` may not exceed `--max-n`.
 pub fn engine_request(
     state: &AppState,
     endpoint: Endpoint,
@@ -21,6 +22,15 @@ pub fn engine_request(
     reasoning: Option<pagoda_engine::ReasoningLimit>,
     grammar: Option<pagoda_engine::Grammar>,
 ) -> Result<Admitted, ApiError> {
+    if o.n > state.limits.max_n {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "n is {}; this server generates at most {} choices per request (--max-n)",
+                o.n, state.limits.max_n
+            ),
+        ));
+    }
     let limits = state.engine.limits();
     // At least 1, so that a prompt that fills the context is refused as such.
     let max_tokens = o

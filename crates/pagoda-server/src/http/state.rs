@@ -39,6 +39,8 @@ pub struct AppState {
 pub struct RequestLimits {
     /// Longest a request may run; past it, its choices end with `length`.
     pub request_timeout: Option<Duration>,
+    /// Most choices (`n`) one request may ask for (`--max-n`).
+    pub max_n: usize,
     /// Becomes true when the shutdown grace period is over: every request
     /// still running then ends its choices with `length` as a timeout does,
     /// so a stream ends with a final chunk and `[DONE]`, not mid-chunk.
