@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::block_format::{format_of, panel_block_bytes, scale_bytes, BlockFormat, QK};
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Block, Q8Rows};
+use crate::kernels::int8::Q8Rows;
 
 /// Rows per panel.
 const W: usize = 8;
@@ -125,13 +125,8 @@ fn tile<const F: u8, const T: usize>(
             }
         }
         each_row!(T, k => {
-            let Q8Block {
-                qs: xq,
-                d: dx,
-                s: sx,
-                sum: q_all,
-                ..
-            } = xt.block(k, b);
+            let x = xt.block(k, b);
+            let (xq, dx, sx, q_all) = (x.qs, x.d, x.s, x.sum);
             let isum = if F == 2 {
                 let mut s = _mm256_setzero_si256();
                 for t in 0..8 {

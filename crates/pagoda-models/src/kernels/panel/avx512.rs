@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::block_format::{format_of, panel_block_bytes, scale_bytes, BlockFormat, QK};
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Block, Q8Rows};
+use crate::kernels::int8::Q8Rows;
 
 /// Rows per panel.
 const W: usize = 16;
@@ -136,13 +136,8 @@ fn tile<const F: u8, const T: usize>(
             (d16, m16, w)
         };
         each_row!(T, k => {
-            let Q8Block {
-                qs: xq,
-                d: dx,
-                s: sx,
-                sum: q_all,
-                ..
-            } = xt.block(k, b);
+            let x = xt.block(k, b);
+            let (xq, dx, sx, q_all) = (x.qs, x.d, x.s, x.sum);
             // One chain: the sum over the block's 32 values, exactly.
             let mut isum = zero;
             for (t, w) in w.iter().enumerate() {

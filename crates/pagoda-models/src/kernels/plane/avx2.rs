@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use crate::kernels::block_format::QK;
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Q8Block, Q8Rows};
+use crate::kernels::int8::Q8Rows;
 use crate::kernels::plane::format::{Layout, Mins, Plane, PlaneFormat, SubScales};
 
 /// Rows per panel.
@@ -261,14 +261,8 @@ fn tile<const F: u8, const T: usize>(
             let w = unsafe { codes::<F>(&layout, blk, s) };
             let sb = b * spec.subs + s;
             each_row!(T, k => {
-                let Q8Block {
-                    qs: xq,
-                    d: dx,
-                    s: sx,
-                    sum: q_all,
-                    sum_lo: q_lo,
-                    qd,
-                } = xt.block(k, sb);
+                let x = xt.block(k, sb);
+                let (xq, dx, sx, q_all, q_lo, qd) = (x.qs, x.d, x.s, x.sum, x.sum_lo, x.qd);
                 let (lo, hi) = if spec.lookup.is_some() {
                     (
                         half_sum_signed(&w[..4], xq, 0),
