@@ -64,6 +64,8 @@ pub struct InFlight {
     first_token: Option<Instant>,
     last_token: Vec<Option<Instant>>,
     deadline: Option<Instant>,
+    /// The server's cut-off at shutdown (see `RequestLimits::cut_off`).
+    cut_off: tokio::sync::watch::Receiver<bool>,
     timed_out: bool,
     done: bool,
 }
@@ -104,6 +106,7 @@ impl InFlight {
                 .limits
                 .request_timeout
                 .and_then(|t| arrived.checked_add(t)),
+            cut_off: state.limits.cut_off.clone(),
             timed_out: false,
             done: false,
         })
@@ -180,7 +183,7 @@ impl InFlight {
             }
             // Checked before reading: a slow reader with events queued is
             // cut too.
-            if !self.timed_out && *self.state.limits.cut_off.borrow() {
+            if !self.timed_out && *self.cut_off.borrow() {
                 self.time_out(EndedBy::Shutdown);
                 continue;
             }
@@ -188,12 +191,7 @@ impl InFlight {
                 self.time_out(EndedBy::Timeout);
                 continue;
             }
-            let waited = wait_event(
-                &self.stream.events,
-                self.deadline,
-                self.state.limits.cut_off.clone(),
-            )
-            .await;
+            let waited = wait_event(&self.stream.events, self.deadline, &mut self.cut_off).await;
             let event = match waited {
                 Waited::Event(event) => event,
                 Waited::Deadline => {
@@ -320,7 +318,7 @@ enum Waited {
 async fn wait_event(
     events: &flume::Receiver<EngineEvent>,
     deadline: Option<Instant>,
-    mut cut_off: tokio::sync::watch::Receiver<bool>,
+    cut_off: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Waited {
     let event = async {
         match deadline {
