@@ -22,8 +22,8 @@ pub async fn read_within(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    // One byte past the limit is enough to know it is too large; the
-    // handler's own limit then answers 413.
+    // Past `MAX_BODY_BYTES` the read stops and the answer is a 413, as the
+    // handlers' own limit would give.
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
