@@ -111,19 +111,7 @@ fn every_supported_gguf_type_runs_the_forward_pass() {
                 load_model_with(&path, &options).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
             assert_eq!(loaded.config().vocab_size, TINY_VOCAB);
             let got = prompt_logits(loaded.model.as_ref(), &tokens);
-            let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            assert!(
-                diff <= rel_tol * range,
-                "{dtype:?} {activations:?}: max |Δ| {diff} over a logit range of {range}"
-            );
-            for (g, w) in got.chunks(TINY_VOCAB).zip(want.chunks(TINY_VOCAB)) {
-                assert_eq!(argmax(g), argmax(w), "{dtype:?} {activations:?}: argmax");
-            }
+            assert_close(&format!("{dtype:?} {activations:?}"), &got, &want, rel_tol);
         }
     }
 }
@@ -187,18 +175,24 @@ fn iq4_nl_tensors_load_and_run_on_pagodas_kernels() {
         let loaded = load_model_with(&path, &options).expect("load");
         assert!(loaded.precision.contains("IQ4_NL"), "{}", loaded.precision);
         let got = prompt_logits(loaded.model.as_ref(), &tokens);
-        let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            diff <= rel_tol * range,
-            "IQ4_NL {activations:?}: max |Δ| {diff} over a logit range of {range}"
-        );
-        for (g, w) in got.chunks(TINY_VOCAB).zip(want.chunks(TINY_VOCAB)) {
-            assert_eq!(argmax(g), argmax(w), "IQ4_NL {activations:?}: argmax");
-        }
+        assert_close(&format!("IQ4_NL {activations:?}"), &got, &want, rel_tol);
+    }
+}
+
+/// `got` is within `rel_tol` of the logit range of `want`, and every
+/// position's greedy token is the same.
+fn assert_close(label: &str, got: &[f32], want: &[f32], rel_tol: f32) {
+    let range = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        diff <= rel_tol * range,
+        "{label}: max |Δ| {diff} over a logit range of {range}"
+    );
+    for (g, w) in got.chunks(TINY_VOCAB).zip(want.chunks(TINY_VOCAB)) {
+        assert_eq!(argmax(g), argmax(w), "{label}: argmax");
     }
 }

@@ -315,6 +315,20 @@ mod tests {
         out
     }
 
+    /// A latent row's width and a query head's width.
+    fn widths(s: MlaShape) -> (usize, usize) {
+        (
+            s.kv_lora_rank + s.qk_rope_head_dim,
+            s.qk_nope_head_dim + s.qk_rope_head_dim,
+        )
+    }
+
+    /// `kv_b_proj` of shape `s` filled from `seed`, absorbed.
+    fn absorbed_kv_b(s: MlaShape, seed: f32) -> AbsorbedKvB {
+        let len = s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank;
+        AbsorbedKvB::new(values(len, seed), s).expect("kv_b")
+    }
+
     fn shape() -> MlaShape {
         MlaShape {
             num_heads: 3,
@@ -339,10 +353,7 @@ mod tests {
     #[test]
     fn absorbed_attention_matches_decompressed_attention() {
         for s in [shape(), odd_shape()] {
-            let (width, qk) = (
-                s.kv_lora_rank + s.qk_rope_head_dim,
-                s.qk_nope_head_dim + s.qk_rope_head_dim,
-            );
+            let (width, qk) = widths(s);
             let kv_b = AbsorbedKvB::new(
                 values(
                     s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
@@ -400,18 +411,8 @@ mod tests {
     #[test]
     fn slabs_and_head_groups_change_no_bit() {
         for s in [shape(), odd_shape()] {
-            let (width, qk) = (
-                s.kv_lora_rank + s.qk_rope_head_dim,
-                s.qk_nope_head_dim + s.qk_rope_head_dim,
-            );
-            let kv_b = AbsorbedKvB::new(
-                values(
-                    s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
-                    0.7,
-                ),
-                s,
-            )
-            .expect("kv_b");
+            let (width, qk) = widths(s);
+            let kv_b = absorbed_kv_b(s, 0.7);
             let mut cache =
                 PagedKvCache::new(KvLayout::latent(1, latent_kv(s)), 4, 16).expect("cache");
             let tables = [
@@ -454,18 +455,8 @@ mod tests {
     #[test]
     fn an_f16_latent_pool_attends_as_an_f32_pool_holding_the_rounded_rows() {
         let s = shape();
-        let (width, qk) = (
-            s.kv_lora_rank + s.qk_rope_head_dim,
-            s.qk_nope_head_dim + s.qk_rope_head_dim,
-        );
-        let kv_b = AbsorbedKvB::new(
-            values(
-                s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
-                0.2,
-            ),
-            s,
-        )
-        .expect("kv_b");
+        let (width, qk) = widths(s);
+        let kv_b = absorbed_kv_b(s, 0.2);
         let layout = KvLayout::latent(1, latent_kv(s));
         let mut half = PagedKvCache::new(layout.with_dtype(KvDtype::F16), 4, 4).expect("cache");
         let mut exact = PagedKvCache::new(layout, 4, 4).expect("cache");
@@ -495,18 +486,8 @@ mod tests {
     #[test]
     fn a_sequence_does_not_depend_on_its_tile_or_batch_mates() {
         let s = shape();
-        let (width, qk) = (
-            s.kv_lora_rank + s.qk_rope_head_dim,
-            s.qk_nope_head_dim + s.qk_rope_head_dim,
-        );
-        let kv_b = AbsorbedKvB::new(
-            values(
-                s.num_heads * (s.qk_nope_head_dim + s.v_head_dim) * s.kv_lora_rank,
-                0.1,
-            ),
-            s,
-        )
-        .expect("kv_b");
+        let (width, qk) = widths(s);
+        let kv_b = absorbed_kv_b(s, 0.1);
         let mut cache = PagedKvCache::new(KvLayout::latent(1, latent_kv(s)), 4, 8).expect("cache");
         let (ta, tb) = (
             [BlockId(0), BlockId(1), BlockId(2)],
