@@ -133,3 +133,44 @@ fn beyond_the_connection_cap_a_client_gets_a_503_at_once() {
     assert!(served, "the server never served again");
     assert!(server.log().contains("max_connections"), "{}", server.log());
 }
+
+#[test]
+fn requests_hyper_cannot_parse_get_the_envelope() {
+    let server = Server::start(&[]);
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let many: String = (0..150).map(|i| format!("X-{i}: a\r\n")).collect();
+    let many = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n");
+    let target = format!(
+        "GET /health?{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    for (raw, status, says) in [
+        (big.as_str(), 431, "headers are too large"),
+        (many.as_str(), 431, "at most 100 fields"),
+        (
+            "GE T /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            400,
+            "not valid HTTP",
+        ),
+        (target.as_str(), 431, "headers are too large"),
+    ] {
+        let r = server.raw(raw).expect("answered");
+        assert_eq!(r.status, status, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let error = &r.json()["error"];
+        assert_eq!(error["type"], "invalid_request_error");
+        assert!(
+            error["message"].as_str().expect("text").contains(says),
+            "{error}"
+        );
+    }
+    // Headers just under the limit are served as ever.
+    let fits = format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(60_000)
+    );
+    assert_eq!(server.raw(&fits).expect("answered").status, 200);
+}

@@ -17,8 +17,12 @@ pub enum ErrorKind {
     RequestTimeout,
     /// The body is larger than allowed (413).
     PayloadTooLarge,
+    /// The request target is longer than allowed (414).
+    UriTooLong,
     /// The body is not JSON (415).
     UnsupportedMediaType,
+    /// The request's headers are larger than allowed (431).
+    HeadersTooLarge,
     /// The server is full; retry later (429).
     RateLimited,
     /// Something failed inside the server (500); the message never carries internals.
@@ -37,7 +41,9 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UriTooLong => 414,
             ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::HeadersTooLarge => 431,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
@@ -51,7 +57,9 @@ impl ErrorKind {
             | ErrorKind::MethodNotAllowed
             | ErrorKind::RequestTimeout
             | ErrorKind::PayloadTooLarge
-            | ErrorKind::UnsupportedMediaType => "invalid_request_error",
+            | ErrorKind::UriTooLong
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::HeadersTooLarge => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::NotFound => "not_found_error",
             ErrorKind::RateLimited => "rate_limit_error",

@@ -5,20 +5,23 @@
 //! once, and one beyond the cap gets a 503 in the envelope at once, without
 //! its request being read. A failed `accept` (the process out of file
 //! descriptors, say) is logged and retried after a pause instead of
-//! spinning. On shutdown the listener closes, idle connections are closed,
+//! spinning. Requests hyper cannot parse (headers too large, say) are
+//! answered in the envelope too (`parse_errors`). On shutdown the listener closes, idle connections are closed,
 //! and requests in flight go on (see `commands::serve`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+
+use crate::http::parse_errors::{Enveloped, MAX_HEADERS, MAX_HEADER_BYTES};
 
 /// What a connection may take.
 #[derive(Debug, Clone, Copy)]
@@ -51,11 +54,12 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     // HTTP/1 only (what OpenAI clients speak): detecting HTTP/2 would wait
     // for a silent connection's first bytes with no deadline.
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
     loop {
         let stopped = async {
             // A dropped sender stops too.
@@ -79,9 +83,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let connection = builder.serve_connection(TokioIo::new(Enveloped::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection's end (a timeout, the client gone) is routine.

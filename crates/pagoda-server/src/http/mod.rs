@@ -12,6 +12,7 @@ pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod metrics_endpoint;
 pub(crate) mod openapi;
+pub(crate) mod parse_errors;
 pub(crate) mod playground;
 pub(crate) mod routes;
 pub(crate) mod sse;
