@@ -37,7 +37,7 @@ fn chat_greedy_answers_the_capital_question() {
 }
 
 #[test]
-fn the_default_int8_activations_complete_the_capital_sentence() {
+fn the_default_activations_complete_the_capital_sentence() {
     let model = default_model();
     let out = run_pagoda(&[
         "generate",

@@ -36,7 +36,7 @@ fn sse_payloads(body: &str) -> Vec<String> {
 #[test]
 fn chat_models_health_and_errors() {
     // f32 activations: greedy text is transformers' exactly, so it can be
-    // asserted word for word (the default, int8, follows llama.cpp's).
+    // asserted word for word.
     let server = Server::start(&["--served-model-name", "smollm2", "--activations", "f32"]);
 
     let health = server.request("GET", "/health", None).expect("health");
@@ -299,5 +299,35 @@ fn chat_models_health_and_errors() {
             .expect("health")
             .status,
         200
+    );
+}
+
+/// The README's first request, as written (no `max_tokens`, no
+/// `--activations`): the default server answers it right and stops.
+#[test]
+fn the_readmes_first_request_gets_the_models_real_answer() {
+    let server = Server::start(&[]);
+    let readme =
+        std::fs::read_to_string(pagoda_tests::workspace_root().join("README.md")).expect("README");
+    let body = readme
+        .split("-d '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the README's first curl has a body");
+    assert!(body.contains("What is the capital of France?"), "{body}");
+    let r = server
+        .request("POST", "/v1/chat/completions", Some(body))
+        .expect("answer");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let choice = &r.json()["choices"][0];
+    assert_eq!(
+        choice["message"]["content"], "The capital of France is Paris.",
+        "{choice}"
+    );
+    assert_eq!(choice["finish_reason"], "stop");
+    assert!(
+        server.log().contains("int8x2 activations (auto"),
+        "{}",
+        server.log()
     );
 }

@@ -6,6 +6,7 @@
 //! a Q8_0 output head, 97 MB) against that bound.
 //!
 //! `cargo run --release -p pagoda-models --example kernel_speed`
+//! (`KERNEL_PASSES=2` for the integer products of int8x2 activations)
 //!
 //! With the argument `mla`, latent attention instead
 //! (`families::deepseek::mla_attention::latent_attention`) at
@@ -26,7 +27,7 @@ use pagoda_models::families::deepseek::mla_attention::{
 };
 use pagoda_models::kernels::f32::QuantMatrix;
 use pagoda_models::kernels::int8::Q8Rows;
-use pagoda_models::kernels::int8::{matmul_group, Int8Weights};
+use pagoda_models::kernels::int8::{matmul_group, ActivationPasses, Int8Weights};
 use pagoda_models::kernels::panel::PanelMatrix;
 use pagoda_models::kernels::team::Team;
 use pagoda_models::kernels::BlockFormat;
@@ -67,6 +68,15 @@ fn main() {
             eprintln!("unknown benchmark `{other}` (none for the block kernels, `types` or `mla`)");
             std::process::exit(2);
         }
+    }
+}
+
+/// The 8-bit passes of the integer products: `KERNEL_PASSES=2` measures
+/// the int8x2 activations (the server's default), otherwise one pass.
+fn passes() -> ActivationPasses {
+    match std::env::var("KERNEL_PASSES").as_deref() {
+        Ok("2") => ActivationPasses::Two,
+        _ => ActivationPasses::One,
     }
 }
 
@@ -275,7 +285,7 @@ fn block_kernels() {
                 std::hint::black_box(m.matmul(&x, batch));
             });
             let int8_secs = best(iters, || {
-                std::hint::black_box(panels.matmul(&x, batch, &mut scratch));
+                std::hint::black_box(panels.matmul(&x, batch, &mut scratch, passes()));
             });
             let flops = 2.0 * (rows * cols * batch) as f64;
             println!(
@@ -344,10 +354,10 @@ fn every_type() {
         let ours: Product = if let Some(format) = BlockFormat::from_ggml(dtype) {
             let m = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
             let p = PanelMatrix::from_rows(&m);
-            Box::new(move |x, b, s| p.matmul(x, b, s))
+            Box::new(move |x, b, s| p.matmul(x, b, s, passes()))
         } else if let Some(format) = PlaneFormat::from_ggml(dtype) {
             let p = PlaneMatrix::from_gguf(format, rows, cols, &bytes).expect("matrix");
-            Box::new(move |x, b, s| p.matmul(x, b, s))
+            Box::new(move |x, b, s| p.matmul(x, b, s, passes()))
         } else {
             let kind = if dtype == GgmlDType::F16 {
                 HalfKind::F16
@@ -460,17 +470,37 @@ fn one_b_pass(only: Option<GgmlDType>) {
                     &x_h,
                     batch,
                     &mut scratch,
+                    passes(),
                 ));
-                std::hint::black_box(matmul_group(&[l[3].as_ref()], &x_h, batch, &mut scratch));
+                std::hint::black_box(matmul_group(
+                    &[l[3].as_ref()],
+                    &x_h,
+                    batch,
+                    &mut scratch,
+                    passes(),
+                ));
                 std::hint::black_box(matmul_group(
                     &[l[4].as_ref(), l[5].as_ref()],
                     &x_h,
                     batch,
                     &mut scratch,
+                    passes(),
                 ));
-                std::hint::black_box(matmul_group(&[l[6].as_ref()], &x_ffn, batch, &mut scratch));
+                std::hint::black_box(matmul_group(
+                    &[l[6].as_ref()],
+                    &x_ffn,
+                    batch,
+                    &mut scratch,
+                    passes(),
+                ));
             }
-            std::hint::black_box(matmul_group(&[head.as_ref()], &x_h, batch, &mut scratch));
+            std::hint::black_box(matmul_group(
+                &[head.as_ref()],
+                &x_h,
+                batch,
+                &mut scratch,
+                passes(),
+            ));
         });
         println!(
             "batch {batch:>2}: {:>7.2} ms = {:>6.1} tokens/s of products alone | {:>5.1} GB/s = {:>3.0}% of the read bound",
@@ -579,17 +609,19 @@ fn model_pass() {
                     &x_h,
                     batch,
                     &mut scratch,
+                    passes(),
                 ));
-                std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch));
+                std::hint::black_box(l[3].matmul(&x_h, batch, &mut scratch, passes()));
                 std::hint::black_box(matmul_group(
                     &[&l[4] as &dyn Int8Weights, &l[5]],
                     &x_h,
                     batch,
                     &mut scratch,
+                    passes(),
                 ));
-                std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch));
+                std::hint::black_box(l[6].matmul(&x_ffn, batch, &mut scratch, passes()));
             }
-            std::hint::black_box(head.matmul(&x_h, batch, &mut scratch));
+            std::hint::black_box(head.matmul(&x_h, batch, &mut scratch, passes()));
         });
         let params = bytes / 20.0 * 32.0; // close enough: the head is Q8_0
         let gops = 2.0 * params * batch as f64 / secs / 1e9;

@@ -17,11 +17,13 @@ pub mod formats;
 pub mod kernels;
 pub(crate) mod layers;
 pub(crate) mod model;
+pub mod quality;
 pub(crate) mod text;
 
 pub use batch::{Logits, LogitsWanted, SeqChunk};
 pub use error::{ModelError, Result};
 pub use families::config::{Architecture, ModelConfig, RopeConfig, RopeLayout, RopeScaling};
+pub use formats::activation_choice::ActivationChoice;
 pub use formats::dtype::WeightDtype;
 pub use formats::hf::generation_config::GenerationDefaults;
 pub use formats::loader::{

@@ -14,8 +14,8 @@ use std::path::Path;
 
 use common::{default_model, fixtures, greedy, ids};
 use pagoda_models::{
-    load_model, load_model_with, load_tokenizer, Activations, KvDtype, LoadOptions, RenderOptions,
-    Tokenizer,
+    load_model, load_model_with, load_tokenizer, ActivationChoice, Activations, KvDtype,
+    LoadOptions, RenderOptions, Tokenizer,
 };
 use serde_json::Value;
 
@@ -64,17 +64,24 @@ fn smollm2_tokenizer_matches_llama_cpp() {
 
 fn with(activations: Activations) -> LoadOptions {
     LoadOptions {
-        activations,
+        activations: activations.into(),
         ..LoadOptions::default()
     }
 }
 
 #[test]
 fn smollm2_greedy_matches_transformers() {
+    // f32 activations: the same arithmetic as transformers on the
+    // dequantized GGUF; the default (int8x2 on this model): within f32
+    // noise of it.
+    greedy_matches_transformers(&with(Activations::F32));
+    greedy_matches_transformers(&LoadOptions::default());
+}
+
+fn greedy_matches_transformers(options: &LoadOptions) {
     let path = default_model();
     require(&path);
-    // f32 activations: the same arithmetic as transformers on the dequantized GGUF.
-    let loaded = load_model_with(&path, &with(Activations::F32)).expect("load");
+    let loaded = load_model_with(&path, options).expect("load");
     let r = reference("smollm2_reference.json");
     let template = loaded
         .chat_template
@@ -111,7 +118,11 @@ fn smollm2_greedy_matches_transformers() {
             expected.len(),
             loaded.tokenizer.stop_ids(),
         );
-        assert_eq!(got, expected, "{name}: greedy continuation");
+        assert_eq!(
+            got, expected,
+            "{name}: greedy continuation with {}",
+            loaded.precision
+        );
     }
 }
 
@@ -260,4 +271,49 @@ fn a_q8_0_kv_cache_stays_close() {
     let (worst, agree, total) = kv_cache_effect(KvDtype::Q8_0);
     assert!(worst < 1.5, "a Q8_0 cache moved a logit by {worst}");
     assert!(agree * 2 >= total, "greedy tokens kept: {agree}/{total}");
+}
+
+/// What `pagoda quality` reports, on the first 384 tokens of its text: the
+/// default int8x2 activations stay within f32 noise of f32 ones (every
+/// most-likely token the same), while one 8-bit pass (llama.cpp's
+/// arithmetic) moves the distributions measurably.
+#[test]
+fn int8x2_activations_keep_the_f32_distributions_on_the_real_model() {
+    use pagoda_models::quality::{compare, Side};
+    let path = default_model();
+    require(&path);
+    let text = std::fs::read_to_string(fixtures().join("quality_text.txt")).expect("text");
+    let reference = load_model_with(&path, &with(Activations::F32)).expect("load");
+    let mut tokens = reference.tokenizer.encode(&text, true).expect("encode");
+    tokens.truncate(384);
+    let f32_side = Side {
+        model: reference.model.as_ref(),
+        kv: KvDtype::F32,
+    };
+    let measure = |activations: Activations| {
+        let loaded = load_model_with(&path, &with(activations)).expect("load");
+        let d = compare(
+            f32_side,
+            Side {
+                model: loaded.model.as_ref(),
+                kv: KvDtype::F32,
+            },
+            &tokens,
+            192,
+        )
+        .expect("compare");
+        eprintln!("{}: {d:?}", activations.name());
+        d
+    };
+    let same = measure(Activations::F32);
+    assert_eq!((same.mean_kl, same.top1_agreement), (0.0, 1.0));
+    assert_eq!(same.positions, 382);
+    let default = measure(ActivationChoice::Auto.resolve(134_515_008));
+    assert_eq!(default, measure(Activations::Int8x2));
+    assert!(default.mean_kl < 1e-5, "{default:?}");
+    assert_eq!(default.top1_agreement, 1.0, "{default:?}");
+    let int8 = measure(Activations::Int8);
+    // Measured: ~3e-3 nats on the whole text, ~97.5% of tokens agreeing.
+    assert!(int8.mean_kl > 100.0 * default.mean_kl, "{int8:?}");
+    assert!(int8.top1_agreement < 1.0, "{int8:?}");
 }

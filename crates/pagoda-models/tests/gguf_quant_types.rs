@@ -94,17 +94,21 @@ fn every_supported_gguf_type_runs_the_forward_pass() {
         let config = gguf_model_config(&file).expect("config");
         let reference = Llama::load(config, &dequantized(&file, &NAMES)).expect("dense model");
         let want = prompt_logits(&reference, &tokens);
-        // Block types run with f32 activations (the reference's tolerance)
-        // and with the default 8-bit ones (5%); F32 and F16 have one path.
+        // Block types run with f32 and int8x2 activations (the reference's
+        // tolerance) and with one 8-bit pass (5%); F32 and F16 have one path.
         let blocks = !matches!(dtype, GgmlDType::F32 | GgmlDType::F16);
         let modes: &[(Activations, f32)] = if blocks {
-            &[(Activations::F32, rel_tol), (Activations::Int8, 0.05)]
+            &[
+                (Activations::F32, rel_tol),
+                (Activations::Int8x2, rel_tol),
+                (Activations::Int8, 0.05),
+            ]
         } else {
-            &[(Activations::default(), rel_tol)]
+            &[(Activations::Int8x2, rel_tol)]
         };
         for &(activations, rel_tol) in modes {
             let options = LoadOptions {
-                activations,
+                activations: activations.into(),
                 ..LoadOptions::default()
             };
             let loaded =
@@ -167,9 +171,13 @@ fn iq4_nl_tensors_load_and_run_on_pagodas_kernels() {
     let reference = Llama::load(config, &dequantized(&file, &NAMES)).expect("dense model");
     let tokens = [3u32, 17, 42, 9, 60, 1, 33];
     let want = prompt_logits(&reference, &tokens);
-    for (activations, rel_tol) in [(Activations::F32, 1e-3), (Activations::Int8, 0.05)] {
+    for (activations, rel_tol) in [
+        (Activations::F32, 1e-3),
+        (Activations::Int8x2, 1e-3),
+        (Activations::Int8, 0.05),
+    ] {
         let options = LoadOptions {
-            activations,
+            activations: activations.into(),
             ..LoadOptions::default()
         };
         let loaded = load_model_with(&path, &options).expect("load");

@@ -10,6 +10,7 @@ use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
 use crate::families::deepseek::Deepseek;
 use crate::families::llama::Llama;
+use crate::formats::activation_choice::ActivationChoice;
 use crate::formats::dtype::{WeightDtype, Widening};
 use crate::formats::gguf::config::gguf_model_config;
 use crate::formats::gguf::deepseek::{deepseek_config_from_gguf, DeepseekGguf};
@@ -38,8 +39,8 @@ pub enum ModelFormat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// How the block-quantized kernels treat activations (GGUF block types;
-    /// F16/BF16/F32 weights are unaffected).
-    pub activations: crate::layers::linear::Activations,
+    /// F16/BF16/F32 weights are unaffected): one path, or chosen per model.
+    pub activations: crate::formats::activation_choice::ActivationChoice,
     /// Whether half-precision weights stay in two bytes (the default) or are
     /// widened to f32.
     pub dtype: WeightDtype,
@@ -178,19 +179,16 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         m.str(k).map(str::to_string)
     })?;
     let chat_template = template(chat_template, &tokenizer)?;
+    let activations = options.activations.resolve(file.parameter_count());
     let model: Arc<dyn CausalLm> = match config {
         CheckpointConfig::Llama(c) => {
             let source = with_dtype(&file, options.dtype);
-            Arc::new(Llama::load_with(c, source.as_ref(), options.activations)?)
+            Arc::new(Llama::load_with(c, source.as_ref(), activations)?)
         }
         CheckpointConfig::Deepseek(c) => {
             let gguf = DeepseekGguf::new(&file, &c);
             let source = with_dtype(&gguf, options.dtype);
-            Arc::new(Deepseek::load_with(
-                *c,
-                source.as_ref(),
-                options.activations,
-            )?)
+            Arc::new(Deepseek::load_with(*c, source.as_ref(), activations)?)
         }
     };
     let file_type = file
@@ -198,11 +196,18 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         .optional("general.file_type", |m, k| m.u32(k))?
         .map(|t| format!(" (GGUF file type {t})"))
         .unwrap_or_default();
-    let kernels = match options.activations {
-        crate::Activations::Int8 => {
+    let kernels = match activations {
+        crate::Activations::Int8 | crate::Activations::Int8x2 => {
             format!(" ({} kernels)", crate::kernels::Isa::best().name())
         }
         crate::Activations::F32 => String::new(),
+    };
+    let chosen = match options.activations {
+        ActivationChoice::Auto => format!(
+            " (auto: {:.2}B weights)",
+            file.parameter_count() as f64 / 1e9
+        ),
+        ActivationChoice::Fixed(_) => String::new(),
     };
     let types = file
         .tensor_types()
@@ -211,8 +216,8 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         .collect::<Vec<_>>()
         .join(", ");
     let precision = format!(
-        "GGUF{file_type}: {types} tensors; {} activations in block-quantized layers{kernels}; half-precision matrices {}",
-        options.activations.name(),
+        "GGUF{file_type}: {types} tensors; {} activations{chosen} in block-quantized layers{kernels}; half-precision matrices {}",
+        activations.name(),
         half_note(options.dtype)
     );
     Ok(LoadedModel {
@@ -245,12 +250,13 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         (None, Some(dt)) => format!("{dt:?} weights widened to f32 on load and computed in f32"),
     };
     let src = with_dtype(&source, options.dtype);
+    // Safetensors hold no block-quantized layers: the path only matters
+    // for a fixed choice's name.
+    let activations = options.activations.resolve(0);
     let model: Arc<dyn CausalLm> = match config {
-        CheckpointConfig::Llama(c) => {
-            Arc::new(Llama::load_with(c, src.as_ref(), options.activations)?)
-        }
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, src.as_ref(), activations)?),
         CheckpointConfig::Deepseek(c) => {
-            Arc::new(Deepseek::load_with(*c, src.as_ref(), options.activations)?)
+            Arc::new(Deepseek::load_with(*c, src.as_ref(), activations)?)
         }
     };
     Ok(LoadedModel {

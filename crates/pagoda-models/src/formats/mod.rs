@@ -6,6 +6,7 @@
 //! [`tensor_source`] a family reads its weights from; [`dtype`] says what
 //! precision half-precision weights are computed in.
 
+pub mod activation_choice;
 pub mod dtype;
 pub mod gguf;
 pub(crate) mod hf;

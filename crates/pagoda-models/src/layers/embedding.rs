@@ -63,7 +63,7 @@ impl Embedding {
     /// activations (row lookups read them as well).
     pub fn for_activations(self, activations: Activations) -> Self {
         match (self, activations) {
-            (Embedding::Blocks(m), Activations::Int8) => {
+            (Embedding::Blocks(m), Activations::Int8 | Activations::Int8x2) => {
                 Embedding::Panels(Arc::new(PanelMatrix::from_rows(&m)))
             }
             (e, _) => e,

@@ -8,13 +8,13 @@ use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
 use crate::kernels::f32::{DenseMatrix, QuantMatrix};
 use crate::kernels::half_precision::HalfMatrix;
-use crate::kernels::int8::Int8Weights;
+use crate::kernels::int8::{ActivationPasses, Int8Weights};
 use crate::kernels::panel::PanelMatrix;
 use crate::kernels::plane::PlaneMatrix;
 
 /// How pagoda's block kernels (GGUF Q4_0 … Q8_0, the K-quants, IQ4_NL)
 /// treat the activations they multiply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activations {
     /// Kept in f32: results match a dense f32 reference (transformers on
     /// the dequantized weights) up to summation order.
@@ -22,16 +22,34 @@ pub enum Activations {
     /// Quantized to 8 bits per 32-value block, as llama.cpp does: integer
     /// dot products, several times less arithmetic; on the default model
     /// logits move by up to ~1.5 (of a range of ~30), and greedy text
-    /// follows llama.cpp's rather than transformers'. The default.
-    #[default]
+    /// follows llama.cpp's rather than transformers'. The default from a
+    /// billion weights.
     Int8,
+    /// Quantized in two 8-bit passes — the values, then what quantizing
+    /// them left out — whose integer products are added: about 15 bits of
+    /// precision, so results stay within f32 rounding noise of
+    /// [`Activations::F32`]'s, for twice [`Activations::Int8`]'s integer
+    /// arithmetic (the weights are still read once). The default for
+    /// models under a billion weights
+    /// ([`crate::formats::activation_choice::ActivationChoice::Auto`]).
+    Int8x2,
 }
 
 impl Activations {
-    /// The name used in flags and logs (`int8`, `f32`).
+    /// The 8-bit passes of the integer kernels; `None` for f32.
+    fn int8_passes(self) -> Option<ActivationPasses> {
+        match self {
+            Activations::F32 => None,
+            Activations::Int8 => Some(ActivationPasses::One),
+            Activations::Int8x2 => Some(ActivationPasses::Two),
+        }
+    }
+
+    /// The name used in flags and logs (`int8`, `int8x2`, `f32`).
     pub fn name(self) -> &'static str {
         match self {
             Activations::Int8 => "int8",
+            Activations::Int8x2 => "int8x2",
             Activations::F32 => "f32",
         }
     }
@@ -43,9 +61,9 @@ enum Kernel {
     /// pagoda's f32-activation block kernels (Q4_0, Q4_1, Q8_0).
     Blocks(Arc<QuantMatrix>),
     /// pagoda's 8-bit-activation block kernels (Q4_0, Q4_1, Q8_0).
-    BlocksInt8(Arc<PanelMatrix>),
+    BlocksInt8(Arc<PanelMatrix>, ActivationPasses),
     /// pagoda's bit-plane kernels (K-quants, Q5_0, Q5_1) with 8-bit activations.
-    PlanesInt8(Arc<PlaneMatrix>),
+    PlanesInt8(Arc<PlaneMatrix>, ActivationPasses),
     /// The same weights with f32 activations.
     PlanesF32(Arc<PlaneMatrix>),
     /// pagoda's batch-invariant dense f32 kernel.
@@ -90,18 +108,19 @@ impl Linear {
                 )));
             }
         }
+        let passes = activations.int8_passes();
         let kernel = match weight {
-            Weight::Blocks(m) => match activations {
-                Activations::F32 => Kernel::Blocks(m),
-                Activations::Int8 => Kernel::BlocksInt8(Arc::new(PanelMatrix::from_rows(&m))),
+            Weight::Blocks(m) => match passes {
+                None => Kernel::Blocks(m),
+                Some(p) => Kernel::BlocksInt8(Arc::new(PanelMatrix::from_rows(&m)), p),
             },
-            Weight::Panels(m) => match activations {
-                Activations::F32 => Kernel::Blocks(Arc::new(m.to_rows())),
-                Activations::Int8 => Kernel::BlocksInt8(m),
+            Weight::Panels(m) => match passes {
+                None => Kernel::Blocks(Arc::new(m.to_rows())),
+                Some(p) => Kernel::BlocksInt8(m, p),
             },
-            Weight::Planes(m) => match activations {
-                Activations::F32 => Kernel::PlanesF32(m),
-                Activations::Int8 => Kernel::PlanesInt8(m),
+            Weight::Planes(m) => match passes {
+                None => Kernel::PlanesF32(m),
+                Some(p) => Kernel::PlanesInt8(m, p),
             },
             Weight::Half(m) => Kernel::Half(m),
             Weight::Quantized(q) => {
@@ -177,18 +196,25 @@ impl Linear {
                 _ => None,
             })
             .collect();
-        let int8_blocks: Option<Vec<&dyn Int8Weights>> = layers
+        let int8_blocks: Option<Vec<(&dyn Int8Weights, ActivationPasses)>> = layers
             .iter()
             .map(|l| match &l.kernel {
-                Kernel::BlocksInt8(m) => Some(m.as_ref() as &dyn Int8Weights),
-                Kernel::PlanesInt8(m) => Some(m.as_ref() as &dyn Int8Weights),
+                Kernel::BlocksInt8(m, p) => Some((m.as_ref() as &dyn Int8Weights, *p)),
+                Kernel::PlanesInt8(m, p) => Some((m.as_ref() as &dyn Int8Weights, *p)),
                 _ => None,
             })
             .collect();
+        let one_passes = int8_blocks
+            .as_ref()
+            .and_then(|mats| mats.first().map(|&(_, p)| p))
+            .filter(|&p| int8_blocks.iter().flatten().all(|&(_, q)| q == p));
         let mut outs = if let Some(mats) = f32_blocks {
             crate::kernels::f32::matmul_group(&mats, x, rows)
-        } else if let Some(mats) = int8_blocks {
-            with_int8_scratch(|scratch| crate::kernels::int8::matmul_group(&mats, x, rows, scratch))
+        } else if let (Some(mats), Some(passes)) = (int8_blocks, one_passes) {
+            let mats: Vec<&dyn Int8Weights> = mats.into_iter().map(|(m, _)| m).collect();
+            with_int8_scratch(|scratch| {
+                crate::kernels::int8::matmul_group(&mats, x, rows, scratch, passes)
+            })
         } else {
             return layers.iter().map(|l| l.forward(x, rows)).collect();
         };
@@ -211,8 +237,8 @@ impl Linear {
         debug_assert_eq!(x.len(), rows * self.in_features);
         let mut y = match &self.kernel {
             Kernel::Blocks(m) => m.matmul(x, rows),
-            Kernel::BlocksInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
-            Kernel::PlanesInt8(m) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch)),
+            Kernel::BlocksInt8(m, p) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch, *p)),
+            Kernel::PlanesInt8(m, p) => with_int8_scratch(|scratch| m.matmul(x, rows, scratch, *p)),
             Kernel::PlanesF32(m) => m.matmul_f32(x, rows),
             Kernel::Dense(m) => m.matmul(x, rows),
             Kernel::DensePadded(m) => m.matmul(&pad_rows(x, self.in_features, m.cols()), rows),

@@ -29,6 +29,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve the OpenAI-compatible HTTP API.
     Serve(Box<ServeArgs>),
+    /// Measure how far a precision setting moves the model's next-token
+    /// distributions from f32 throughout, over a text.
+    Quality(QualityArgs),
 }
 
 /// How log lines are written.
@@ -43,10 +46,15 @@ pub enum LogFormat {
 /// How the GGUF block-quantized kernels treat activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ActivationsArg {
+    /// Per model: int8x2 below a billion weights, int8 from there.
+    Auto,
     /// f32: results match transformers on the dequantized weights.
     F32,
-    /// 8 bits per 32-value block, as llama.cpp: less arithmetic, noisier logits.
+    /// 8 bits per 32-value block, as llama.cpp: least arithmetic, noisier logits.
     Int8,
+    /// Two 8-bit passes (the values, then their rounding error): about 15
+    /// bits, logits within f32 noise, twice int8's integer arithmetic.
+    Int8x2,
 }
 
 /// What precision half-precision (F16/BF16) weights are computed in.
@@ -74,7 +82,7 @@ pub enum KvCacheDtypeArg {
 #[derive(Debug, Clone, Args)]
 pub struct PrecisionArgs {
     /// How GGUF block-quantized layers (Q4_0 … Q8_0, K-quants) treat activations.
-    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Int8)]
+    #[arg(long, env = "PAGODA_ACTIVATIONS", value_enum, default_value_t = ActivationsArg::Auto)]
     pub activations: ActivationsArg,
     /// What F16/BF16 weights are computed in: auto keeps them in two bytes.
     #[arg(long, env = "PAGODA_DTYPE", value_enum, default_value_t = DtypeArg::Auto)]
@@ -99,8 +107,10 @@ impl PrecisionArgs {
     pub fn load_options(&self) -> pagoda_models::LoadOptions {
         pagoda_models::LoadOptions {
             activations: match self.activations {
-                ActivationsArg::F32 => pagoda_models::Activations::F32,
-                ActivationsArg::Int8 => pagoda_models::Activations::Int8,
+                ActivationsArg::Auto => pagoda_models::ActivationChoice::Auto,
+                ActivationsArg::F32 => pagoda_models::Activations::F32.into(),
+                ActivationsArg::Int8 => pagoda_models::Activations::Int8.into(),
+                ActivationsArg::Int8x2 => pagoda_models::Activations::Int8x2.into(),
             },
             dtype: match self.dtype {
                 DtypeArg::Auto => pagoda_models::WeightDtype::Auto,
@@ -280,6 +290,33 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json_schema: Option<PathBuf>,
 }
+
+/// Arguments of `pagoda quality`.
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// A GGUF file or a Hugging Face checkpoint directory.
+    #[arg(long, env = "PAGODA_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// The setting measured (the reference is f32 activations and an f32
+    /// KV cache).
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
+    /// The text the model reads.
+    #[arg(long, default_value = QUALITY_TEXT)]
+    pub text: PathBuf,
+    /// Tokens per window; each window starts from an empty cache.
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Read only the first this many tokens of the text (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_tokens: usize,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The text `pagoda quality` reads by default (run from the repository).
+pub const QUALITY_TEXT: &str = "tests/fixtures/quality_text.txt";
 
 /// Arguments of `pagoda generate`.
 #[derive(Debug, Args)]

@@ -182,6 +182,15 @@ impl GgufFile {
         counts
     }
 
+    /// How many weights the file's tensors hold in all.
+    pub fn parameter_count(&self) -> u64 {
+        self.content
+            .tensor_infos
+            .values()
+            .map(|info| info.shape.elem_count() as u64)
+            .sum()
+    }
+
     /// Whether the tensor of this GGUF name is stored as IQ4_NL (candle's
     /// reader returns it labelled Q4_0: same block geometry).
     pub fn is_iq4_nl(&self, gguf_name: &str) -> bool {

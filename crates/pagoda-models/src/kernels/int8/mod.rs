@@ -35,6 +35,23 @@ pub struct Q8Rows {
     /// factors of integer minimums, computed once instead of per weight
     /// row).
     pub(crate) qd: Vec<[f32; 3]>,
+    /// The rows and their residuals, interleaved, before
+    /// [`Q8Rows::quantize_with_residuals`] quantizes them.
+    split: Vec<f32>,
+}
+
+/// How many 8-bit rows stand for one activation row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ActivationPasses {
+    /// One, as llama.cpp: a relative error of up to 1/254 of the block's
+    /// largest value per element.
+    #[default]
+    One,
+    /// Two: the row, then what its quantization left out, quantized again
+    /// (about 15 bits: an error of up to 1/64,516 of the block's largest
+    /// value), and the two products added. Twice the integer arithmetic;
+    /// the weights are still read once.
+    Two,
 }
 
 /// `T` consecutive rows of a [`Q8Rows`] for a kernel tile: every field of
@@ -141,6 +158,46 @@ impl Q8Rows {
         self.derive_sum_products();
     }
 
+    /// Quantizes `rows` rows of `cols` values into `2 · rows` rows: row
+    /// `2j` is row `j` quantized as [`Q8Rows::quantize`] does, row `2j + 1`
+    /// its residual `x − q·d` quantized the same way, so that the two
+    /// products summed are the product with the row to about 15 bits. The
+    /// residual row's `s` also carries what rounding `d · Σq` through f16
+    /// left out of row `2j`'s, so the offsets of Q4_1 and Q5_1 sum exactly
+    /// too.
+    pub fn quantize_with_residuals(&mut self, x: &[f32], rows: usize, cols: usize) {
+        self.quantize(x, rows, cols);
+        let mut split = std::mem::take(&mut self.split);
+        split.clear();
+        split.reserve(2 * rows * cols);
+        for (j, row) in x.chunks_exact(cols).enumerate() {
+            split.extend_from_slice(row);
+            let q = &self.qs[j * cols..(j + 1) * cols];
+            let d = &self.d[j * cols / QK..(j + 1) * cols / QK];
+            split.extend(
+                row.iter()
+                    .zip(q)
+                    .enumerate()
+                    .map(|(i, (&v, &q))| v - q as f32 * d[i / QK]),
+            );
+        }
+        // Left out of each block's `s` by the f16 rounding.
+        let lost: Vec<f32> = (self.d.iter().zip(&self.sums).zip(&self.s))
+            .map(|((&d, &sum), &s)| d * sum as f32 - s)
+            .collect();
+        self.quantize(&split, 2 * rows, cols);
+        let nb = cols / QK;
+        for (j, lost) in lost.chunks_exact(nb).enumerate() {
+            let residual = &mut self.s[(2 * j + 1) * nb..(2 * j + 2) * nb];
+            let own = &self.d[(2 * j + 1) * nb..(2 * j + 2) * nb];
+            let sums = &self.sums[(2 * j + 1) * nb..(2 * j + 2) * nb];
+            for (((s, &lost), &d), &sum) in residual.iter_mut().zip(lost).zip(own).zip(sums) {
+                *s = d * sum as f32 + lost;
+            }
+        }
+        self.split = split;
+    }
+
     /// Fills [`Self::qd`] from the sums and scales.
     fn derive_sum_products(&mut self) {
         for (((qd, &d), &all), &lo) in self
@@ -202,26 +259,56 @@ pub trait Int8Weights: Sync {
 }
 
 /// Products of several 8-bit-activation matrices with the same `m` rows of
-/// `x` in one parallel pass, the activations quantized once into `scratch`:
-/// returns each `[m, rows]`. Every matrix must have `x`'s width and one
+/// `x` in one parallel pass, the activations quantized once into `scratch`
+/// (in one or two passes): returns each `[m, rows]`. Every matrix must have `x`'s width and one
 /// build.
 pub fn matmul_group(
     mats: &[&dyn Int8Weights],
     x: &[f32],
     m: usize,
     scratch: &mut Q8Rows,
+    passes: ActivationPasses,
 ) -> Vec<Vec<f32>> {
     let Some((cols, isa)) = mats.first().map(|w| (w.cols(), w.isa())) else {
         return Vec::new();
     };
     assert!(mats.iter().all(|w| w.cols() == cols && w.isa() == isa) && x.len() == m * cols);
-    scratch.quantize(x, m, cols);
+    let quantized_rows = match passes {
+        ActivationPasses::One => {
+            scratch.quantize(x, m, cols);
+            m
+        }
+        ActivationPasses::Two => {
+            scratch.quantize_with_residuals(x, m, cols);
+            2 * m
+        }
+    };
     let q: &Q8Rows = scratch;
     let parts: Vec<usize> = mats.iter().map(|w| w.rows()).collect();
     let width = crate::kernels::panel::panel_width(isa);
-    crate::kernels::columns_out::parallel_columns(&parts, width, m, |p, first, out| {
-        mats[p].panels(first, q, out);
-    })
+    let outs = crate::kernels::columns_out::parallel_columns(
+        &parts,
+        width,
+        quantized_rows,
+        |p, first, out| {
+            mats[p].panels(first, q, out);
+        },
+    );
+    match passes {
+        ActivationPasses::One => outs,
+        ActivationPasses::Two => outs
+            .into_iter()
+            .zip(&parts)
+            .map(|(out, &n)| {
+                out.chunks_exact(2 * n)
+                    .flat_map(|pair| {
+                        let (row, residual) = pair.split_at(n);
+                        row.iter().zip(residual).map(|(a, b)| a + b)
+                    })
+                    .collect()
+            })
+            .collect(),
+    }
 }
 
 /// Quantizes one block; returns its `(d, s, Σq)`. Rounds half to even,

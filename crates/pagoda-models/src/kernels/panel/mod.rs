@@ -35,7 +35,7 @@ use crate::kernels::block_format::BlockFormat;
 use crate::kernels::block_format::{panel_block_bytes, scale_bytes, QK};
 use crate::kernels::columns_out::ColumnsOut;
 use crate::kernels::f32::QuantMatrix;
-use crate::kernels::int8::{Int8Weights, Q8Rows};
+use crate::kernels::int8::{ActivationPasses, Int8Weights, Q8Rows};
 use crate::kernels::Isa;
 
 mod avx2;
@@ -182,8 +182,14 @@ impl PanelMatrix {
 
     /// `y = x · selfᵀ` for `m` rows of `x`, quantized into `scratch` first;
     /// returns `[m, rows]`.
-    pub fn matmul(&self, x: &[f32], m: usize, scratch: &mut Q8Rows) -> Vec<f32> {
-        crate::kernels::int8::matmul_group(&[self], x, m, scratch)
+    pub fn matmul(
+        &self,
+        x: &[f32],
+        m: usize,
+        scratch: &mut Q8Rows,
+        passes: ActivationPasses,
+    ) -> Vec<f32> {
+        crate::kernels::int8::matmul_group(&[self], x, m, scratch, passes)
             .pop()
             .unwrap_or_default()
     }
@@ -370,24 +376,30 @@ mod tests {
                 let rowwise = QuantMatrix::new(format, rows, cols, bytes).expect("matrix");
                 let x = activations(m, cols, &mut rng);
                 let mut scratch = Q8Rows::default();
-                let reference =
-                    PanelMatrix::for_isa(&rowwise, Isa::Portable).matmul(&x, m, &mut scratch);
-                for isa in Isa::available() {
-                    let w = PanelMatrix::for_isa(&rowwise, isa);
-                    let got = w.matmul(&x, m, &mut scratch);
-                    assert_eq!(
-                        bits(&got),
-                        bits(&reference),
-                        "{isa:?} {format:?} {rows}x{cols} m={m}"
+                for passes in [ActivationPasses::One, ActivationPasses::Two] {
+                    let reference = PanelMatrix::for_isa(&rowwise, Isa::Portable).matmul(
+                        &x,
+                        m,
+                        &mut scratch,
+                        passes,
                     );
-                    for j in 0..m {
-                        let xj = &x[j * cols..(j + 1) * cols];
-                        let alone = w.matmul(xj, 1, &mut scratch);
+                    for isa in Isa::available() {
+                        let w = PanelMatrix::for_isa(&rowwise, isa);
+                        let got = w.matmul(&x, m, &mut scratch, passes);
                         assert_eq!(
-                            bits(&alone),
-                            bits(&reference[j * rows..(j + 1) * rows]),
-                            "{isa:?} {format:?}: row {j} alone = row {j} of {m}"
+                            bits(&got),
+                            bits(&reference),
+                            "{isa:?} {format:?} {rows}x{cols} m={m} {passes:?}"
                         );
+                        for j in 0..m {
+                            let xj = &x[j * cols..(j + 1) * cols];
+                            let alone = w.matmul(xj, 1, &mut scratch, passes);
+                            assert_eq!(
+                                bits(&alone),
+                                bits(&reference[j * rows..(j + 1) * rows]),
+                                "{isa:?} {format:?} {passes:?}: row {j} alone = row {j} of {m}"
+                            );
+                        }
                     }
                 }
             }
@@ -404,7 +416,8 @@ mod tests {
             let panels = PanelMatrix::from_rows(&rowwise);
             let x = activations(m, cols, &mut rng);
             let exact = rowwise.matmul(&x, m);
-            let fast = panels.matmul(&x, m, &mut Q8Rows::default());
+            let fast = panels.matmul(&x, m, &mut Q8Rows::default(), ActivationPasses::One);
+            let fine = panels.matmul(&x, m, &mut Q8Rows::default(), ActivationPasses::Two);
             let mut deq = vec![0.0f32; cols];
             for r in 0..rows {
                 rowwise.dequantize_row(r, &mut deq);
@@ -425,6 +438,13 @@ mod tests {
                     assert!(
                         (e - f).abs() <= bound,
                         "{format:?} [{j},{r}]: {f} vs {e} (bound {bound})"
+                    );
+                    // Two passes: half a step of the residual, whose step is
+                    // at most ~1/222 of the first one's.
+                    let fine = fine[j * rows + r];
+                    assert!(
+                        (e - fine).abs() <= bound / 200.0 + 1e-4,
+                        "{format:?} [{j},{r}] two passes: {fine} vs {e} (bound {bound})"
                     );
                 }
             }

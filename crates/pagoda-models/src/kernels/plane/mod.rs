@@ -43,7 +43,7 @@ use rayon::prelude::*;
 
 use crate::kernels::block_format::QK;
 use crate::kernels::columns_out::ColumnsOut;
-use crate::kernels::int8::{Int8Weights, Q8Rows};
+use crate::kernels::int8::{ActivationPasses, Int8Weights, Q8Rows};
 use crate::kernels::panel::panel_width;
 use crate::kernels::Isa;
 use decode::{Decoded, Sub};
@@ -175,8 +175,14 @@ impl PlaneMatrix {
 
     /// `y = x · selfᵀ` for `m` rows of `x` with 8-bit activations (quantized
     /// into `scratch` first); returns `[m, rows]`.
-    pub fn matmul(&self, x: &[f32], m: usize, scratch: &mut Q8Rows) -> Vec<f32> {
-        crate::kernels::int8::matmul_group(&[self], x, m, scratch)
+    pub fn matmul(
+        &self,
+        x: &[f32],
+        m: usize,
+        scratch: &mut Q8Rows,
+        passes: ActivationPasses,
+    ) -> Vec<f32> {
+        crate::kernels::int8::matmul_group(&[self], x, m, scratch, passes)
             .pop()
             .unwrap_or_default()
     }

@@ -139,24 +139,27 @@ fn every_build_gives_the_reference_bits_and_rows_are_batch_invariant() {
             let bytes = random_gguf(format, rows, cols, &mut rng);
             let x = activations(m, cols, &mut rng);
             let mut scratch = Q8Rows::default();
-            let reference = PlaneMatrix::for_isa(format, rows, cols, &bytes, Isa::Portable)
-                .expect("matrix")
-                .matmul(&x, m, &mut scratch);
-            for isa in Isa::available() {
-                let w = PlaneMatrix::for_isa(format, rows, cols, &bytes, isa).expect("matrix");
-                let got = w.matmul(&x, m, &mut scratch);
-                assert_eq!(
-                    bits(&got),
-                    bits(&reference),
-                    "{isa:?} {format:?} {rows}x{cols} m={m}"
-                );
-                for j in 0..m {
-                    let alone = w.matmul(&x[j * cols..(j + 1) * cols], 1, &mut scratch);
+            for passes in [ActivationPasses::One, ActivationPasses::Two] {
+                let reference = PlaneMatrix::for_isa(format, rows, cols, &bytes, Isa::Portable)
+                    .expect("matrix")
+                    .matmul(&x, m, &mut scratch, passes);
+                for isa in Isa::available() {
+                    let w = PlaneMatrix::for_isa(format, rows, cols, &bytes, isa).expect("matrix");
+                    let got = w.matmul(&x, m, &mut scratch, passes);
                     assert_eq!(
-                        bits(&alone),
-                        bits(&reference[j * rows..(j + 1) * rows]),
-                        "{isa:?} {format:?}: row {j} alone = row {j} of {m}"
+                        bits(&got),
+                        bits(&reference),
+                        "{isa:?} {format:?} {rows}x{cols} m={m} {passes:?}"
                     );
+                    for j in 0..m {
+                        let xj = &x[j * cols..(j + 1) * cols];
+                        let alone = w.matmul(xj, 1, &mut scratch, passes);
+                        assert_eq!(
+                            bits(&alone),
+                            bits(&reference[j * rows..(j + 1) * rows]),
+                            "{isa:?} {format:?} {passes:?}: row {j} alone = row {j} of {m}"
+                        );
+                    }
                 }
             }
         }
@@ -173,7 +176,8 @@ fn products_match_dequantize_then_f32_within_the_int8_bound() {
         let deq = candle_values(format, rows, cols, &bytes);
         let x = activations(m, cols, &mut rng);
         let exact = w.matmul_f32(&x, m);
-        let fast = w.matmul(&x, m, &mut Q8Rows::default());
+        let fast = w.matmul(&x, m, &mut Q8Rows::default(), ActivationPasses::One);
+        let fine = w.matmul(&x, m, &mut Q8Rows::default(), ActivationPasses::Two);
         for r in 0..rows {
             let wr = &deq[r * cols..(r + 1) * cols];
             for j in 0..m {
@@ -205,6 +209,13 @@ fn products_match_dequantize_then_f32_within_the_int8_bound() {
                 assert!(
                     (f - dense).abs() <= bound,
                     "{format:?} [{j},{r}]: int8 {f} vs dense {dense} (bound {bound})"
+                );
+                // Two passes: half a step of the residual, whose step is at
+                // most ~1/222 of the first one's.
+                let fine = fine[j * rows + r] as f64;
+                assert!(
+                    (fine - dense).abs() <= bound / 200.0 + 1e-4 * scale + 1e-5,
+                    "{format:?} [{j},{r}]: int8x2 {fine} vs dense {dense} (bound {bound})"
                 );
             }
         }
