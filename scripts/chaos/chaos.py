@@ -62,7 +62,7 @@ class Plan:
     slow_seconds: float
 
 
-FULL = Plan(storm_streams=300, storm_workers=16, overload_seconds=60.0, overload_clients=48,
+FULL = Plan(storm_streams=300, storm_workers=16, overload_seconds=60.0, overload_clients=80,
             slow_clients=200, slow_seconds=20.0)
 SHORT = Plan(storm_streams=40, storm_workers=8, overload_seconds=8.0, overload_clients=24,
              slow_clients=40, slow_seconds=8.0)
