@@ -3,13 +3,14 @@
 
 Run by hand, in a virtual environment outside the repository:
 
-    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors gguf accelerate
+    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors gguf accelerate sentencepiece
     /tmp/ref/bin/pip install llama-cpp-python==0.3.36   # optional: the GGUF tokenizer reference
     /tmp/ref/bin/python scripts/make_fixtures.py            # tiny checkpoints + their references
     /tmp/ref/bin/python scripts/make_fixtures.py --threads 1 --only tiny-deepseek-v2,tiny-deepseek-v3,tiny-r1-qwen2
     /tmp/ref/bin/python scripts/make_fixtures.py --smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf
     /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-deepseek-v2 --llama-cpp DIR
     /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-deepseek-v3 --llama-cpp DIR
+    /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-qwen3 --llama-cpp DIR
                         # DIR: vendor/llama.cpp of the llama-cpp-python 0.3.36 sdist
 
 --only makes just the named tiny fixtures (the others are left as they are); --fixtures DIR
@@ -24,9 +25,10 @@ tests/fixtures/<name>/        tiny random-weight checkpoints (config.json, safet
 tests/fixtures/<name>/reference.safetensors   logits of every position of every prompt
 tests/fixtures/<name>/reference.json          prompts, greedy continuations, tokenizer and
                                               chat-template cases
-    tiny-llama, tiny-llama-bf16, tiny-llama-f16-sharded, tiny-qwen2: llama (llama3 rope
-        scaling, tied head; f32, bf16, sharded f16) and qwen2 (qkv biases), the trained
-        384-token byte-level BPE and a ChatML template.
+    tiny-llama, tiny-llama-bf16, tiny-llama-f16-sharded, tiny-qwen2, tiny-qwen3: llama
+        (llama3 rope scaling, tied head; f32, bf16, sharded f16), qwen2 (qkv biases) and
+        qwen3 (per-head q/k RMSNorm, head_dim 32 > hidden/heads), the trained 384-token
+        byte-level BPE and a ChatML template.
     tiny-deepseek-v2: DeepseekV2ForCausalLM, MLA with a plain q_proj (q_lora_rank None,
         as V2-Lite), kv_lora_rank 32, qk_nope/rope/v head dims 16/8/16, layer 0 dense and
         layers 1-2 MoE (8 routed experts of width 16, 2 shared, softmax scores,
@@ -52,7 +54,7 @@ tests/fixtures/<name>/reference.json          prompts, greedy continuations, tok
         <think>\n appended there (as DeepSeek's later revision of the template does).
         reference.json adds "specials", "added_tokens" and "chat_cases" (reasoning
         history, which the template strips, and a tool call, with both templates).
-tests/fixtures/tiny-deepseek-v2.gguf, tiny-deepseek-v3.gguf   the two converted by llama.cpp's
+tests/fixtures/tiny-deepseek-v2.gguf, tiny-deepseek-v3.gguf, tiny-qwen3.gguf   converted by llama.cpp's
                                               convert_hf_to_gguf.py (f32; see make_gguf in
                                               scripts/fixtures/gguf_files.py)
 tests/fixtures/smollm2_reference.json         greedy continuations of the real default model

@@ -215,6 +215,19 @@ fn tiny_qwen2_matches_transformers() {
     check_fixture("tiny-qwen2");
 }
 
+#[test]
+fn tiny_qwen3_matches_transformers() {
+    check_fixture("tiny-qwen3");
+}
+
+/// Qwen3 converted by llama.cpp's converter (f32, arch `qwen3`, the head
+/// width from `qwen3.attention.key_length`, `attn_q_norm`/`attn_k_norm`):
+/// transformers' logits.
+#[test]
+fn tiny_qwen3_gguf_matches_transformers() {
+    check_model(&fixtures().join("tiny-qwen3.gguf"), "tiny-qwen3");
+}
+
 /// DeepSeek-V2: plain `q_proj`, latent attention, one dense layer then
 /// group-limited softmax routing over 8 experts (top 2) with shared experts.
 #[test]

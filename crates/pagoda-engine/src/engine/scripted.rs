@@ -70,6 +70,7 @@ impl Scripted {
                     scaling: RopeScaling::None,
                 },
                 qkv_bias: false,
+                qk_norm: false,
                 tie_word_embeddings: false,
             },
         }

@@ -14,6 +14,10 @@ pub enum Architecture {
     Llama,
     /// Qwen2 and DeepSeek-R1-Distill-Qwen: biases on the q/k/v projections.
     Qwen2,
+    /// Qwen3 (dense): no projection biases; q and k RMS-normalised per head
+    /// before the rotary embedding; heads may be wider than
+    /// `hidden_size / num_attention_heads`.
+    Qwen3,
     /// DeepSeek-V2 (and V2-Lite, Coder-V2): multi-head latent attention and
     /// softmax-routed experts ([`crate::families::deepseek`]). Its [`ModelConfig`] is
     /// a summary; the model keeps its full `DeepseekConfig`.
@@ -29,6 +33,7 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
             Architecture::DeepseekV2 => "deepseek_v2",
             Architecture::DeepseekV3 => "deepseek_v3",
         }
@@ -188,6 +193,9 @@ pub struct ModelConfig {
     pub rope: RopeConfig,
     /// Whether q/k/v projections carry a bias.
     pub qkv_bias: bool,
+    /// Whether q and k are RMS-normalised per head (weights of `head_dim`)
+    /// before the rotary embedding (Qwen3's `q_norm` / `k_norm`).
+    pub qk_norm: bool,
     /// Whether the output head reuses the token embedding.
     pub tie_word_embeddings: bool,
 }
@@ -387,8 +395,9 @@ impl HfConfig {
         match (model_type, arch) {
             ("llama", _) | (_, "LlamaForCausalLM") => Ok(Architecture::Llama),
             ("qwen2", _) | (_, "Qwen2ForCausalLM") => Ok(Architecture::Qwen2),
+            ("qwen3", _) | (_, "Qwen3ForCausalLM") => Ok(Architecture::Qwen3),
             _ => Err(format!(
-                "model_type `{model_type}` (architectures `{arch}`); supported: llama, qwen2, deepseek_v2, deepseek_v3"
+                "model_type `{model_type}` (architectures `{arch}`); supported: llama, qwen2, qwen3, deepseek_v2, deepseek_v3"
             )),
         }
     }
@@ -438,6 +447,7 @@ impl HfConfig {
                 scaling,
             },
             qkv_bias: architecture == Architecture::Qwen2 || self.attention_bias,
+            qk_norm: architecture == Architecture::Qwen3,
             tie_word_embeddings: self.tie_word_embeddings,
         };
         config.validate()?;

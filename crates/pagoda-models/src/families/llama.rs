@@ -1,9 +1,12 @@
 //! The llama family of decoders: Llama 2/3, SmolLM2, DeepSeek-R1-Distill-Llama,
-//! and Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases).
+//! Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases) and
+//! Qwen3 dense (no biases; q and k RMS-normalised per head before the
+//! rotation).
 //!
 //! Paper: Touvron et al., <https://arxiv.org/abs/2302.13971>. Reference
-//! implementation: Hugging Face transformers `models/llama/modeling_llama.py`
-//! and `models/qwen2/modeling_qwen2.py`; field names follow their tensor names.
+//! implementation: Hugging Face transformers `models/llama/modeling_llama.py`,
+//! `models/qwen2/modeling_qwen2.py` and `models/qwen3/modeling_qwen3.py`;
+//! field names follow their tensor names.
 //!
 //! The forward pass takes the new tokens of a whole batch flattened into one
 //! matrix: every projection is one matrix product for the batch; only
@@ -30,6 +33,16 @@ struct SelfAttention {
     k_proj: Linear,
     v_proj: Linear,
     o_proj: Linear,
+    /// Qwen3's per-head RMSNorms of q and k, applied before the rotation.
+    qk_norm: Option<QkNorm>,
+}
+
+/// The norms of every query head and every key head (one weight of
+/// `head_dim` each, shared by the heads).
+#[derive(Debug)]
+struct QkNorm {
+    q: RmsNorm,
+    k: RmsNorm,
 }
 
 /// One transformer block.
@@ -118,6 +131,20 @@ impl Llama {
                             false,
                             act,
                         )?,
+                        qk_norm: if c.qk_norm {
+                            Some(QkNorm {
+                                q: RmsNorm::new(
+                                    src.require_vector(&format!("{attn}.q_norm.weight"), hd)?,
+                                    c.rms_norm_eps,
+                                ),
+                                k: RmsNorm::new(
+                                    src.require_vector(&format!("{attn}.k_norm.weight"), hd)?,
+                                    c.rms_norm_eps,
+                                ),
+                            })
+                        } else {
+                            None
+                        },
                     },
                     post_attention_layernorm: RmsNorm::new(
                         src.require_vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
@@ -179,6 +206,11 @@ impl SelfAttention {
                 "three projections expected".into(),
             ));
         };
+        if let Some(norm) = &self.qk_norm {
+            // Rows of `head_dim`: every head of every token on its own.
+            q = norm.q.forward(&q);
+            k = norm.k.forward(&k);
+        }
         angles.apply(&mut q, c.num_attention_heads, c.head_dim);
         angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
 

@@ -244,6 +244,7 @@ impl DeepseekConfig {
             max_position_embeddings: self.max_position_embeddings,
             rope: self.rope.clone(),
             qkv_bias: a.attention_bias,
+            qk_norm: false,
             tie_word_embeddings: self.tie_word_embeddings,
         }
     }

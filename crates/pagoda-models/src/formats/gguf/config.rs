@@ -14,11 +14,12 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
         // interleaved rotation equals Hugging Face's rotate_half.
         "llama" => (Architecture::Llama, RopeLayout::Interleaved),
         "qwen2" => (Architecture::Qwen2, RopeLayout::Halves),
+        "qwen3" => (Architecture::Qwen3, RopeLayout::Halves),
         other => {
             return Err(ModelError::Unsupported {
                 path: file.path().to_path_buf(),
                 what: "architecture",
-                value: format!("`{other}` (supported: llama, qwen2, deepseek2)"),
+                value: format!("`{other}` (supported: llama, qwen2, qwen3, deepseek2)"),
             })
         }
     };
@@ -66,6 +67,7 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
             scaling,
         },
         qkv_bias: architecture == Architecture::Qwen2,
+        qk_norm: architecture == Architecture::Qwen3,
         tie_word_embeddings: !file.has_tensor("output.weight"),
     };
     config
