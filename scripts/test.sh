@@ -19,6 +19,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "fetching test models"
 scripts/fetch-model.sh
 scripts/fetch-model.sh r1-part
+scripts/fetch-model.sh gemma3-270m
 
 step "headless browser for the playground test (Debian chromium, chromedriver)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

@@ -3,7 +3,8 @@
 //! Hugging Face transformers loading the same GGUF, and the tokenizer rebuilt
 //! from GGUF metadata encodes a varied corpus exactly as llama.cpp does. Also
 //! the real DeepSeek-R1-Distill-Qwen tokenizer, from the header of a
-//! truncated GGUF (`scripts/fetch-model.sh r1-part`).
+//! truncated GGUF (`scripts/fetch-model.sh r1-part`), and Gemma 3 270M's
+//! SentencePiece tokenizer (`scripts/fetch-model.sh gemma3-270m`).
 //!
 //! The reference ids were recorded by `scripts/make_fixtures.py --smollm2`
 //! and `--r1-part` into `tests/fixtures/*.json`.
@@ -124,6 +125,29 @@ fn greedy_matches_transformers(options: &LoadOptions) {
             loaded.precision
         );
     }
+}
+
+/// Gemma 3 270M's SentencePiece vocabulary (`tokenizer.ggml.model =
+/// "llama"`, 262,144 tokens, scores, byte fallback, no space prefix)
+/// encodes the corpus exactly as llama.cpp does
+/// (`scripts/make_fixtures.py --spm-tokenizer`).
+#[test]
+fn gemma3_sentencepiece_tokenizer_matches_llama_cpp() {
+    let path = default_model().with_file_name("gemma-3-270m.Q4_K_M.gguf");
+    require(&path);
+    let (tokenizer, _) = load_tokenizer(&path).expect("tokenizer");
+    let r = reference("gemma3_tokenizer_reference.json");
+    check_tokenization(&tokenizer, &r["tokenization"], false);
+    for case in r["tokenization_with_bos"].as_array().expect("cases") {
+        let text = case["text"].as_str().expect("text");
+        assert_eq!(
+            tokenizer.encode(text, true).expect("encode"),
+            ids(&case["ids"]),
+            "{text:?} with BOS"
+        );
+    }
+    assert_eq!(tokenizer.bos().map(|t| t.id), Some(2));
+    assert_eq!(tokenizer.eos().map(|t| t.id), Some(1));
 }
 
 #[test]

@@ -131,6 +131,22 @@ impl<'a> GgufMeta<'a> {
         }
     }
 
+    /// An array of numbers (token scores), as f32.
+    pub fn floats(&self, key: &str) -> Result<Vec<f32>> {
+        match self.value(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::F32(x) => Ok(*x),
+                    Value::F64(x) => Ok(*x as f32),
+                    Value::I32(x) => Ok(*x as f32),
+                    other => Err(self.error(key, format!("expected numbers, found {other:?}"))),
+                })
+                .collect(),
+            other => Err(self.error(key, format!("expected an array, found {other:?}"))),
+        }
+    }
+
     /// `Some` of the value when the key is present, `None` when absent, an
     /// error when present with the wrong type.
     pub fn optional<T>(

@@ -2,7 +2,7 @@
 //! (`meta`), the llama-style model configuration read from it
 //! ([`config`]), DeepSeek-V2/V3 files with their split and absorbed
 //! tensors (`deepseek`), the tokenizer rebuilt from its metadata
-//! (`tokenizer`), and IQ4_NL tensors relabelled for candle's reader
+//! (`tokenizer`, with SentencePiece vocabularies in `spm_tokenizer`), and IQ4_NL tensors relabelled for candle's reader
 //! (`relabel`).
 
 pub mod config;
@@ -10,4 +10,5 @@ pub(crate) mod deepseek;
 pub mod file;
 pub(crate) mod meta;
 pub(crate) mod relabel;
+pub(crate) mod spm_tokenizer;
 pub(crate) mod tokenizer;

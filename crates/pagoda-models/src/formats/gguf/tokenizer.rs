@@ -1,7 +1,10 @@
 //! Rebuilds a model's tokenizer from GGUF metadata (`tokenizer.ggml.*`) into
 //! a `tokenizers::Tokenizer` that encodes like llama.cpp's
-//! (`src/llama-vocab.cpp`): byte-level BPE with the pre-tokenizer the
-//! `tokenizer.ggml.pre` key names.
+//! (`src/llama-vocab.cpp`): byte-level BPE (`tokenizer.ggml.model = "gpt2"`)
+//! with the pre-tokenizer the `tokenizer.ggml.pre` key names, or
+//! SentencePiece (`"llama"`: Llama 2, Mistral, Gemma), built in
+//! [`crate::formats::gguf::spm_tokenizer`]. Both share the special tokens,
+//! the begin/end tokens and the BOS template here.
 
 use std::path::Path;
 
@@ -21,6 +24,7 @@ use crate::formats::gguf::meta::GgufMeta;
 use crate::text::tokenizer::Tokenizer;
 
 /// llama.cpp's token types (`llama_token_type`).
+pub(crate) const TOKEN_TYPE_NORMAL: i64 = 1;
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
@@ -63,25 +67,34 @@ fn pre_tokenizer_for(path: &Path, name: &str) -> Result<PreTokenizer> {
     })
 }
 
-fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> ModelError {
+pub(crate) fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(format!("{}: {e}", path.display()))
 }
 
 /// Builds the tokenizer described by a GGUF file's metadata.
 pub fn tokenizer_from_gguf(meta: GgufMeta<'_>) -> Result<Tokenizer> {
     let path = meta.path();
-    let model = meta.str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(ModelError::Unsupported {
-            path: path.to_path_buf(),
-            what: "tokenizer model (tokenizer.ggml.model)",
-            value: format!("`{model}` (supported: gpt2, i.e. byte-level BPE)"),
-        });
-    }
     let tokens = meta.strings("tokenizer.ggml.tokens")?;
     let types = meta
         .optional("tokenizer.ggml.token_type", |m, k| m.ints(k))?
         .unwrap_or_default();
+    let inner = match meta.str("tokenizer.ggml.model")? {
+        "gpt2" => byte_level_bpe(meta, &tokens)?,
+        "llama" => crate::formats::gguf::spm_tokenizer::sentencepiece(meta, &tokens, &types)?,
+        model => return Err(ModelError::Unsupported {
+            path: path.to_path_buf(),
+            what: "tokenizer model (tokenizer.ggml.model)",
+            value: format!(
+                "`{model}` (supported: gpt2, i.e. byte-level BPE, and llama, i.e. SentencePiece)"
+            ),
+        }),
+    };
+    finish(meta, inner, &tokens, &types)
+}
+
+/// The byte-level BPE of a `gpt2` tokenizer, with its pre-tokenizer.
+fn byte_level_bpe(meta: GgufMeta<'_>, tokens: &[&str]) -> Result<tokenizers::Tokenizer> {
+    let path = meta.path();
     let merges = meta
         .strings("tokenizer.ggml.merges")?
         .into_iter()
@@ -137,7 +150,18 @@ pub fn tokenizer_from_gguf(meta: GgufMeta<'_>) -> Result<Tokenizer> {
     };
     inner.with_pre_tokenizer(Some(pre));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
 
+/// Adds the special and user-defined tokens, the begin/end tokens and the
+/// BOS template to a tokenizer's model.
+fn finish(
+    meta: GgufMeta<'_>,
+    mut inner: tokenizers::Tokenizer,
+    tokens: &[&str],
+    types: &[i64],
+) -> Result<Tokenizer> {
+    let path = meta.path();
     // Control tokens are special (skipped when decoding for display);
     // user-defined ones are ordinary text that must never be split.
     let mut specials = Vec::new();
