@@ -8,6 +8,12 @@
 //! for all its query heads. Every query row is computed the same way
 //! whatever else is in its tile, unit or batch, so a sequence's output does
 //! not depend on its batch-mates.
+//!
+//! A query may see a sliding window of the latest keys only (Gemma 3's and
+//! Mistral's local layers): key `k` is seen by the query at position `p`
+//! when `p − window < k ≤ p`, as transformers' sliding causal mask and
+//! llama.cpp's `LLAMA_SWA_TYPE_STANDARD`; key blocks wholly before every
+//! window of a tile are skipped.
 
 use std::sync::Mutex;
 
@@ -38,6 +44,26 @@ struct Unit {
     rows: std::ops::Range<usize>,
 }
 
+/// How scores are scaled and how far back a query sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionSpan {
+    /// The factor on `q · k` (usually `1 / sqrt(head_dim)`).
+    pub scale: f32,
+    /// The keys a query sees, counting its own position; `None`: all
+    /// earlier ones.
+    pub window: Option<usize>,
+}
+
+impl AttentionSpan {
+    /// Every earlier key, scores scaled by `1 / sqrt(head_dim)`.
+    pub fn causal(head_dim: usize) -> Self {
+        Self {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
+        }
+    }
+}
+
 /// Computes attention for every sequence and returns the outputs laid out
 /// like the queries, concatenated in sequence order.
 pub fn paged_attention(
@@ -46,9 +72,26 @@ pub fn paged_attention(
     num_heads: usize,
     num_kv_heads: usize,
 ) -> Vec<f32> {
+    paged_attention_in(
+        kv,
+        seqs,
+        num_heads,
+        num_kv_heads,
+        AttentionSpan::causal(kv.head_dim()),
+    )
+}
+
+/// [`paged_attention`] with its scale and window given.
+pub fn paged_attention_in(
+    kv: LayerView<'_>,
+    seqs: &[SeqQueries<'_>],
+    num_heads: usize,
+    num_kv_heads: usize,
+    span: AttentionSpan,
+) -> Vec<f32> {
     let hd = kv.head_dim();
     let group = num_heads / num_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let AttentionSpan { scale, window } = span;
     let row = num_heads * hd;
     let mut work = Vec::new();
     for (s, seq) in seqs.iter().enumerate() {
@@ -71,6 +114,7 @@ pub fn paged_attention(
             group,
             num_heads,
             scale,
+            window,
         };
         let out = group_attention_fastest(kv, &seqs[u.seq], shape, u.rows.clone());
         *per_unit[i].lock().unwrap_or_else(|e| e.into_inner()) = out;
@@ -101,6 +145,7 @@ struct GroupShape {
     group: usize,
     num_heads: usize,
     scale: f32,
+    window: Option<usize>,
 }
 
 crate::kernels::vector::fastest! {
@@ -144,6 +189,7 @@ fn group_attention(
         group,
         num_heads,
         scale,
+        window,
     } = shape;
     let hd = kv.head_dim();
     let bs = kv.block_size();
@@ -179,6 +225,11 @@ fn group_attention(
         // Rows past `n` repeat the last one (computed, never stored).
         let ctx: [usize; TILE] = std::array::from_fn(|i| context_of(r0 + i.min(n - 1)));
         let context = ctx[n - 1];
+        // The first key each row sees; rows go in position order, so the
+        // first row's is the tile's lowest.
+        let low: [usize; TILE] =
+            std::array::from_fn(|i| window.map_or(0, |w| ctx[i].saturating_sub(w)));
+        let seen_from = low[0] / bs * bs;
         let q: [&[f32]; TILE] = std::array::from_fn(|i| {
             let r = r0 + i.min(n - 1);
             let head = kv_head * group + r % group;
@@ -189,6 +240,9 @@ fn group_attention(
             let first = b * bs;
             if first >= context {
                 break;
+            }
+            if first < seen_from {
+                continue;
             }
             let keys = keys.get(block_scratch);
             if bs == FAST_BLOCK {
@@ -228,10 +282,13 @@ fn group_attention(
                 }
             }
         }
-        // Each row's softmax over its own (causal) context.
+        // Each row's softmax over its own (causal, windowed) context; the
+        // keys before its window weigh nothing.
         let mut sums = [0.0f32; TILE];
         for (i, sum) in sums.iter_mut().enumerate().take(n) {
-            *sum = softmax_numerators(&mut scores[i * longest..i * longest + ctx[i]]);
+            let row = &mut scores[i * longest..i * longest + ctx[i]];
+            *sum = softmax_numerators(&mut row[low[i]..]);
+            row[seen_from.min(low[i])..low[i]].fill(0.0);
         }
         // Weighted values, each value row loaded once for the tile.
         let tile_out = &mut out[tile_at * TILE * hd..(tile_at * TILE + n) * hd];
@@ -239,6 +296,9 @@ fn group_attention(
             let first = b * bs;
             if first >= context {
                 break;
+            }
+            if first < seen_from {
+                continue;
             }
             let values = &block_values.get(block_scratch)[..bs.min(context - first) * hd];
             let limit: [usize; TILE] =
@@ -355,19 +415,31 @@ mod tests {
         kv_heads: usize,
         hd: usize,
     ) -> Vec<f32> {
+        windowed_reference(q, k, v, (heads, kv_heads, hd), usize::MAX)
+    }
+
+    /// [`reference`] where the query at `t` sees keys `t − window < s ≤ t`.
+    fn windowed_reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (heads, kv_heads, hd): (usize, usize, usize),
+        window: usize,
+    ) -> Vec<f32> {
         let len = q.len() / (heads * hd);
         let mut out = vec![0.0; q.len()];
         for t in 0..len {
             for h in 0..heads {
                 let kh = h / (heads / kv_heads);
                 let qv = &q[(t * heads + h) * hd..][..hd];
-                let scores: Vec<f32> = (0..=t)
+                let first = (t + 1).saturating_sub(window);
+                let scores: Vec<f32> = (first..=t)
                     .map(|s| dot(qv, &k[(s * kv_heads + kh) * hd..][..hd]) / (hd as f32).sqrt())
                     .collect();
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f32 = e.iter().sum();
-                for (s, p) in e.iter().enumerate() {
+                for (s, p) in (first..=t).zip(&e) {
                     for d in 0..hd {
                         out[(t * heads + h) * hd + d] += p / sum * v[(s * kv_heads + kh) * hd + d];
                     }
@@ -375,6 +447,52 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_sliding_window_sees_only_the_latest_keys_and_rows_stay_invariant() {
+        let (heads, kv_heads, hd, len) = (4, 2, 16, 45usize);
+        for (bs, window) in [(FAST_BLOCK, 7), (FAST_BLOCK, 16), (FAST_BLOCK, 20), (4, 5)] {
+            let layout = KvLayout::per_head(1, kv_heads, hd);
+            let blocks = len.div_ceil(bs);
+            let mut cache = PagedKvCache::new(layout, bs, blocks + 1).expect("cache");
+            let table: Vec<BlockId> = (0..blocks as u32).rev().map(BlockId).collect();
+            let q = values(len * heads * hd, 0.4);
+            let k = values(len * kv_heads * hd, 1.3);
+            let v = values(len * kv_heads * hd, 2.2);
+            let expected = windowed_reference(&q, &k, &v, (heads, kv_heads, hd), window);
+            cache.write(0, &table, 0, &k, &v);
+            let span = AttentionSpan {
+                scale: 1.0 / (hd as f32).sqrt(),
+                window: Some(window),
+            };
+            let row = heads * hd;
+            let run = |start: usize, rows: usize| {
+                paged_attention_in(
+                    cache.layer(0),
+                    &[SeqQueries {
+                        q: &q[start * row..(start + rows) * row],
+                        start_pos: start,
+                        block_table: &table,
+                    }],
+                    heads,
+                    kv_heads,
+                    span,
+                )
+            };
+            let whole = run(0, len);
+            for (a, b) in whole.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-5, "bs {bs} window {window}: {a} vs {b}");
+            }
+            // One token at a time gives the same bits as the whole prompt.
+            for t in [0, window - 1, window, 33, len - 1] {
+                assert_eq!(
+                    run(t, 1),
+                    whole[t * row..(t + 1) * row].to_vec(),
+                    "bs {bs} window {window}: token {t} alone"
+                );
+            }
+        }
     }
 
     fn values(n: usize, seed: f32) -> Vec<f32> {

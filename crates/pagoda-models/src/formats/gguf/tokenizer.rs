@@ -81,13 +81,15 @@ pub fn tokenizer_from_gguf(meta: GgufMeta<'_>) -> Result<Tokenizer> {
     let inner = match meta.str("tokenizer.ggml.model")? {
         "gpt2" => byte_level_bpe(meta, &tokens)?,
         "llama" => crate::formats::gguf::spm_tokenizer::sentencepiece(meta, &tokens, &types)?,
-        model => return Err(ModelError::Unsupported {
-            path: path.to_path_buf(),
-            what: "tokenizer model (tokenizer.ggml.model)",
-            value: format!(
+        model => {
+            return Err(ModelError::Unsupported {
+                path: path.to_path_buf(),
+                what: "tokenizer model (tokenizer.ggml.model)",
+                value: format!(
                 "`{model}` (supported: gpt2, i.e. byte-level BPE, and llama, i.e. SentencePiece)"
             ),
-        }),
+            })
+        }
     };
     finish(meta, inner, &tokens, &types)
 }
