@@ -341,3 +341,25 @@ fn int8x2_activations_keep_the_f32_distributions_on_the_real_model() {
     assert!(int8.mean_kl > 100.0 * default.mean_kl, "{int8:?}");
     assert!(int8.top1_agreement < 1.0, "{int8:?}");
 }
+
+/// The real Gemma 3 270M (GGUF Q4_K_M: sliding and global layers, a
+/// SentencePiece vocabulary): greedy continuations of several prompts equal
+/// those of transformers loading the same GGUF, with f32 activations and
+/// with the default ones (`scripts/make_fixtures.py --gemma3`).
+#[test]
+fn gemma3_270m_greedy_matches_transformers() {
+    let path = default_model().with_file_name("gemma-3-270m.Q4_K_M.gguf");
+    require(&path);
+    let r = reference("gemma3_270m_reference.json");
+    for options in [with(Activations::F32), LoadOptions::default()] {
+        let loaded = load_model_with(&path, &options).expect("load");
+        for case in r["cases"].as_array().expect("cases") {
+            let text = case["text"].as_str().expect("text");
+            let prompt = loaded.tokenizer.encode(text, true).expect("encode");
+            assert_eq!(prompt, ids(&case["prompt_ids"]), "{text:?}: prompt ids");
+            let expected = ids(&case["greedy_ids"]);
+            let got = greedy(loaded.model.as_ref(), &prompt, expected.len(), &[]);
+            assert_eq!(got, expected, "{text:?} with {}", loaded.precision);
+        }
+    }
+}

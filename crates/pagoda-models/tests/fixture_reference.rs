@@ -220,6 +220,23 @@ fn tiny_qwen3_matches_transformers() {
     check_fixture("tiny-qwen3");
 }
 
+/// Gemma 3: five sliding layers (window 4, local rope base) then a global
+/// one (linear rope scaling), sandwich norms stored as `w` of `1 + w`, q/k
+/// norms, GeGLU, `query_pre_attn_scalar`, scaled and tied embeddings.
+#[test]
+fn tiny_gemma3_matches_transformers() {
+    check_fixture("tiny-gemma3");
+}
+
+/// The same converted by llama.cpp's converter (arch `gemma3`: norms stored
+/// as `1 + w`, `post_attention_norm` / `ffn_norm` / `post_ffw_norm`, the
+/// window and both rope bases from `gemma3.*` keys, the layer pattern as
+/// llama.cpp assumes it): transformers' logits.
+#[test]
+fn tiny_gemma3_gguf_matches_transformers() {
+    check_model(&fixtures().join("tiny-gemma3.gguf"), "tiny-gemma3");
+}
+
 /// Qwen3 converted by llama.cpp's converter (f32, arch `qwen3`, the head
 /// width from `qwen3.attention.key_length`, `attn_q_norm`/`attn_k_norm`):
 /// transformers' logits.

@@ -18,6 +18,10 @@ pub enum Architecture {
     /// before the rotary embedding; heads may be wider than
     /// `hidden_size / num_attention_heads`.
     Qwen3,
+    /// Gemma 3 (text): sliding-window and global layers, sandwich norms,
+    /// GeGLU ([`crate::families::gemma3`]). Its [`ModelConfig`] is a summary;
+    /// the model keeps its full `Gemma3Config`.
+    Gemma3,
     /// DeepSeek-V2 (and V2-Lite, Coder-V2): multi-head latent attention and
     /// softmax-routed experts ([`crate::families::deepseek`]). Its [`ModelConfig`] is
     /// a summary; the model keeps its full `DeepseekConfig`.
@@ -34,6 +38,7 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
             Architecture::DeepseekV2 => "deepseek_v2",
             Architecture::DeepseekV3 => "deepseek_v3",
         }

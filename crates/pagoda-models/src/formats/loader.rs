@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
 use crate::families::deepseek::Deepseek;
+use crate::families::gemma3::Gemma3;
 use crate::families::llama::Llama;
 use crate::formats::activation_choice::ActivationChoice;
 use crate::formats::dtype::{WeightDtype, Widening};
@@ -167,12 +168,14 @@ fn half_note(dtype: WeightDtype) -> &'static str {
 /// Loads a GGUF file.
 pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let file = GgufFile::open(path)?;
-    let deepseek =
-        file.meta().str("general.architecture")? == crate::formats::gguf::deepseek::ARCHITECTURE;
-    let config = if deepseek {
-        CheckpointConfig::Deepseek(Box::new(deepseek_config_from_gguf(&file)?))
-    } else {
-        CheckpointConfig::Llama(gguf_model_config(&file)?)
+    let config = match file.meta().str("general.architecture")? {
+        crate::formats::gguf::deepseek::ARCHITECTURE => {
+            CheckpointConfig::Deepseek(Box::new(deepseek_config_from_gguf(&file)?))
+        }
+        "gemma3" => CheckpointConfig::Gemma3(Box::new(
+            crate::formats::gguf::gemma3::gemma3_config_from_gguf(&file)?,
+        )),
+        _ => CheckpointConfig::Llama(gguf_model_config(&file)?),
     };
     let tokenizer = tokenizer_from_gguf(file.meta())?;
     let chat_template = file.meta().optional("tokenizer.chat_template", |m, k| {
@@ -184,6 +187,11 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         CheckpointConfig::Llama(c) => {
             let source = with_dtype(&file, options.dtype);
             Arc::new(Llama::load_with(c, source.as_ref(), activations)?)
+        }
+        CheckpointConfig::Gemma3(c) => {
+            let gguf = crate::formats::gguf::gemma3::Gemma3Gguf(&file);
+            let source = with_dtype(&gguf, options.dtype);
+            Arc::new(Gemma3::load_with(*c, source.as_ref(), activations)?)
         }
         CheckpointConfig::Deepseek(c) => {
             let gguf = DeepseekGguf::new(&file, &c);
@@ -255,6 +263,7 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let activations = options.activations.resolve(0);
     let model: Arc<dyn CausalLm> = match config {
         CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, src.as_ref(), activations)?),
+        CheckpointConfig::Gemma3(c) => Arc::new(Gemma3::load_with(*c, src.as_ref(), activations)?),
         CheckpointConfig::Deepseek(c) => {
             Arc::new(Deepseek::load_with(*c, src.as_ref(), activations)?)
         }

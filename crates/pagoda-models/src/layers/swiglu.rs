@@ -1,17 +1,31 @@
-//! The SwiGLU feed-forward block `down(silu(gate(x)) · up(x))` (Shazeer,
-//! <https://arxiv.org/abs/2002.05202>) of llama, qwen2 and DeepSeek's dense
-//! layers, shared experts and routed experts; as Hugging Face's `LlamaMLP`.
+//! The gated feed-forward block `down(act(gate(x)) · up(x))` (Shazeer,
+//! <https://arxiv.org/abs/2002.05202>): SwiGLU (`act` = SiLU) in llama,
+//! qwen2 and DeepSeek's dense layers, shared experts and routed experts, as
+//! Hugging Face's `LlamaMLP`; GeGLU (`act` = GELU, tanh approximation) in
+//! Gemma 3, as `Gemma3MLP`.
 
 use crate::error::{ModelError, Result};
 use crate::formats::tensor_source::TensorSource;
 use crate::layers::linear::{Activations, Linear};
 
-/// A SwiGLU MLP: `gate_proj`, `up_proj`, `down_proj`.
+/// The activation on the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateActivation {
+    /// `x · sigmoid(x)` (SwiGLU).
+    #[default]
+    Silu,
+    /// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))` (GeGLU, PyTorch's
+    /// `gelu(approximate="tanh")`).
+    GeluTanh,
+}
+
+/// A gated MLP: `gate_proj`, `up_proj`, `down_proj`.
 #[derive(Debug)]
 pub struct SwiGlu {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    activation: GateActivation,
 }
 
 impl SwiGlu {
@@ -21,7 +35,14 @@ impl SwiGlu {
             gate_proj,
             up_proj,
             down_proj,
+            activation: GateActivation::Silu,
         }
+    }
+
+    /// The same block with `activation` on the gate.
+    pub fn with_activation(mut self, activation: GateActivation) -> Self {
+        self.activation = activation;
+        self
     }
 
     /// Loads `{prefix}.gate_proj`, `{prefix}.up_proj` and `{prefix}.down_proj`
@@ -61,8 +82,20 @@ impl SwiGlu {
         let Ok([mut gate, up]) = <[Vec<f32>; 2]>::try_from(gate_up) else {
             return Err(ModelError::InvalidBatch("two projections expected".into()));
         };
-        for (g, u) in gate.iter_mut().zip(&up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+        match self.activation {
+            GateActivation::Silu => {
+                for (g, u) in gate.iter_mut().zip(&up) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+            }
+            GateActivation::GeluTanh => {
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                for (g, u) in gate.iter_mut().zip(&up) {
+                    let x = *g;
+                    let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+                    *g = 0.5 * x * (1.0 + inner.tanh()) * u;
+                }
+            }
         }
         self.down_proj.forward(&gate, rows)
     }

@@ -19,7 +19,7 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
             return Err(ModelError::Unsupported {
                 path: file.path().to_path_buf(),
                 what: "architecture",
-                value: format!("`{other}` (supported: llama, qwen2, qwen3, deepseek2)"),
+                value: format!("`{other}` (supported: llama, qwen2, qwen3, gemma3, deepseek2)"),
             })
         }
     };
@@ -80,7 +80,7 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
     Ok(config)
 }
 
-fn rope_scaling(file: &GgufFile, arch: &str, rope_dim: usize) -> Result<RopeScaling> {
+pub(crate) fn rope_scaling(file: &GgufFile, arch: &str, rope_dim: usize) -> Result<RopeScaling> {
     let meta = file.meta();
     // Llama 3.1-style scaling is stored as per-frequency divisors.
     if let Some(factors) = file.tensor("rope_freqs.weight")? {

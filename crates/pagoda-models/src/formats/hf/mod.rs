@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::error::{candle_reason, ModelError, Result};
 use crate::families::config::{HfConfig, HfQuantizationConfig};
 use crate::families::deepseek::config::{DeepseekConfig, DeepseekHfConfig};
+use crate::families::gemma3::config::{Gemma3Config, Gemma3HfConfig};
 use crate::formats::hf::fp8::Fp8Blocks;
 use crate::formats::hf::generation_config::GenerationDefaults;
 use crate::formats::tensor_source::TensorSource;
@@ -52,6 +53,8 @@ pub enum CheckpointConfig {
     Llama(crate::families::config::ModelConfig),
     /// A DeepSeek-V2/V3 decoder ([`crate::families::deepseek::Deepseek`]).
     Deepseek(Box<DeepseekConfig>),
+    /// A Gemma 3 text decoder ([`crate::families::gemma3::Gemma3`]).
+    Gemma3(Box<Gemma3Config>),
 }
 
 /// Reads `config.json` and resolves it for the family its `model_type`
@@ -66,6 +69,24 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<(HfConfig, CheckpointConfig)
         (None, Some("DeepseekV3ForCausalLM")) => "deepseek_v3",
         (None, _) => "",
     };
+    if model_type == "gemma3" || arch == Some("Gemma3ForConditionalGeneration") {
+        return Err(ModelError::Unsupported {
+            path,
+            what: "architecture",
+            value: "Gemma 3 with its vision tower (`gemma3`, Gemma3ForConditionalGeneration): \
+                    only the text model (`gemma3_text`, Gemma3ForCausalLM) is implemented"
+                .into(),
+        });
+    }
+    if model_type == "gemma3_text" || arch == Some("Gemma3ForCausalLM") {
+        let gemma: Gemma3HfConfig = read_json(&path, "config.json")?;
+        let resolved = gemma.resolve().map_err(|reason| ModelError::InvalidFile {
+            path: path.clone(),
+            format: "config.json",
+            reason,
+        })?;
+        return Ok((raw, CheckpointConfig::Gemma3(Box::new(resolved))));
+    }
     if DeepseekHfConfig::version_of(model_type).is_none() {
         let (raw, config) = read_config(dir)?;
         return Ok((raw, CheckpointConfig::Llama(config)));
