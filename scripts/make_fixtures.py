@@ -27,10 +27,13 @@ tests/fixtures/<name>/        tiny random-weight checkpoints (config.json, safet
 tests/fixtures/<name>/reference.safetensors   logits of every position of every prompt
 tests/fixtures/<name>/reference.json          prompts, greedy continuations, tokenizer and
                                               chat-template cases
-    tiny-llama, tiny-llama-bf16, tiny-llama-f16-sharded, tiny-qwen2, tiny-qwen3: llama
+    tiny-llama, tiny-llama-bf16, tiny-llama-f16-sharded, tiny-qwen2, tiny-qwen3, tiny-mistral: llama
         (llama3 rope scaling, tied head; f32, bf16, sharded f16), qwen2 (qkv biases) and
-        qwen3 (per-head q/k RMSNorm, head_dim 32 > hidden/heads), the trained 384-token
-        byte-level BPE and a ChatML template.
+        qwen3 (per-head q/k RMSNorm, head_dim 32 > hidden/heads); tiny-mistral: a sliding
+        window of 4 positions on every layer; the trained 384-token byte-level BPE and a
+        ChatML template.
+    tiny-gemma3: Gemma3ForCausalLM, five sliding layers then a global one (see
+        scripts/fixtures/gemma3.py).
     tiny-deepseek-v2: DeepseekV2ForCausalLM, MLA with a plain q_proj (q_lora_rank None,
         as V2-Lite), kv_lora_rank 32, qk_nope/rope/v head dims 16/8/16, layer 0 dense and
         layers 1-2 MoE (8 routed experts of width 16, 2 shared, softmax scores,

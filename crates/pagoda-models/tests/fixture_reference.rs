@@ -220,6 +220,13 @@ fn tiny_qwen3_matches_transformers() {
     check_fixture("tiny-qwen3");
 }
 
+/// Mistral: every layer over a sliding window of 4 positions (the prompts
+/// are longer).
+#[test]
+fn tiny_mistral_matches_transformers() {
+    check_fixture("tiny-mistral");
+}
+
 /// Gemma 3: five sliding layers (window 4, local rope base) then a global
 /// one (linear rope scaling), sandwich norms stored as `w` of `1 + w`, q/k
 /// norms, GeGLU, `query_pre_attn_scalar`, scaled and tied embeddings.

@@ -71,6 +71,7 @@ impl Scripted {
                 },
                 qkv_bias: false,
                 qk_norm: false,
+                sliding_window: None,
                 tie_word_embeddings: false,
             },
         }

@@ -14,6 +14,9 @@ pub enum Architecture {
     Llama,
     /// Qwen2 and DeepSeek-R1-Distill-Qwen: biases on the q/k/v projections.
     Qwen2,
+    /// Mistral: llama's block with every layer attending over a sliding
+    /// window (`sliding_window`) when the checkpoint sets one.
+    Mistral,
     /// Qwen3 (dense): no projection biases; q and k RMS-normalised per head
     /// before the rotary embedding; heads may be wider than
     /// `hidden_size / num_attention_heads`.
@@ -38,6 +41,7 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Mistral => "mistral",
             Architecture::Gemma3 => "gemma3",
             Architecture::DeepseekV2 => "deepseek_v2",
             Architecture::DeepseekV3 => "deepseek_v3",
@@ -201,6 +205,9 @@ pub struct ModelConfig {
     /// Whether q and k are RMS-normalised per head (weights of `head_dim`)
     /// before the rotary embedding (Qwen3's `q_norm` / `k_norm`).
     pub qk_norm: bool,
+    /// Keys every query sees, counting its own position, when every layer
+    /// attends over a sliding window (Mistral); `None`: the whole context.
+    pub sliding_window: Option<usize>,
     /// Whether the output head reuses the token embedding.
     pub tie_word_embeddings: bool,
 }
@@ -356,6 +363,8 @@ pub struct HfConfig {
     /// Qwen2's sliding-window attention switch (not implemented).
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// Mistral's window (`None` or absent: the whole context).
+    pub sliding_window: Option<usize>,
     /// Context length.
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
@@ -401,8 +410,9 @@ impl HfConfig {
             ("llama", _) | (_, "LlamaForCausalLM") => Ok(Architecture::Llama),
             ("qwen2", _) | (_, "Qwen2ForCausalLM") => Ok(Architecture::Qwen2),
             ("qwen3", _) | (_, "Qwen3ForCausalLM") => Ok(Architecture::Qwen3),
+            ("mistral", _) | (_, "MistralForCausalLM") => Ok(Architecture::Mistral),
             _ => Err(format!(
-                "model_type `{model_type}` (architectures `{arch}`); supported: llama, qwen2, qwen3, deepseek_v2, deepseek_v3"
+                "model_type `{model_type}` (architectures `{arch}`); supported: llama, mistral, qwen2, qwen3, gemma3_text, deepseek_v2, deepseek_v3"
             )),
         }
     }
@@ -453,6 +463,10 @@ impl HfConfig {
             },
             qkv_bias: architecture == Architecture::Qwen2 || self.attention_bias,
             qk_norm: architecture == Architecture::Qwen3,
+            sliding_window: match architecture {
+                Architecture::Mistral => self.sliding_window,
+                _ => None,
+            },
             tie_word_embeddings: self.tie_word_embeddings,
         };
         config.validate()?;

@@ -1,7 +1,8 @@
 //! The llama family of decoders: Llama 2/3, SmolLM2, DeepSeek-R1-Distill-Llama,
-//! Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases) and
+//! Qwen2 / DeepSeek-R1-Distill-Qwen (the same block with q/k/v biases),
 //! Qwen3 dense (no biases; q and k RMS-normalised per head before the
-//! rotation).
+//! rotation) and Mistral (every layer over a sliding window when the
+//! checkpoint sets one).
 //!
 //! Paper: Touvron et al., <https://arxiv.org/abs/2302.13971>. Reference
 //! implementation: Hugging Face transformers `models/llama/modeling_llama.py`,
@@ -17,7 +18,7 @@ use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
 use crate::families::decoder::{load_embedding, load_lm_head, output_logits, residual_block};
 use crate::formats::tensor_source::TensorSource;
-use crate::layers::attention::{paged_attention, SeqQueries};
+use crate::layers::attention::{paged_attention_in, AttentionSpan, SeqQueries};
 use crate::layers::embedding::Embedding;
 use crate::layers::kv_cache::{KvLayout, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
@@ -238,11 +239,16 @@ impl SelfAttention {
             });
             offset += n;
         }
-        let attn = paged_attention(
+        let span = AttentionSpan {
+            window: c.sliding_window,
+            ..AttentionSpan::causal(c.head_dim)
+        };
+        let attn = paged_attention_in(
             cache.layer(layer),
             &seqs,
             c.num_attention_heads,
             c.num_key_value_heads,
+            span,
         );
         self.o_proj.forward(&attn, rows)
     }

@@ -245,6 +245,7 @@ impl DeepseekConfig {
             rope: self.rope.clone(),
             qkv_bias: a.attention_bias,
             qk_norm: false,
+            sliding_window: None,
             tie_word_embeddings: self.tie_word_embeddings,
         }
     }

@@ -161,6 +161,8 @@ impl Gemma3HfConfig {
             rope: global,
             qkv_bias: false,
             qk_norm: true,
+            // Per layer, in `Gemma3Config::sliding`.
+            sliding_window: None,
             tie_word_embeddings: self.tie_word_embeddings,
         };
         base.validate()?;

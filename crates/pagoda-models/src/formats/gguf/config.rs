@@ -68,6 +68,9 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
         },
         qkv_bias: architecture == Architecture::Qwen2,
         qk_norm: architecture == Architecture::Qwen3,
+        // llama.cpp writes no window for `llama` files (Mistral's included)
+        // and attends over the whole context.
+        sliding_window: None,
         tie_word_embeddings: !file.has_tensor("output.weight"),
     };
     config
