@@ -227,6 +227,19 @@ fn tiny_mistral_matches_transformers() {
     check_fixture("tiny-mistral");
 }
 
+/// Qwen3-MoE: 8 experts, 2 per token by softmax with `norm_topk_prob`,
+/// layer 1 kept dense (`mlp_only_layers`); Qwen3's q/k norms.
+#[test]
+fn tiny_qwen3_moe_matches_transformers() {
+    check_fixture("tiny-qwen3-moe");
+}
+
+/// Mixtral: 8 experts (`w1`/`w3`/`w2`), 2 per token, always renormalised.
+#[test]
+fn tiny_mixtral_matches_transformers() {
+    check_fixture("tiny-mixtral");
+}
+
 /// Gemma 3: five sliding layers (window 4, local rope base) then a global
 /// one (linear rope scaling), sandwich norms stored as `w` of `1 + w`, q/k
 /// norms, GeGLU, `query_pre_attn_scalar`, scaled and tied embeddings.

@@ -72,6 +72,7 @@ impl Scripted {
                 qkv_bias: false,
                 qk_norm: false,
                 sliding_window: None,
+                experts: None,
                 tie_word_embeddings: false,
             },
         }

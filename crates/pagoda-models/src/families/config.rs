@@ -17,6 +17,12 @@ pub enum Architecture {
     /// Mistral: llama's block with every layer attending over a sliding
     /// window (`sliding_window`) when the checkpoint sets one.
     Mistral,
+    /// Qwen3-MoE: Qwen3's attention, a mixture of experts in the sparse
+    /// layers (softmax top-k, `norm_topk_prob`, no shared experts).
+    Qwen3Moe,
+    /// Mixtral: Mistral's block with a mixture of experts in every layer
+    /// (softmax top-2, always renormalised).
+    Mixtral,
     /// Qwen3 (dense): no projection biases; q and k RMS-normalised per head
     /// before the rotary embedding; heads may be wider than
     /// `hidden_size / num_attention_heads`.
@@ -42,6 +48,8 @@ impl Architecture {
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
             Architecture::Mistral => "mistral",
+            Architecture::Qwen3Moe => "qwen3_moe",
+            Architecture::Mixtral => "mixtral",
             Architecture::Gemma3 => "gemma3",
             Architecture::DeepseekV2 => "deepseek_v2",
             Architecture::DeepseekV3 => "deepseek_v3",
@@ -210,6 +218,29 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Whether the output head reuses the token embedding.
     pub tie_word_embeddings: bool,
+    /// The mixture of experts of Qwen3-MoE and Mixtral (DeepSeek keeps its
+    /// own); `None`: every layer has a dense MLP.
+    pub experts: Option<ExpertsConfig>,
+}
+
+/// A llama-style decoder's mixture of experts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertsConfig {
+    /// Routed experts per sparse layer.
+    pub num_experts: usize,
+    /// Experts chosen per token.
+    pub top_k: usize,
+    /// Width of an expert's middle layer.
+    pub inner: usize,
+    /// Whether the chosen experts' weights are renormalised to sum to 1.
+    pub norm_topk_prob: bool,
+    /// Per layer: experts (else the dense MLP of `intermediate_size`).
+    pub sparse_layers: Vec<bool>,
+    /// The module holding router and experts (`mlp`; Mixtral's
+    /// `block_sparse_moe`).
+    pub module: &'static str,
+    /// The experts' projection names.
+    pub names: crate::layers::moe::ExpertNames,
 }
 
 /// Fails naming the first of `fields` (name, value) that is zero.
@@ -365,6 +396,20 @@ pub struct HfConfig {
     pub use_sliding_window: bool,
     /// Mistral's window (`None` or absent: the whole context).
     pub sliding_window: Option<usize>,
+    /// Qwen3-MoE's routed experts (`num_experts`).
+    pub num_experts: Option<usize>,
+    /// Mixtral's routed experts (also what transformers 5 writes for Qwen3-MoE).
+    pub num_local_experts: Option<usize>,
+    /// Experts chosen per token.
+    pub num_experts_per_tok: Option<usize>,
+    /// Qwen3-MoE's expert width.
+    pub moe_intermediate_size: Option<usize>,
+    /// Qwen3-MoE's renormalisation of the chosen weights (default false).
+    pub norm_topk_prob: Option<bool>,
+    /// Qwen3-MoE: every `decoder_sparse_step`-th layer is sparse (default 1).
+    pub decoder_sparse_step: Option<usize>,
+    /// Qwen3-MoE: layers kept dense.
+    pub mlp_only_layers: Option<Vec<usize>>,
     /// Context length.
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
@@ -411,10 +456,55 @@ impl HfConfig {
             ("qwen2", _) | (_, "Qwen2ForCausalLM") => Ok(Architecture::Qwen2),
             ("qwen3", _) | (_, "Qwen3ForCausalLM") => Ok(Architecture::Qwen3),
             ("mistral", _) | (_, "MistralForCausalLM") => Ok(Architecture::Mistral),
+            ("qwen3_moe", _) | (_, "Qwen3MoeForCausalLM") => Ok(Architecture::Qwen3Moe),
+            ("mixtral", _) | (_, "MixtralForCausalLM") => Ok(Architecture::Mixtral),
             _ => Err(format!(
-                "model_type `{model_type}` (architectures `{arch}`); supported: llama, mistral, qwen2, qwen3, gemma3_text, deepseek_v2, deepseek_v3"
+                "model_type `{model_type}` (architectures `{arch}`); supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gemma3_text, deepseek_v2, deepseek_v3"
             )),
         }
+    }
+
+    /// The mixture of experts Qwen3-MoE and Mixtral configs describe.
+    fn experts(&self, architecture: Architecture) -> Result<Option<ExpertsConfig>, String> {
+        let n = self.num_experts.or(self.num_local_experts).unwrap_or(0);
+        let top_k = self.num_experts_per_tok.unwrap_or(0);
+        let layers = self.num_hidden_layers;
+        let config = match architecture {
+            Architecture::Qwen3Moe => {
+                let step = self.decoder_sparse_step.unwrap_or(1).max(1);
+                let dense = self.mlp_only_layers.clone().unwrap_or_default();
+                ExpertsConfig {
+                    num_experts: n,
+                    top_k,
+                    inner: self
+                        .moe_intermediate_size
+                        .ok_or("qwen3_moe needs moe_intermediate_size")?,
+                    norm_topk_prob: self.norm_topk_prob.unwrap_or(false),
+                    sparse_layers: (0..layers)
+                        .map(|i| !dense.contains(&i) && n > 0 && (i + 1) % step == 0)
+                        .collect(),
+                    module: "mlp",
+                    names: crate::layers::moe::ExpertNames::PROJ,
+                }
+            }
+            Architecture::Mixtral => ExpertsConfig {
+                num_experts: n,
+                top_k,
+                inner: self.intermediate_size,
+                norm_topk_prob: true,
+                sparse_layers: vec![true; layers],
+                module: "block_sparse_moe",
+                names: crate::layers::moe::ExpertNames::MIXTRAL,
+            },
+            _ => return Ok(None),
+        };
+        if config.top_k == 0 || config.top_k > config.num_experts {
+            return Err(format!(
+                "{} experts per token of {} experts",
+                config.top_k, config.num_experts
+            ));
+        }
+        Ok(Some(config))
     }
 
     /// Resolves defaults and scaling into the config the forward pass uses.
@@ -462,11 +552,12 @@ impl HfConfig {
                 scaling,
             },
             qkv_bias: architecture == Architecture::Qwen2 || self.attention_bias,
-            qk_norm: architecture == Architecture::Qwen3,
+            qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe),
             sliding_window: match architecture {
-                Architecture::Mistral => self.sliding_window,
+                Architecture::Mistral | Architecture::Mixtral => self.sliding_window,
                 _ => None,
             },
+            experts: self.experts(architecture)?,
             tie_word_embeddings: self.tie_word_embeddings,
         };
         config.validate()?;

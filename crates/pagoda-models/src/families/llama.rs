@@ -22,6 +22,7 @@ use crate::layers::attention::{paged_attention_in, AttentionSpan, SeqQueries};
 use crate::layers::embedding::Embedding;
 use crate::layers::kv_cache::{KvLayout, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
+use crate::layers::moe::{load_experts, Gate, Moe, Router, RouterConfig, SoftmaxTopk};
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::{Rope, RopeAngles};
 use crate::layers::swiglu::SwiGlu;
@@ -46,13 +47,76 @@ struct QkNorm {
     k: RmsNorm,
 }
 
+/// A block's feed-forward part.
+#[derive(Debug)]
+enum FeedForward {
+    /// One SwiGLU MLP.
+    Dense(SwiGlu),
+    /// Routed experts (Qwen3-MoE's sparse layers, Mixtral).
+    Experts(Moe),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(x, rows),
+            FeedForward::Experts(moe) => moe.forward(x, rows),
+        }
+    }
+
+    /// Layer `layer`'s feed-forward under `p` (`model.layers.{layer}`).
+    fn load(
+        c: &ModelConfig,
+        src: &dyn TensorSource,
+        p: &str,
+        layer: usize,
+        act: Activations,
+    ) -> Result<Self> {
+        let h = c.hidden_size;
+        let Some(x) = c.experts.as_ref().filter(|x| x.sparse_layers[layer]) else {
+            return Ok(FeedForward::Dense(SwiGlu::load(
+                src,
+                &format!("{p}.mlp"),
+                h,
+                c.intermediate_size,
+                false,
+                act,
+            )?));
+        };
+        let prefix = format!("{p}.{}", x.module);
+        // The router runs on f32 activations whatever the checkpoint's kernels.
+        let gate = Linear::load(
+            src,
+            &format!("{prefix}.gate"),
+            x.num_experts,
+            h,
+            false,
+            Activations::F32,
+        )?;
+        let router = Router::new(
+            RouterConfig {
+                n_routed_experts: x.num_experts,
+                top_k: x.top_k,
+                routed_scaling_factor: 1.0,
+                gate: Gate::Softmax {
+                    topk: SoftmaxTopk::Greedy,
+                    norm_topk_prob: x.norm_topk_prob,
+                },
+            },
+            None,
+        )?;
+        let experts = load_experts(src, &prefix, (x.num_experts, h, x.inner), x.names, act)?;
+        Ok(FeedForward::Experts(Moe::new(gate, router, experts, None)?))
+    }
+}
+
 /// One transformer block.
 #[derive(Debug)]
 struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: SelfAttention,
     post_attention_layernorm: RmsNorm,
-    mlp: SwiGlu,
+    mlp: FeedForward,
 }
 
 /// A llama-style causal language model.
@@ -151,14 +215,7 @@ impl Llama {
                         src.require_vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
                         c.rms_norm_eps,
                     ),
-                    mlp: SwiGlu::load(
-                        src,
-                        &format!("{p}.mlp"),
-                        h,
-                        c.intermediate_size,
-                        false,
-                        act,
-                    )?,
+                    mlp: FeedForward::load(c, src, &p, i, act)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -175,7 +175,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
         "gemma3" => CheckpointConfig::Gemma3(Box::new(
             crate::formats::gguf::gemma3::gemma3_config_from_gguf(&file)?,
         )),
-        _ => CheckpointConfig::Llama(gguf_model_config(&file)?),
+        _ => CheckpointConfig::Llama(Box::new(gguf_model_config(&file)?)),
     };
     let tokenizer = tokenizer_from_gguf(file.meta())?;
     let chat_template = file.meta().optional("tokenizer.chat_template", |m, k| {
@@ -186,7 +186,7 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let model: Arc<dyn CausalLm> = match config {
         CheckpointConfig::Llama(c) => {
             let source = with_dtype(&file, options.dtype);
-            Arc::new(Llama::load_with(c, source.as_ref(), activations)?)
+            Arc::new(Llama::load_with(*c, source.as_ref(), activations)?)
         }
         CheckpointConfig::Gemma3(c) => {
             let gguf = crate::formats::gguf::gemma3::Gemma3Gguf(&file);
@@ -262,7 +262,7 @@ pub fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     // for a fixed choice's name.
     let activations = options.activations.resolve(0);
     let model: Arc<dyn CausalLm> = match config {
-        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(c, src.as_ref(), activations)?),
+        CheckpointConfig::Llama(c) => Arc::new(Llama::load_with(*c, src.as_ref(), activations)?),
         CheckpointConfig::Gemma3(c) => Arc::new(Gemma3::load_with(*c, src.as_ref(), activations)?),
         CheckpointConfig::Deepseek(c) => {
             Arc::new(Deepseek::load_with(*c, src.as_ref(), activations)?)

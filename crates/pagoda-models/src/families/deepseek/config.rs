@@ -15,7 +15,7 @@ use crate::families::config::{
     check_positive, resolve_hf_scaling, Architecture, HfRopeScaling, ModelConfig, OneOrMany,
     RopeConfig, RopeLayout, RopeScaling,
 };
-use crate::families::deepseek::moe::{Gate, RouterConfig, SoftmaxTopk};
+use crate::layers::moe::{Gate, RouterConfig, SoftmaxTopk};
 
 /// Which generation of the architecture a checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +246,7 @@ impl DeepseekConfig {
             qkv_bias: a.attention_bias,
             qk_norm: false,
             sliding_window: None,
+            experts: None,
             tie_word_embeddings: self.tie_word_embeddings,
         }
     }

@@ -1,6 +1,10 @@
 //! The DeepSeek-V2/V3 decoder: multi-head latent attention
 //! ([`mla_attention`]) and, past the first dense layers, a mixture
-//! of experts (`moe`) in every block.
+//! of experts in every block.
+//!
+//!
+//! The mixture of experts is [`crate::layers::moe`], shared with Qwen3-MoE
+//! and Mixtral.
 //!
 //! Papers: DeepSeek-V2 <https://arxiv.org/abs/2405.04434>, DeepSeek-V3
 //! <https://arxiv.org/abs/2412.19437>. Reference implementation: Hugging
@@ -17,13 +21,12 @@
 //! The folder holds the decoder itself (here), its configuration
 //! (`config`), latent attention ([`mla_attention`], its kernels in
 //! `mla_kernels`, and the per-head split of `kv_b_proj` both use in
-//! `absorbed_kv_b`) and the mixture of experts (`moe`).
+//! `absorbed_kv_b`).
 
 pub(crate) mod absorbed_kv_b;
 pub(crate) mod config;
 pub mod mla_attention;
 pub(crate) mod mla_kernels;
-pub(crate) mod moe;
 
 use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
 use crate::error::{ModelError, Result};
@@ -33,12 +36,11 @@ use crate::families::deepseek::config::{DeepseekConfig, DeepseekVersion, MlaConf
 use crate::families::deepseek::mla_attention::{
     latent_attention, AbsorbedKvB, LatentQueries, MlaShape,
 };
-use crate::families::deepseek::moe::{Moe, Router};
-use crate::formats::tensor_source::{check_shape, TensorSource};
-use crate::formats::weight::Weight;
+use crate::formats::tensor_source::TensorSource;
 use crate::layers::embedding::Embedding;
 use crate::layers::kv_cache::{KvLayout, LatentKv, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
+use crate::layers::moe::{load_experts, ExpertNames, Moe, Router};
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::{Rope, RopeAngles};
 use crate::layers::swiglu::SwiGlu;
@@ -245,68 +247,6 @@ impl MlaAttention {
     }
 }
 
-/// Loads the routed experts of `prefix` (`{prefix}.experts.{i}.*_proj`, as
-/// checkpoints store them, or transformers' fused `{prefix}.experts.gate_up_proj`
-/// `[E, 2·inner, hidden]` and `{prefix}.experts.down_proj` `[E, hidden, inner]`).
-fn load_experts(
-    src: &dyn TensorSource,
-    prefix: &str,
-    n: usize,
-    hidden: usize,
-    inner: usize,
-    act: Activations,
-) -> Result<Vec<SwiGlu>> {
-    let fused = format!("{prefix}.experts.gate_up_proj");
-    if src
-        .get(&format!("{prefix}.experts.0.gate_proj.weight"))?
-        .is_none()
-    {
-        if let Some(gate_up) = src.get(&fused)? {
-            check_shape(src.path(), &fused, &gate_up, &[n, 2 * inner, hidden])?;
-            let down_name = format!("{prefix}.experts.down_proj");
-            let down = src.require_shape(&down_name, &[n, hidden, inner])?;
-            let as_tensor = |w: Weight, name: &str| match w {
-                Weight::Dense(t) => Ok(t),
-                other => Err(ModelError::Tensor {
-                    path: src.path().to_path_buf(),
-                    name: name.to_string(),
-                    reason: format!("fused experts stored as {}", other.type_name()),
-                }),
-            };
-            let (gate_up, down) = (as_tensor(gate_up, &fused)?, as_tensor(down, &down_name)?);
-            return (0..n)
-                .map(|e| {
-                    let part = |from: usize| -> Result<Linear> {
-                        let t = gate_up.get(e)?.narrow(0, from, inner)?.contiguous()?;
-                        Linear::with_activations(Weight::Dense(t), None, act)
-                    };
-                    let gate_proj = part(0).map_err(|e| e.for_tensor(src.path(), &fused))?;
-                    let up_proj = part(inner).map_err(|e| e.for_tensor(src.path(), &fused))?;
-                    let down_proj = down
-                        .get(e)
-                        .and_then(|d| d.contiguous())
-                        .map_err(ModelError::from)
-                        .and_then(|d| Linear::with_activations(Weight::Dense(d), None, act))
-                        .map_err(|e| e.for_tensor(src.path(), &down_name))?;
-                    Ok(SwiGlu::new(gate_proj, up_proj, down_proj))
-                })
-                .collect();
-        }
-    }
-    (0..n)
-        .map(|e| {
-            SwiGlu::load(
-                src,
-                &format!("{prefix}.experts.{e}"),
-                hidden,
-                inner,
-                false,
-                act,
-            )
-        })
-        .collect()
-}
-
 impl Mlp {
     fn load_moe(
         m: &MoeConfig,
@@ -339,7 +279,13 @@ impl Mlp {
         };
         let router = Router::new(m.router.clone(), bias)
             .map_err(|e| e.for_tensor(src.path(), router_tensor))?;
-        let experts = load_experts(src, prefix, n, h, m.moe_intermediate_size, act)?;
+        let experts = load_experts(
+            src,
+            prefix,
+            (n, h, m.moe_intermediate_size),
+            ExpertNames::PROJ,
+            act,
+        )?;
         let shared_experts = m
             .n_shared_experts
             .map(|k| {
@@ -517,6 +463,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+    use crate::formats::weight::Weight;
 
     /// Tensors held in memory, by name.
     struct Memory(HashMap<String, Weight>);
@@ -564,15 +511,35 @@ mod tests {
                 split.insert(format!("mlp.experts.{e}.{proj}.weight"), Weight::Dense(t));
             }
         }
-        let a = load_experts(&fused, "mlp", n, hidden, inner, Activations::F32).expect("fused");
-        let b = load_experts(&Memory(split), "mlp", n, hidden, inner, Activations::F32)
-            .expect("per expert");
+        let a = load_experts(
+            &fused,
+            "mlp",
+            (n, hidden, inner),
+            ExpertNames::PROJ,
+            Activations::F32,
+        )
+        .expect("fused");
+        let b = load_experts(
+            &Memory(split),
+            "mlp",
+            (n, hidden, inner),
+            ExpertNames::PROJ,
+            Activations::F32,
+        )
+        .expect("per expert");
         let x: Vec<f32> = (0..2 * hidden).map(|i| (i as f32 * 0.1).cos()).collect();
         for (a, b) in a.iter().zip(&b) {
             assert_eq!(a.forward(&x, 2).expect("a"), b.forward(&x, 2).expect("b"));
         }
         let missing = Memory(HashMap::new());
-        let err = load_experts(&missing, "mlp", n, hidden, inner, Activations::F32).unwrap_err();
+        let err = load_experts(
+            &missing,
+            "mlp",
+            (n, hidden, inner),
+            ExpertNames::PROJ,
+            Activations::F32,
+        )
+        .unwrap_err();
         assert!(
             err.to_string().contains("mlp.experts.0.gate_proj.weight"),
             "{err}"

@@ -163,6 +163,7 @@ impl Gemma3HfConfig {
             qk_norm: true,
             // Per layer, in `Gemma3Config::sliding`.
             sliding_window: None,
+            experts: None,
             tie_word_embeddings: self.tie_word_embeddings,
         };
         base.validate()?;

@@ -24,6 +24,19 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
         }
     };
     let key = |k: &str| format!("{arch_name}.{k}");
+    if meta
+        .optional(&key("expert_count"), |m, k| m.usize(k))?
+        .is_some_and(|n| n > 0)
+    {
+        return Err(ModelError::Unsupported {
+            path: file.path().to_path_buf(),
+            what: "architecture",
+            value: format!(
+                "`{arch_name}` with a mixture of experts (Mixtral): experts are read from \
+                 safetensors checkpoints and DeepSeek GGUF files only"
+            ),
+        });
+    }
     let hidden_size = meta.usize(&key("embedding_length"))?;
     let heads = meta.usize(&key("attention.head_count"))?;
     if heads == 0 {
@@ -71,6 +84,7 @@ pub fn gguf_model_config(file: &GgufFile) -> Result<ModelConfig> {
         // llama.cpp writes no window for `llama` files (Mistral's included)
         // and attends over the whole context.
         sliding_window: None,
+        experts: None,
         tie_word_embeddings: !file.has_tensor("output.weight"),
     };
     config

@@ -67,6 +67,7 @@ pub fn gemma3_config_from_gguf(file: &GgufFile) -> Result<Gemma3Config> {
         qkv_bias: false,
         qk_norm: true,
         sliding_window: None,
+        experts: None,
         tie_word_embeddings: !file.has_tensor("output.weight"),
     };
     base.validate().map_err(invalid)?;

@@ -50,7 +50,7 @@ pub fn read_raw_config(dir: &Path) -> Result<HfConfig> {
 #[derive(Debug, Clone)]
 pub enum CheckpointConfig {
     /// A llama-style decoder ([`crate::families::llama::Llama`]).
-    Llama(crate::families::config::ModelConfig),
+    Llama(Box<crate::families::config::ModelConfig>),
     /// A DeepSeek-V2/V3 decoder ([`crate::families::deepseek::Deepseek`]).
     Deepseek(Box<DeepseekConfig>),
     /// A Gemma 3 text decoder ([`crate::families::gemma3::Gemma3`]).
@@ -89,7 +89,7 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<(HfConfig, CheckpointConfig)
     }
     if DeepseekHfConfig::version_of(model_type).is_none() {
         let (raw, config) = read_config(dir)?;
-        return Ok((raw, CheckpointConfig::Llama(config)));
+        return Ok((raw, CheckpointConfig::Llama(Box::new(config))));
     }
     let mut deepseek: DeepseekHfConfig = read_json(&path, "config.json")?;
     deepseek.model_type = model_type.to_string();

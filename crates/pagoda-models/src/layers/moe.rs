@@ -1,6 +1,10 @@
-//! DeepSeek's mixture of experts: a router that picks `top_k` of
-//! `n_routed_experts` SwiGLU experts per token and weighs them, plus shared
-//! experts every token goes through.
+//! The mixture of experts: a router that picks `top_k` of
+//! `n_routed_experts` SwiGLU experts per token and weighs them, plus (in
+//! DeepSeek) shared experts every token goes through. DeepSeek-V2's softmax
+//! router with greedy choice is also Qwen3-MoE's (`norm_topk_prob` as its
+//! config says) and Mixtral's (always renormalised), with no shared
+//! experts and a scaling factor of 1; the difference is in the tensor names
+//! ([`ExpertNames`]).
 //!
 //! Papers: DeepSeekMoE and DeepSeek-V2 <https://arxiv.org/abs/2405.04434>
 //! (softmax scores, greedy or group-limited greedy selection), DeepSeek-V3
@@ -18,7 +22,9 @@
 //! depend on its batch-mates.
 
 use crate::error::{ModelError, Result};
-use crate::layers::linear::Linear;
+use crate::formats::tensor_source::{check_shape, TensorSource};
+use crate::formats::weight::Weight;
+use crate::layers::linear::{Activations, Linear};
 use crate::layers::swiglu::SwiGlu;
 
 /// How the softmax router (V2) picks its experts.
@@ -353,6 +359,101 @@ impl Moe {
         }
         Ok(out)
     }
+}
+
+/// The names of one expert's three projections in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertNames {
+    /// The gate (`gate_proj`; Mixtral's `w1`).
+    pub gate: &'static str,
+    /// The up projection (`up_proj`; Mixtral's `w3`).
+    pub up: &'static str,
+    /// The down projection (`down_proj`; Mixtral's `w2`).
+    pub down: &'static str,
+}
+
+impl ExpertNames {
+    /// DeepSeek's and Qwen3-MoE's `gate_proj`, `up_proj`, `down_proj`.
+    pub const PROJ: Self = Self {
+        gate: "gate_proj",
+        up: "up_proj",
+        down: "down_proj",
+    };
+    /// Mixtral's `w1` (gate), `w3` (up), `w2` (down).
+    pub const MIXTRAL: Self = Self {
+        gate: "w1",
+        up: "w3",
+        down: "w2",
+    };
+}
+
+/// Loads the `n` routed experts of `prefix` (`{prefix}.experts.{i}.{name}`,
+/// as checkpoints store them, or transformers' fused
+/// `{prefix}.experts.gate_up_proj` `[E, 2·inner, hidden]` and
+/// `{prefix}.experts.down_proj` `[E, hidden, inner]`).
+pub fn load_experts(
+    src: &dyn TensorSource,
+    prefix: &str,
+    (n, hidden, inner): (usize, usize, usize),
+    names: ExpertNames,
+    act: Activations,
+) -> Result<Vec<SwiGlu>> {
+    let fused = format!("{prefix}.experts.gate_up_proj");
+    if src
+        .get(&format!("{prefix}.experts.0.{}.weight", names.gate))?
+        .is_none()
+    {
+        if let Some(gate_up) = src.get(&fused)? {
+            check_shape(src.path(), &fused, &gate_up, &[n, 2 * inner, hidden])?;
+            let down_name = format!("{prefix}.experts.down_proj");
+            let down = src.require_shape(&down_name, &[n, hidden, inner])?;
+            let as_tensor = |w: Weight, name: &str| match w {
+                Weight::Dense(t) => Ok(t),
+                other => Err(ModelError::Tensor {
+                    path: src.path().to_path_buf(),
+                    name: name.to_string(),
+                    reason: format!("fused experts stored as {}", other.type_name()),
+                }),
+            };
+            let (gate_up, down) = (as_tensor(gate_up, &fused)?, as_tensor(down, &down_name)?);
+            return (0..n)
+                .map(|e| {
+                    let part = |from: usize| -> Result<Linear> {
+                        let t = gate_up.get(e)?.narrow(0, from, inner)?.contiguous()?;
+                        Linear::with_activations(Weight::Dense(t), None, act)
+                    };
+                    let gate_proj = part(0).map_err(|e| e.for_tensor(src.path(), &fused))?;
+                    let up_proj = part(inner).map_err(|e| e.for_tensor(src.path(), &fused))?;
+                    let down_proj = down
+                        .get(e)
+                        .and_then(|d| d.contiguous())
+                        .map_err(ModelError::from)
+                        .and_then(|d| Linear::with_activations(Weight::Dense(d), None, act))
+                        .map_err(|e| e.for_tensor(src.path(), &down_name))?;
+                    Ok(SwiGlu::new(gate_proj, up_proj, down_proj))
+                })
+                .collect();
+        }
+    }
+    (0..n)
+        .map(|e| {
+            let proj = |name: &str, out: usize, inp: usize| {
+                Linear::load(
+                    src,
+                    &format!("{prefix}.experts.{e}.{name}"),
+                    out,
+                    inp,
+                    false,
+                    act,
+                )
+            };
+            Ok(SwiGlu::new(
+                proj(names.gate, inner, hidden)?,
+                proj(names.up, inner, hidden)?,
+                proj(names.down, hidden, inner)?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
