@@ -1,6 +1,6 @@
 //! Every model family through the paged engine, against Hugging Face
 //! transformers: the tiny random-weight checkpoints of
-//! `scripts/make_fixtures.py` (llama, qwen2, qwen3, Qwen3-MoE, Mistral, Mixtral, Gemma 3, DeepSeek-V2 and DeepSeek-V3
+//! `scripts/make_fixtures.py` (llama, qwen2, qwen3, Qwen3-MoE, Mistral, Mixtral, Phi-3, Gemma 3, DeepSeek-V2 and DeepSeek-V3
 //! with multi-head latent attention and mixture of experts) decode greedily
 //! exactly the tokens transformers did — each prompt alone, and all of them
 //! together in small blocks under a small step budget, so that prompts are
@@ -192,6 +192,11 @@ fn qwen3_decodes_as_transformers_through_the_engine() {
 #[test]
 fn mistral_decodes_as_transformers_through_the_engine() {
     check("tiny-mistral");
+}
+
+#[test]
+fn phi3_decodes_as_transformers_through_the_engine() {
+    check("tiny-phi3");
 }
 
 #[test]

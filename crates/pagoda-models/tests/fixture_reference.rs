@@ -227,6 +227,13 @@ fn tiny_mistral_matches_transformers() {
     check_fixture("tiny-mistral");
 }
 
+/// Phi-3: fused `qkv_proj` and `gate_up_proj`, LongRoPE's short factors,
+/// three quarters of each head rotated.
+#[test]
+fn tiny_phi3_matches_transformers() {
+    check_fixture("tiny-phi3");
+}
+
 /// Qwen3-MoE: 8 experts, 2 per token by softmax with `norm_topk_prob`,
 /// layer 1 kept dense (`mlp_only_layers`); Qwen3's q/k norms.
 #[test]

@@ -17,6 +17,9 @@ pub enum Architecture {
     /// Mistral: llama's block with every layer attending over a sliding
     /// window (`sliding_window`) when the checkpoint sets one.
     Mistral,
+    /// Phi-3 / Phi-4: fused `qkv_proj` and `gate_up_proj`, LongRoPE,
+    /// partial rotation, a sliding window when the checkpoint sets one.
+    Phi3,
     /// Qwen3-MoE: Qwen3's attention, a mixture of experts in the sparse
     /// layers (softmax top-k, `norm_topk_prob`, no shared experts).
     Qwen3Moe,
@@ -49,6 +52,7 @@ impl Architecture {
             Architecture::Qwen3 => "qwen3",
             Architecture::Mistral => "mistral",
             Architecture::Qwen3Moe => "qwen3_moe",
+            Architecture::Phi3 => "phi3",
             Architecture::Mixtral => "mixtral",
             Architecture::Gemma3 => "gemma3",
             Architecture::DeepseekV2 => "deepseek_v2",
@@ -91,6 +95,14 @@ pub enum RopeScaling {
     },
     /// Per-frequency divisors read from a GGUF `rope_freqs.weight` tensor.
     FreqFactors(Vec<f32>),
+    /// LongRoPE (Phi-3): per-frequency divisors — the short or the long set,
+    /// chosen for the context served — and a factor on every cos and sin.
+    LongRope {
+        /// One divisor per rotated pair.
+        factors: Vec<f32>,
+        /// `sqrt(1 + ln(s) / ln(original))` for an extension `s > 1`, else 1.
+        attention_factor: f64,
+    },
     /// YaRN (Peng et al., <https://arxiv.org/abs/2309.00071>) as Hugging
     /// Face's `_compute_yarn_parameters` computes it: frequencies blended
     /// between interpolated and kept along a ramp between the dimensions
@@ -148,6 +160,9 @@ impl RopeScaling {
                     yarn_get_mscale(factor, 1.0)
                 }
             }),
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => attention_factor,
             _ => 1.0,
         }
     }
@@ -283,7 +298,9 @@ impl ModelConfig {
                 self.rope.dim, self.head_dim
             ));
         }
-        if let RopeScaling::FreqFactors(f) = &self.rope.scaling {
+        if let RopeScaling::FreqFactors(f) | RopeScaling::LongRope { factors: f, .. } =
+            &self.rope.scaling
+        {
             if f.len() != self.rope.dim / 2 {
                 return Err(format!(
                     "rope_freqs has {} entries, expected {}",
@@ -319,9 +336,18 @@ impl OneOrMany {
 /// `rope_scaling` as written in `config.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HfRopeScaling {
-    /// `rope_type` (newer configs) or `type` (older ones).
-    #[serde(alias = "type")]
+    /// `rope_type` (newer configs).
     pub rope_type: Option<String>,
+    /// `type` (older configs; transformers 5 writes both).
+    #[serde(rename = "type")]
+    pub legacy_type: Option<String>,
+    /// LongRoPE's per-frequency divisors up to the original context.
+    pub short_factor: Option<Vec<f32>>,
+    /// LongRoPE's per-frequency divisors beyond it.
+    pub long_factor: Option<Vec<f32>>,
+    /// The share of each head that rotates (Phi-4-mini's 0.75), inside
+    /// `rope_parameters` in transformers 5 configs.
+    pub partial_rotary_factor: Option<f32>,
     /// Scaling factor.
     pub factor: Option<f64>,
     /// Llama 3 low-frequency factor.
@@ -410,6 +436,10 @@ pub struct HfConfig {
     pub decoder_sparse_step: Option<usize>,
     /// Qwen3-MoE: layers kept dense.
     pub mlp_only_layers: Option<Vec<usize>>,
+    /// Phi's rotated share of each head (transformers 4 configs).
+    pub partial_rotary_factor: Option<f32>,
+    /// Phi-3's pre-training context, for LongRoPE (transformers 4 configs).
+    pub original_max_position_embeddings: Option<usize>,
     /// Context length.
     #[serde(default = "default_max_position_embeddings")]
     pub max_position_embeddings: usize,
@@ -458,8 +488,9 @@ impl HfConfig {
             ("mistral", _) | (_, "MistralForCausalLM") => Ok(Architecture::Mistral),
             ("qwen3_moe", _) | (_, "Qwen3MoeForCausalLM") => Ok(Architecture::Qwen3Moe),
             ("mixtral", _) | (_, "MixtralForCausalLM") => Ok(Architecture::Mixtral),
+            ("phi3", _) | (_, "Phi3ForCausalLM") => Ok(Architecture::Phi3),
             _ => Err(format!(
-                "model_type `{model_type}` (architectures `{arch}`); supported: llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gemma3_text, deepseek_v2, deepseek_v3"
+                "model_type `{model_type}` (architectures `{arch}`); supported: llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_moe, gemma3_text, deepseek_v2, deepseek_v3"
             )),
         }
     }
@@ -524,11 +555,28 @@ impl HfConfig {
         if self.use_sliding_window {
             return Err("use_sliding_window: sliding-window attention is not implemented".into());
         }
-        let rope = self.rope_scaling.as_ref().or(self.rope_parameters.as_ref());
-        let scaling = match rope {
+        let rope = self
+            .rope_scaling
+            .as_ref()
+            .or(self.rope_parameters.as_ref())
+            .map(|s| {
+                let mut s = s.clone();
+                s.original_max_position_embeddings = s
+                    .original_max_position_embeddings
+                    .or(self.original_max_position_embeddings);
+                s
+            });
+        let scaling = match &rope {
             None => RopeScaling::None,
             Some(s) => resolve_hf_scaling(s, self.max_position_embeddings)?,
         };
+        let rotary_share = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.partial_rotary_factor)
+            .or(self.partial_rotary_factor)
+            .unwrap_or(1.0);
+        let rope_dim = ((head_dim as f32 * rotary_share) as usize) & !1;
         let theta = self
             .rope_parameters
             .as_ref()
@@ -547,14 +595,16 @@ impl HfConfig {
             max_position_embeddings: self.max_position_embeddings,
             rope: RopeConfig {
                 theta,
-                dim: head_dim,
+                dim: rope_dim,
                 layout: RopeLayout::Halves,
                 scaling,
             },
             qkv_bias: architecture == Architecture::Qwen2 || self.attention_bias,
             qk_norm: matches!(architecture, Architecture::Qwen3 | Architecture::Qwen3Moe),
             sliding_window: match architecture {
-                Architecture::Mistral | Architecture::Mixtral => self.sliding_window,
+                Architecture::Mistral | Architecture::Mixtral | Architecture::Phi3 => {
+                    self.sliding_window
+                }
                 _ => None,
             },
             experts: self.experts(architecture)?,
@@ -571,7 +621,11 @@ pub fn resolve_hf_scaling(
     s: &HfRopeScaling,
     max_position_embeddings: usize,
 ) -> Result<RopeScaling, String> {
-    let kind = s.rope_type.as_deref().unwrap_or("default");
+    let kind = s
+        .rope_type
+        .as_deref()
+        .or(s.legacy_type.as_deref())
+        .unwrap_or("default");
     let factor = || {
         s.factor
             .map(|f| f as f32)
@@ -609,8 +663,36 @@ pub fn resolve_hf_scaling(
             high_freq_factor: s.high_freq_factor.unwrap_or(4.0),
             original_max_position_embeddings: s.original_max_position_embeddings.unwrap_or(8192),
         }),
+        "longrope" | "su" => {
+            // transformers' `_compute_longrope_parameters`, with the factors
+            // chosen once for the context served (as llama.cpp does; transformers
+            // switches per call, at the original length).
+            let original = s
+                .original_max_position_embeddings
+                .unwrap_or(max_position_embeddings);
+            if original == 0 {
+                return Err("rope_scaling: original_max_position_embeddings must be positive".into());
+            }
+            let long = max_position_embeddings > original;
+            let factors = if long { &s.long_factor } else { &s.short_factor };
+            let factors = factors
+                .clone()
+                .ok_or("a longrope rope_scaling needs short_factor and long_factor")?;
+            let factor = s
+                .factor
+                .unwrap_or(max_position_embeddings as f64 / original as f64);
+            let attention_factor = s.attention_factor.unwrap_or(if factor <= 1.0 {
+                1.0
+            } else {
+                (1.0 + factor.ln() / (original as f64).ln()).sqrt()
+            });
+            Ok(RopeScaling::LongRope {
+                factors,
+                attention_factor,
+            })
+        }
         other => Err(format!(
-            "rope_scaling type `{other}` is not implemented (supported: default, linear, llama3, yarn)"
+            "rope_scaling type `{other}` is not implemented (supported: default, linear, llama3, yarn, longrope)"
         )),
     }
 }
@@ -694,5 +776,35 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.contains("multiple"), "{err}");
+    }
+
+    #[test]
+    fn longrope_takes_the_long_factors_past_the_original_context() {
+        // Phi-3-mini-128k's shape: a 4k original context served at 128k.
+        let c = parse(
+            r#"{"model_type":"phi3","hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
+            "max_position_embeddings":131072,"original_max_position_embeddings":4096,
+            "partial_rotary_factor":0.75,
+            "rope_scaling":{"type":"longrope","short_factor":[1,1,1,1,1,1],
+            "long_factor":[2,2,2,2,2,2]}}"#,
+        )
+        .resolve()
+        .expect("resolves");
+        assert_eq!(c.architecture, Architecture::Phi3);
+        assert_eq!(c.rope.dim, 12);
+        let RopeScaling::LongRope {
+            factors,
+            attention_factor,
+        } = &c.rope.scaling
+        else {
+            panic!("{:?}", c.rope.scaling)
+        };
+        assert_eq!(factors, &vec![2.0f32; 6]);
+        // sqrt(1 + ln(32) / ln(4096)) as transformers computes it.
+        assert!(
+            (attention_factor - 1.190_238_3).abs() < 1e-6,
+            "{attention_factor}"
+        );
     }
 }

@@ -31,12 +31,44 @@ use crate::model::CausalLm;
 /// Multi-head self-attention with grouped-query heads.
 #[derive(Debug)]
 struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: Qkv,
     o_proj: Linear,
     /// Qwen3's per-head RMSNorms of q and k, applied before the rotation.
     qk_norm: Option<QkNorm>,
+}
+
+/// The query, key and value projections: three matrices, or one whose rows
+/// are q's, then k's, then v's (Phi-3's `qkv_proj`).
+#[derive(Debug)]
+enum Qkv {
+    Separate([Linear; 3]),
+    Fused(Linear),
+}
+
+impl Qkv {
+    /// q, k and v of `rows` rows of `x`; `widths` are their row widths.
+    fn project(&self, x: &[f32], rows: usize, widths: [usize; 3]) -> Result<[Vec<f32>; 3]> {
+        match self {
+            Qkv::Separate([q, k, v]) => {
+                let qkv = Linear::forward_group(&[q, k, v], x, rows)?;
+                <[Vec<f32>; 3]>::try_from(qkv)
+                    .map_err(|_| ModelError::InvalidBatch("three projections expected".into()))
+            }
+            Qkv::Fused(all) => {
+                let y = all.forward(x, rows)?;
+                let mut out: [Vec<f32>; 3] =
+                    std::array::from_fn(|i| Vec::with_capacity(rows * widths[i]));
+                for row in y.chunks_exact(widths.iter().sum()) {
+                    let (q, rest) = row.split_at(widths[0]);
+                    let (k, v) = rest.split_at(widths[1]);
+                    out[0].extend_from_slice(q);
+                    out[1].extend_from_slice(k);
+                    out[2].extend_from_slice(v);
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// The norms of every query head and every key head (one weight of
@@ -164,30 +196,32 @@ impl Llama {
                         c.rms_norm_eps,
                     ),
                     self_attn: SelfAttention {
-                        q_proj: Linear::load(
-                            src,
-                            &format!("{attn}.q_proj"),
-                            c.num_attention_heads * hd,
-                            h,
-                            c.qkv_bias,
-                            act,
-                        )?,
-                        k_proj: Linear::load(
-                            src,
-                            &format!("{attn}.k_proj"),
-                            c.kv_dim(),
-                            h,
-                            c.qkv_bias,
-                            act,
-                        )?,
-                        v_proj: Linear::load(
-                            src,
-                            &format!("{attn}.v_proj"),
-                            c.kv_dim(),
-                            h,
-                            c.qkv_bias,
-                            act,
-                        )?,
+                        qkv: if src.get(&format!("{attn}.qkv_proj.weight"))?.is_some() {
+                            Qkv::Fused(Linear::load(
+                                src,
+                                &format!("{attn}.qkv_proj"),
+                                c.num_attention_heads * hd + 2 * c.kv_dim(),
+                                h,
+                                c.qkv_bias,
+                                act,
+                            )?)
+                        } else {
+                            let proj = |name: &str, out: usize| {
+                                Linear::load(
+                                    src,
+                                    &format!("{attn}.{name}"),
+                                    out,
+                                    h,
+                                    c.qkv_bias,
+                                    act,
+                                )
+                            };
+                            Qkv::Separate([
+                                proj("q_proj", c.num_attention_heads * hd)?,
+                                proj("k_proj", c.kv_dim())?,
+                                proj("v_proj", c.kv_dim())?,
+                            ])
+                        },
                         o_proj: Linear::load(
                             src,
                             &format!("{attn}.o_proj"),
@@ -258,12 +292,11 @@ impl SelfAttention {
         cache: &mut PagedKvCache,
     ) -> Result<Vec<f32>> {
         let (c, angles, batch, rows) = (step.config, step.angles, step.batch, step.rows);
-        let qkv = Linear::forward_group(&[&self.q_proj, &self.k_proj, &self.v_proj], x, rows)?;
-        let Ok([mut q, mut k, v]) = <[Vec<f32>; 3]>::try_from(qkv) else {
-            return Err(ModelError::InvalidBatch(
-                "three projections expected".into(),
-            ));
-        };
+        let [mut q, mut k, v] = self.qkv.project(
+            x,
+            rows,
+            [c.num_attention_heads * c.head_dim, c.kv_dim(), c.kv_dim()],
+        )?;
         if let Some(norm) = &self.qk_norm {
             // Rows of `head_dim`: every head of every token on its own.
             q = norm.q.forward(&q);

@@ -28,7 +28,7 @@ impl Rope {
         let inv_freq = match &config.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-            RopeScaling::FreqFactors(factors) => {
+            RopeScaling::FreqFactors(factors) | RopeScaling::LongRope { factors, .. } => {
                 base.iter().zip(factors).map(|(f, d)| f / d).collect()
             }
             RopeScaling::Llama3 {

@@ -19,11 +19,18 @@ pub enum GateActivation {
     GeluTanh,
 }
 
-/// A gated MLP: `gate_proj`, `up_proj`, `down_proj`.
+/// The gate and up projections: two matrices, or one whose first `inner`
+/// rows are the gate's (Phi-3's `gate_up_proj`).
+#[derive(Debug)]
+enum GateUp {
+    Separate { gate: Linear, up: Linear },
+    Fused(Linear),
+}
+
+/// A gated MLP: `gate_proj`, `up_proj` (or both as `gate_up_proj`), `down_proj`.
 #[derive(Debug)]
 pub struct SwiGlu {
-    gate_proj: Linear,
-    up_proj: Linear,
+    gate_up: GateUp,
     down_proj: Linear,
     activation: GateActivation,
 }
@@ -32,8 +39,10 @@ impl SwiGlu {
     /// Wraps the three projections (`[inner, hidden]`, `[inner, hidden]`, `[hidden, inner]`).
     pub fn new(gate_proj: Linear, up_proj: Linear, down_proj: Linear) -> Self {
         Self {
-            gate_proj,
-            up_proj,
+            gate_up: GateUp::Separate {
+                gate: gate_proj,
+                up: up_proj,
+            },
             down_proj,
             activation: GateActivation::Silu,
         }
@@ -55,6 +64,21 @@ impl SwiGlu {
         bias: bool,
         act: Activations,
     ) -> Result<Self> {
+        let fused = format!("{prefix}.gate_up_proj");
+        if src.get(&format!("{fused}.weight"))?.is_some() {
+            return Ok(Self {
+                gate_up: GateUp::Fused(Linear::load(src, &fused, 2 * inner, hidden, bias, act)?),
+                down_proj: Linear::load(
+                    src,
+                    &format!("{prefix}.down_proj"),
+                    hidden,
+                    inner,
+                    bias,
+                    act,
+                )?,
+                activation: GateActivation::Silu,
+            });
+        }
         Ok(Self::new(
             Linear::load(
                 src,
@@ -78,9 +102,27 @@ impl SwiGlu {
 
     /// The block applied to `rows` rows of `x`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        let gate_up = Linear::forward_group(&[&self.gate_proj, &self.up_proj], x, rows)?;
-        let Ok([mut gate, up]) = <[Vec<f32>; 2]>::try_from(gate_up) else {
-            return Err(ModelError::InvalidBatch("two projections expected".into()));
+        let (mut gate, up) = match &self.gate_up {
+            GateUp::Separate { gate, up } => {
+                let gate_up = Linear::forward_group(&[gate, up], x, rows)?;
+                let Ok([gate, up]) = <[Vec<f32>; 2]>::try_from(gate_up) else {
+                    return Err(ModelError::InvalidBatch("two projections expected".into()));
+                };
+                (gate, up)
+            }
+            GateUp::Fused(both) => {
+                let y = both.forward(x, rows)?;
+                let inner = both.out_features() / 2;
+                let (mut gate, mut up) = (
+                    Vec::with_capacity(rows * inner),
+                    Vec::with_capacity(rows * inner),
+                );
+                for row in y.chunks_exact(2 * inner) {
+                    gate.extend_from_slice(&row[..inner]);
+                    up.extend_from_slice(&row[inner..]);
+                }
+                (gate, up)
+            }
         };
         match self.activation {
             GateActivation::Silu => {

@@ -93,6 +93,10 @@ pub fn deepseek_hf_config_from_gguf(file: &GgufFile) -> Result<DeepseekHfConfig>
                 opt_f32("rope.scaling.yarn_log_multiplier")?.map(|m| f64::from(m / 0.1));
             Some(HfRopeScaling {
                 rope_type: Some(kind.to_string()),
+                legacy_type: None,
+                short_factor: None,
+                long_factor: None,
+                partial_rotary_factor: None,
                 factor: opt_f32("rope.scaling.factor")?.map(f64::from),
                 low_freq_factor: None,
                 high_freq_factor: None,
