@@ -131,13 +131,13 @@ fn broken_checkpoint_directories_name_the_file() {
     std::fs::write(
         unknown.join("config.json"),
         config
-            .replace("\"llama\"", "\"mixtral\"")
-            .replace("LlamaForCausalLM", "MixtralForCausalLM"),
+            .replace("\"llama\"", "\"falcon\"")
+            .replace("LlamaForCausalLM", "FalconForCausalLM"),
     )
     .expect("write");
     assert_mentions(
         &load_err(&unknown),
-        &["config.json", "unsupported architecture", "mixtral"],
+        &["config.json", "unsupported architecture", "falcon"],
     );
 
     let truncated = dir.path().join("truncated");
