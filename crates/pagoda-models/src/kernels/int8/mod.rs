@@ -181,18 +181,15 @@ impl Q8Rows {
                     .map(|(i, (&v, &q))| v - q as f32 * d[i / QK]),
             );
         }
-        // Left out of each block's `s` by the f16 rounding.
-        let lost: Vec<f32> = (self.d.iter().zip(&self.sums).zip(&self.s))
-            .map(|((&d, &sum), &s)| d * sum as f32 - s)
-            .collect();
         self.quantize(&split, 2 * rows, cols);
+        // Row `2j` is row `j` quantized again, the same bits: what rounding
+        // its `d · Σq` through f16 left out goes into row `2j + 1`'s `s`.
         let nb = cols / QK;
-        for (j, lost) in lost.chunks_exact(nb).enumerate() {
-            let residual = &mut self.s[(2 * j + 1) * nb..(2 * j + 2) * nb];
-            let own = &self.d[(2 * j + 1) * nb..(2 * j + 2) * nb];
-            let sums = &self.sums[(2 * j + 1) * nb..(2 * j + 2) * nb];
-            for (((s, &lost), &d), &sum) in residual.iter_mut().zip(lost).zip(own).zip(sums) {
-                *s = d * sum as f32 + lost;
+        for j in 0..rows {
+            let (row, residual) = ((2 * j) * nb, (2 * j + 1) * nb);
+            for b in 0..nb {
+                let lost = self.d[row + b] * self.sums[row + b] as f32 - self.s[row + b];
+                self.s[residual + b] = self.d[residual + b] * self.sums[residual + b] as f32 + lost;
             }
         }
         self.split = split;
@@ -299,13 +296,16 @@ pub fn matmul_group(
         ActivationPasses::Two => outs
             .into_iter()
             .zip(&parts)
-            .map(|(out, &n)| {
-                out.chunks_exact(2 * n)
-                    .flat_map(|pair| {
-                        let (row, residual) = pair.split_at(n);
-                        row.iter().zip(residual).map(|(a, b)| a + b)
-                    })
-                    .collect()
+            .map(|(mut out, &n)| {
+                // Row `j` of the result is rows `2j` and `2j + 1` added, written
+                // in place: for `j ≥ 1` they lie past row `j`.
+                for j in 0..m {
+                    for i in 0..n {
+                        out[j * n + i] = out[2 * j * n + i] + out[(2 * j + 1) * n + i];
+                    }
+                }
+                out.truncate(m * n);
+                out
             })
             .collect(),
     }
