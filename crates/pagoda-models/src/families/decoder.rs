@@ -9,10 +9,61 @@
 
 use crate::batch::{rows_wanting_logits, Logits, SeqChunk};
 use crate::error::Result;
+use crate::families::config::ModelConfig;
 use crate::formats::tensor_source::{check_shape, TensorSource};
+use crate::layers::attention::{paged_attention_in, AttentionSpan, SeqQueries};
 use crate::layers::embedding::Embedding;
+use crate::layers::kv_cache::PagedKvCache;
 use crate::layers::linear::{Activations, Linear};
 use crate::layers::norm::RmsNorm;
+
+/// Writes every chunk's new keys and values (`k`, `v`: `[rows, kv_dim]`)
+/// into layer `layer` of `cache`, then attends every chunk's queries (`q`:
+/// `[rows, heads · head_dim]`, rotated) over its cached context as `span`
+/// says; returns the outputs laid out like `q`.
+pub(crate) fn attend_batch(
+    batch: &[SeqChunk<'_>],
+    cache: &mut PagedKvCache,
+    layer: usize,
+    [q, k, v]: [&[f32]; 3],
+    c: &ModelConfig,
+    span: AttentionSpan,
+) -> Vec<f32> {
+    let (q_row, kv_row) = (c.num_attention_heads * c.head_dim, c.kv_dim());
+    let mut offset = 0;
+    for chunk in batch {
+        let (from, to) = (offset * kv_row, (offset + chunk.tokens.len()) * kv_row);
+        cache.write(
+            layer,
+            chunk.block_table,
+            chunk.start_pos,
+            &k[from..to],
+            &v[from..to],
+        );
+        offset += chunk.tokens.len();
+    }
+    let mut offset = 0;
+    let seqs: Vec<SeqQueries<'_>> = batch
+        .iter()
+        .map(|chunk| {
+            let n = chunk.tokens.len();
+            let seq = SeqQueries {
+                q: &q[offset * q_row..(offset + n) * q_row],
+                start_pos: chunk.start_pos,
+                block_table: chunk.block_table,
+            };
+            offset += n;
+            seq
+        })
+        .collect();
+    paged_attention_in(
+        cache.layer(layer),
+        &seqs,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        span,
+    )
+}
 
 /// `acc += delta`, element by element.
 pub(crate) fn add_in_place(acc: &mut [f32], delta: &[f32]) {

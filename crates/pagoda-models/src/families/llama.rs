@@ -16,9 +16,11 @@
 use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
 use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
-use crate::families::decoder::{load_embedding, load_lm_head, output_logits, residual_block};
+use crate::families::decoder::{
+    attend_batch, load_embedding, load_lm_head, output_logits, residual_block,
+};
 use crate::formats::tensor_source::TensorSource;
-use crate::layers::attention::{paged_attention_in, AttentionSpan, SeqQueries};
+use crate::layers::attention::AttentionSpan;
 use crate::layers::embedding::Embedding;
 use crate::layers::kv_cache::{KvLayout, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
@@ -305,41 +307,11 @@ impl SelfAttention {
         angles.apply(&mut q, c.num_attention_heads, c.head_dim);
         angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
 
-        let (q_row, kv_row) = (c.num_attention_heads * c.head_dim, c.kv_dim());
-        let mut offset = 0;
-        for chunk in batch {
-            let n = chunk.tokens.len();
-            cache.write(
-                layer,
-                chunk.block_table,
-                chunk.start_pos,
-                &k[offset * kv_row..(offset + n) * kv_row],
-                &v[offset * kv_row..(offset + n) * kv_row],
-            );
-            offset += n;
-        }
-        let mut seqs = Vec::with_capacity(batch.len());
-        let mut offset = 0;
-        for chunk in batch {
-            let n = chunk.tokens.len();
-            seqs.push(SeqQueries {
-                q: &q[offset * q_row..(offset + n) * q_row],
-                start_pos: chunk.start_pos,
-                block_table: chunk.block_table,
-            });
-            offset += n;
-        }
         let span = AttentionSpan {
             window: c.sliding_window,
             ..AttentionSpan::causal(c.head_dim)
         };
-        let attn = paged_attention_in(
-            cache.layer(layer),
-            &seqs,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            span,
-        );
+        let attn = attend_batch(batch, cache, layer, [&q, &k, &v], c, span);
         self.o_proj.forward(&attn, rows)
     }
 }

@@ -20,9 +20,11 @@ pub mod config;
 use crate::batch::{check_batch, flat_tokens, Logits, SeqChunk};
 use crate::error::{ModelError, Result};
 use crate::families::config::ModelConfig;
-use crate::families::decoder::{add_in_place, load_embedding, load_lm_head, output_logits};
+use crate::families::decoder::{
+    add_in_place, attend_batch, load_embedding, load_lm_head, output_logits,
+};
 use crate::formats::tensor_source::TensorSource;
-use crate::layers::attention::{paged_attention_in, AttentionSpan, SeqQueries};
+use crate::layers::attention::AttentionSpan;
 use crate::layers::embedding::Embedding;
 use crate::layers::kv_cache::{KvLayout, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
@@ -201,42 +203,11 @@ impl Layer {
         };
         angles.apply(&mut q, c.num_attention_heads, c.head_dim);
         angles.apply(&mut k, c.num_key_value_heads, c.head_dim);
-        let (q_row, kv_row) = (c.num_attention_heads * c.head_dim, c.kv_dim());
-        let mut seqs = Vec::with_capacity(step.batch.len());
-        let mut offset = 0;
-        for chunk in step.batch {
-            let n = chunk.tokens.len();
-            let (from, to) = (offset * kv_row, (offset + n) * kv_row);
-            cache.write(
-                layer,
-                chunk.block_table,
-                chunk.start_pos,
-                &k[from..to],
-                &v[from..to],
-            );
-            offset += n;
-        }
-        let mut offset = 0;
-        for chunk in step.batch {
-            let n = chunk.tokens.len();
-            seqs.push(SeqQueries {
-                q: &q[offset * q_row..(offset + n) * q_row],
-                start_pos: chunk.start_pos,
-                block_table: chunk.block_table,
-            });
-            offset += n;
-        }
         let span = AttentionSpan {
             scale: 1.0 / config.query_pre_attn_scalar.sqrt(),
             window: self.sliding.then_some(config.sliding_window),
         };
-        let attn = paged_attention_in(
-            cache.layer(layer),
-            &seqs,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            span,
-        );
+        let attn = attend_batch(step.batch, cache, layer, [&q, &k, &v], c, span);
         self.o_proj.forward(&attn, rows)
     }
 }
