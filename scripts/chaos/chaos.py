@@ -371,46 +371,33 @@ BAD_BODIES: list[tuple[str, bytes]] = [
 
 def bad_inputs(server: Server, tally: Tally) -> int:
     """Every malformed request gets a 4xx in the envelope; returns the count."""
-    cases = 0
-    for what, body in BAD_BODIES:
-        cases += 1
-        status, headers, data = request(server.port, "POST", "/v1/chat/completions", body, JSON)
-        tally.status(status)
-        if not 400 <= status < 500:
-            tally.fail(f"bad input {what}: status {status}")
-        check_envelope(f"bad input {what}", status, headers, data, tally)
-    completions = [
+    chat_path, completions_path = "/v1/chat/completions", "/v1/completions"
+    requests = [(f"chat {what}", "POST", chat_path, body, JSON) for what, body in BAD_BODIES]
+    requests += [(f"completions {what}", "POST", completions_path, body, JSON) for what, body in [
         ("prompt a dict", b"{\"prompt\": {\"a\": 1}}"),
         ("token id 2^32", b"{\"prompt\": [4294967296]}"),
         ("token id out of vocabulary", b"{\"prompt\": [[1, 2], [99999999]]}"),
         ("too many prompts", json.dumps({"prompt": ["x"] * 500}).encode()),
         ("echo with a stream of logprobs", b"{\"prompt\": \"x\", \"logprobs\": 50}"),
+    ]]
+    requests += [
+        ("edge text/plain", "POST", chat_path, chat("x"), {"content-type": "text/plain"}),
+        ("edge form", "POST", chat_path, b"a=b", {"content-type": "application/x-www-form-urlencoded"}),
+        ("edge wrong method", "GET", chat_path, None, {}),
+        ("edge unknown route", "GET", "/v1/nothing", None, {}),
     ]
-    for what, body in completions:
-        cases += 1
-        status, headers, data = request(server.port, "POST", "/v1/completions", body, JSON)
-        tally.status(status)
-        if not 400 <= status < 500:
-            tally.fail(f"bad input {what}: status {status}")
-        check_envelope(f"completions {what}", status, headers, data, tally)
-    edges = [
-        ("text/plain", "POST", "/v1/chat/completions", chat("x"), {"content-type": "text/plain"}),
-        ("form", "POST", "/v1/chat/completions", b"a=b",
-         {"content-type": "application/x-www-form-urlencoded"}),
-        ("wrong method", "GET", "/v1/chat/completions", None, {}),
-        ("unknown route", "GET", "/v1/nothing", None, {}),
-    ]
-    for what, method, path, body, headers in edges:
+    cases = 0
+    for what, method, path, body, headers in requests:
         cases += 1
         try:
             status, got_headers, data = request(server.port, method, path, body, headers)
         except OSError as e:
-            tally.fail(f"edge {what}: {e}")
+            tally.fail(f"{what}: {e}")
             continue
         tally.status(status)
         if not 400 <= status < 500:
-            tally.fail(f"edge {what}: status {status}")
-        check_envelope(f"edge {what}", status, got_headers, data, tally)
+            tally.fail(f"{what}: status {status}")
+        check_envelope(what, status, got_headers, data, tally)
     raw = [
         ("headers over 64 KiB", f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {'a' * 100000}\r\n\r\n"),
         ("not HTTP", "HELLO THERE\r\n\r\n"),
