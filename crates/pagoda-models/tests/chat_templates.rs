@@ -1,5 +1,6 @@
-//! The real chat templates of SmolLM2, Llama 3.1, Qwen2 and
-//! DeepSeek-R1-Distill-Qwen (kept as test data in `tests/fixtures/templates`)
+//! The real chat templates of SmolLM2, Llama 3.1, Qwen2, Qwen3, Gemma 3,
+//! Mistral Nemo, Phi-3.5 and DeepSeek-R1-Distill-Qwen (kept as test data in
+//! `tests/fixtures/templates`)
 //! render exactly as Hugging Face transformers renders them
 //! (`scripts/make_fixtures.py --templates` wrote the expectations).
 
@@ -37,20 +38,21 @@ fn check_template(name: &str) {
             .expect("conversation");
         let options = RenderOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().expect("flag"),
+            extra: case["kwargs"].as_object().cloned().unwrap_or_default(),
             ..Default::default()
         };
         let got = template.render(conv["messages"].as_array().expect("messages"), &options);
+        let label = format!("{name} / {conv_name} / {}", case["kwargs"]);
         match (case.get("rendered"), got) {
-            (Some(want), Ok(got)) => {
-                assert_eq!(got, want.as_str().expect("text"), "{name} / {conv_name}")
-            }
+            (Some(want), Ok(got)) => assert_eq!(got, want.as_str().expect("text"), "{label}"),
             (None, Err(_)) => {}
-            (want, got) => panic!("{name} / {conv_name}: expected {want:?}, got {got:?}"),
+            (want, got) => panic!("{label}: expected {want:?}, got {got:?}"),
         }
         checked += 1;
     }
-    assert_eq!(
-        checked, 8,
+    let conversations = read_json("conversations.json");
+    assert!(
+        checked >= 2 * conversations.as_array().map_or(0, Vec::len),
         "{name}: every conversation with and without the generation prompt"
     );
 }
@@ -73,6 +75,33 @@ fn qwen2_template_renders_like_transformers() {
 #[test]
 fn deepseek_r1_distill_template_renders_like_transformers() {
     check_template("deepseek-r1-distill-qwen");
+}
+
+/// Qwen3's, with `enable_thinking` unset, false (the empty thinking block
+/// opened and closed in the prompt) and true.
+#[test]
+fn qwen3_template_renders_like_transformers() {
+    check_template("qwen3");
+}
+
+/// Gemma 3's (instruction-tuned): the system text joins the first user
+/// turn; it refuses tool messages and roles out of turn, as transformers'
+/// renderer does.
+#[test]
+fn gemma3_template_renders_like_transformers() {
+    check_template("gemma3");
+}
+
+/// Mistral Nemo's `[INST]` template: tools before the last user turn,
+/// `[TOOL_CALLS]` and `[TOOL_RESULTS]`, call ids of nine characters.
+#[test]
+fn mistral_template_renders_like_transformers() {
+    check_template("mistral-nemo");
+}
+
+#[test]
+fn phi35_template_renders_like_transformers() {
+    check_template("phi3.5");
 }
 
 /// The tiny R1-style fixture: DeepSeek-R1's real template (and the variant

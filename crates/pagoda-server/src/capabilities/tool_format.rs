@@ -12,6 +12,10 @@ pub enum ToolCallFormat {
     Llama3Json,
     /// DeepSeek R1's `<｜tool▁calls▁begin｜>` … markup.
     DeepSeek,
+    /// Mistral's `[TOOL_CALLS]` followed by a JSON array of call objects
+    /// (Mistral 7B v0.3, Nemo, Mixtral 8x22B); call ids are nine letters
+    /// and digits, as its templates require.
+    Mistral,
     /// Generic fallback: the whole output is a call object or an array of them.
     Json,
 }
@@ -22,6 +26,8 @@ impl ToolCallFormat {
         let t = template_source;
         if t.contains("<｜tool▁calls▁begin｜>") {
             Self::DeepSeek
+        } else if t.contains("[TOOL_CALLS]") {
+            Self::Mistral
         } else if t.contains("<tool_call>") {
             Self::Hermes
         } else if t.contains("<|python_tag|>")
@@ -39,7 +45,40 @@ impl ToolCallFormat {
             Self::Hermes => "hermes",
             Self::Llama3Json => "llama3_json",
             Self::DeepSeek => "deepseek",
+            Self::Mistral => "mistral",
             Self::Json => "json",
+        }
+    }
+
+    /// A fresh id for a call the model made: `call_` and 24 random letters
+    /// and digits, or nine letters and digits for Mistral, whose templates
+    /// refuse any other id when the call comes back in a later turn.
+    pub fn new_call_id(self) -> String {
+        use rand::distr::{Alphanumeric, SampleString};
+        let mut rng = rand::rng();
+        match self {
+            Self::Mistral => Alphanumeric.sample_string(&mut rng, MISTRAL_ID_LEN),
+            _ => format!("call_{}", Alphanumeric.sample_string(&mut rng, 24)),
+        }
+    }
+
+    /// The id a client sent back (in an assistant turn's `tool_calls` or a
+    /// tool result's `tool_call_id`) as this format's template takes it:
+    /// unchanged, except for Mistral, which needs nine letters and digits:
+    /// the id's last nine letters and digits (as vLLM truncates them),
+    /// left-padded with `0` when it has fewer. The same id always maps to
+    /// the same nine characters, so a call and its result still match.
+    pub fn template_call_id(self, id: &str) -> String {
+        match self {
+            Self::Mistral => {
+                let alnum: Vec<char> = id.chars().filter(char::is_ascii_alphanumeric).collect();
+                let tail = &alnum[alnum.len().saturating_sub(MISTRAL_ID_LEN)..];
+                let pad = MISTRAL_ID_LEN - tail.len();
+                std::iter::repeat_n('0', pad)
+                    .chain(tail.iter().copied())
+                    .collect()
+            }
+            _ => id.to_string(),
         }
     }
 
@@ -49,9 +88,12 @@ impl ToolCallFormat {
     /// string OpenAI sends (DeepSeek's template concatenates the string; the
     /// generic fallback keeps it).
     pub fn template_wants_argument_objects(self) -> bool {
-        matches!(self, Self::Hermes | Self::Llama3Json)
+        matches!(self, Self::Hermes | Self::Llama3Json | Self::Mistral)
     }
 }
+
+/// The length of a Mistral tool-call id.
+const MISTRAL_ID_LEN: usize = 9;
 
 /// `--tool-call-parser`: a format by name, or `auto` (the chat template's).
 /// Checked by the command line before the model loads.
@@ -68,6 +110,8 @@ pub enum ToolCallParserArg {
     /// DeepSeek R1's markup.
     #[value(alias = "deepseek_r1")]
     Deepseek,
+    /// Mistral's `[TOOL_CALLS]` JSON array.
+    Mistral,
     /// A bare JSON call object or an array of them.
     Json,
 }
@@ -82,6 +126,7 @@ impl ToolCallParserArg {
             Self::Hermes => ToolCallFormat::Hermes,
             Self::Llama3Json => ToolCallFormat::Llama3Json,
             Self::Deepseek => ToolCallFormat::DeepSeek,
+            Self::Mistral => ToolCallFormat::Mistral,
             Self::Json => ToolCallFormat::Json,
         }
     }
@@ -135,16 +180,42 @@ mod tests {
             ("llama3", ToolCallFormat::Llama3Json),
             ("deepseek", ToolCallFormat::DeepSeek),
             ("deepseek_r1", ToolCallFormat::DeepSeek),
+            ("mistral", ToolCallFormat::Mistral),
             ("json", ToolCallFormat::Json),
             ("auto", ToolCallFormat::Json),
         ] {
             assert_eq!(parse(name), Ok(format), "{name}");
             assert_eq!(parse(format.name()), Ok(format));
         }
-        assert!(parse("mistral").is_err());
+        assert!(parse("pythonic").is_err());
         assert!(ToolCallFormat::Hermes.template_wants_argument_objects());
         assert!(ToolCallFormat::Llama3Json.template_wants_argument_objects());
         assert!(!ToolCallFormat::DeepSeek.template_wants_argument_objects());
         assert!(!ToolCallFormat::Json.template_wants_argument_objects());
+    }
+
+    #[test]
+    fn mistral_call_ids_are_nine_letters_and_digits() {
+        let m = ToolCallFormat::Mistral;
+        let id = m.new_call_id();
+        assert_eq!(id.len(), 9);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(m.template_call_id(&id), id);
+        assert_eq!(m.template_call_id("call_1"), "0000call1");
+        assert_eq!(
+            m.template_call_id("call_abcdefghijklmnop12"),
+            "hijklmnop12"[2..].to_string()
+        );
+        assert_eq!(m.template_call_id(""), "000000000");
+        assert_eq!(ToolCallFormat::Hermes.template_call_id("call_1"), "call_1");
+        assert!(ToolCallFormat::Hermes.new_call_id().starts_with("call_"));
+        assert_eq!(
+            ToolCallFormat::detect(&template("mistral-nemo")),
+            ToolCallFormat::Mistral
+        );
+        assert_eq!(
+            ToolCallFormat::detect(&template("qwen3")),
+            ToolCallFormat::Hermes
+        );
     }
 }

@@ -101,7 +101,10 @@ pub fn forced_calls(format: ToolCallFormat, functions: &[&Function], parallel: b
             .join(" | ")
     };
     match format {
-        ToolCallFormat::Hermes | ToolCallFormat::Llama3Json | ToolCallFormat::Json => {
+        ToolCallFormat::Hermes
+        | ToolCallFormat::Llama3Json
+        | ToolCallFormat::Json
+        | ToolCallFormat::Mistral => {
             let key = if format == ToolCallFormat::Llama3Json {
                 "parameters"
             } else {
@@ -121,6 +124,11 @@ pub fn forced_calls(format: ToolCallFormat, functions: &[&Function], parallel: b
                     repeat("call", "\n")
                 }
                 ToolCallFormat::Llama3Json => repeat("body", "; "),
+                // Always an array, as Mistral models write their calls (the
+                // `[TOOL_CALLS]` control token before it is not forced: a
+                // grammar cannot spell a control token, and the parser
+                // reads the array without it).
+                ToolCallFormat::Mistral => format!("\"[\" {} \"]\"", repeat("body", ", ")),
                 _ if parallel => format!("\"[\" {} \"]\"", repeat("body", ", ")),
                 _ => "body".into(),
             };
@@ -198,6 +206,7 @@ mod tests {
             ToolCallFormat::Hermes,
             ToolCallFormat::Llama3Json,
             ToolCallFormat::DeepSeek,
+            ToolCallFormat::Mistral,
             ToolCallFormat::Json,
         ] {
             let one = forced_calls(format, &[&a, &b], false);

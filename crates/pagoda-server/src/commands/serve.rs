@@ -101,7 +101,7 @@ fn load(
     let template = loaded
         .chat_template
         .as_ref()
-        .map(|t| TemplateSupport::of(t.source()))
+        .map(TemplateSupport::of)
         .unwrap_or_default();
     Ok(AppState {
         engine,

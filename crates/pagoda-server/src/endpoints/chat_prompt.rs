@@ -27,11 +27,14 @@ pub fn chat_prompt(
     format: ToolCallFormat,
     support: TemplateSupport,
 ) -> ChatPrompt {
-    let mut messages: Vec<serde_json::Value> = req
-        .messages
-        .iter()
-        .map(|m| message(m, format, support.calls))
-        .collect();
+    let mut messages: Vec<serde_json::Value> = if support.results {
+        req.messages
+            .iter()
+            .map(|m| message(m, format, support.calls))
+            .collect()
+    } else {
+        results_as_user_turns(req, format, support.calls)
+    };
     let offered = req.tools.calls_possible();
     let definitions = || {
         serde_json::Value::Array(
@@ -72,6 +75,9 @@ fn instructions(format: ToolCallFormat, functions: &serde_json::Value, forced: b
         ToolCallFormat::DeepSeek => {
             "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜><function name>\n```json\n{<arguments>}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
         }
+        ToolCallFormat::Mistral => {
+            "[TOOL_CALLS][{\"name\": \"<function name>\", \"arguments\": {<arguments>}}]"
+        }
         ToolCallFormat::Json => "{\"name\": \"<function name>\", \"arguments\": {<arguments>}}",
     };
     let when = if forced {
@@ -82,15 +88,56 @@ fn instructions(format: ToolCallFormat, functions: &serde_json::Value, forced: b
     format!("You can call these functions:\n{functions}\n\n{when} A call is written as:\n{example}")
 }
 
+/// The messages for a template that renders no `tool` messages (Gemma's,
+/// Phi-3's): each run of tool results becomes one user turn, a result per
+/// paragraph named by the function it answers, so the roles still
+/// alternate and nothing the client sent is dropped.
+fn results_as_user_turns(
+    req: &ValidChat,
+    format: ToolCallFormat,
+    native: bool,
+) -> Vec<serde_json::Value> {
+    let function_of = |id: &str| {
+        req.messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| c.id == id)
+            .map_or_else(|| "a function".to_string(), |c| format!("`{}`", c.name))
+    };
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let mut results: Vec<String> = Vec::new();
+    let flush = |results: &mut Vec<String>, out: &mut Vec<serde_json::Value>| {
+        if !results.is_empty() {
+            let content = results.join("\n\n");
+            out.push(serde_json::json!({"role": "user", "content": content}));
+            results.clear();
+        }
+    };
+    for m in &req.messages {
+        if m.role == pagoda_api::Role::Tool {
+            let id = m.tool_call_id.as_deref().unwrap_or_default();
+            results.push(format!("Result of {}:\n{}", function_of(id), m.content));
+        } else {
+            flush(&mut results, &mut out);
+            out.push(message(m, format, native));
+        }
+    }
+    flush(&mut results, &mut out);
+    out
+}
+
 /// One message as the template sees it; `native`: the template renders
 /// `tool_calls`.
 fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json::Value {
     let calls = &m.tool_calls;
-    // An assistant turn that only calls has null content (templates such
-    // as DeepSeek's render the calls only then).
+    // An assistant turn that only calls has null content for DeepSeek's
+    // template (it renders the calls only then) and empty content for the
+    // others (Qwen3's fails on null: it looks for `</think>` in it).
     let content: serde_json::Value = match (calls.is_empty(), native) {
         (false, false) => written_calls(calls, format, &m.content).into(),
-        (false, true) if m.content.is_empty() => serde_json::Value::Null,
+        (false, true) if m.content.is_empty() && format == ToolCallFormat::DeepSeek => {
+            serde_json::Value::Null
+        }
         _ => m.content.clone().into(),
     };
     let mut v = serde_json::json!({"role": m.role.template_name(), "content": content});
@@ -101,7 +148,7 @@ fn message(m: &ValidMessage, format: ToolCallFormat, native: bool) -> serde_json
         v["tool_calls"] = template_calls(calls, format);
     }
     if let Some(id) = &m.tool_call_id {
-        v["tool_call_id"] = id.clone().into();
+        v["tool_call_id"] = format.template_call_id(id).into();
     }
     if let Some(r) = &m.reasoning_content {
         v["reasoning_content"] = r.clone().into();
@@ -122,7 +169,7 @@ fn template_calls(calls: &[PastCall], format: ToolCallFormat) -> serde_json::Val
                 c.arguments.clone().into()
             };
             serde_json::json!({
-                "id": c.id,
+                "id": format.template_call_id(&c.id),
                 "type": "function",
                 "function": {"name": c.name, "arguments": arguments},
             })
@@ -162,6 +209,10 @@ fn written_calls(calls: &[PastCall], format: ToolCallFormat, content: &str) -> S
                 body.join("\n")
             )
         }
+        ToolCallFormat::Mistral => {
+            let list: Vec<String> = parsed.iter().map(|c| object("arguments", c)).collect();
+            format!("[TOOL_CALLS][{}]", list.join(", "))
+        }
         ToolCallFormat::Json if parsed.len() == 1 => object("arguments", &parsed[0]),
         ToolCallFormat::Json => {
             let list: Vec<String> = parsed.iter().map(|c| object("arguments", c)).collect();
@@ -182,10 +233,12 @@ mod tests {
     const NATIVE: TemplateSupport = TemplateSupport {
         tools: true,
         calls: true,
+        results: true,
     };
     const PLAIN: TemplateSupport = TemplateSupport {
         tools: false,
         calls: false,
+        results: true,
     };
 
     fn chat(json: serde_json::Value) -> ValidChat {
@@ -215,15 +268,16 @@ mod tests {
             Some(1)
         );
         let turn = &p.messages[1];
-        assert!(turn["content"].is_null());
+        assert_eq!(turn["content"], "");
         // Hermes templates apply `tojson` to the arguments: an object.
         assert_eq!(
             turn["tool_calls"][0]["function"]["arguments"]["city"],
             "Paris"
         );
         assert_eq!(p.messages[2]["tool_call_id"], "call_1");
-        // DeepSeek's concatenates the string.
+        // DeepSeek's concatenates the string, and needs null content.
         let p = chat_prompt(&chat(history()), ToolCallFormat::DeepSeek, NATIVE);
+        assert!(p.messages[1]["content"].is_null());
         assert_eq!(
             p.messages[1]["tool_calls"][0]["function"]["arguments"],
             "{\"city\": \"Paris\"}"
@@ -251,7 +305,57 @@ mod tests {
         assert_eq!(p.messages[0]["role"], "user");
     }
 
-    /// The real Llama 3.1 and DeepSeek-R1 templates render OpenAI requests
+    /// Gemma 3's and Phi-3.5's templates render no tool messages: the
+    /// results come in as one user turn, named by the function they
+    /// answer, the calls as the model was told to write them, and the
+    /// roles still alternate (Gemma's template would refuse otherwise).
+    #[test]
+    fn results_reach_templates_without_a_tool_role_as_user_turns() {
+        use crate::test_support::template_fixture as fixture;
+        use pagoda_models::{ChatTemplate, RenderOptions};
+        let mut req = history();
+        let calls = &mut req["messages"][1]["tool_calls"];
+        calls
+            .as_array_mut()
+            .expect("calls")
+            .push(serde_json::json!({"id": "call_2", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}));
+        req["messages"]
+            .as_array_mut()
+            .expect("messages")
+            .push(serde_json::json!({"role": "tool", "tool_call_id": "call_2", "content": "24 C"}));
+        for name in ["gemma3", "phi3.5"] {
+            let template = ChatTemplate::new(&fixture(&format!("{name}.jinja")), "<bos>", "<eos>")
+                .expect("template");
+            let support = TemplateSupport::of(&template);
+            assert!(!support.results, "{name}");
+            let p = chat_prompt(&chat(req.clone()), ToolCallFormat::Json, support);
+            let roles: Vec<&str> = p
+                .messages
+                .iter()
+                .filter_map(|m| m["role"].as_str())
+                .collect();
+            assert_eq!(roles, ["system", "user", "assistant", "user"], "{name}");
+            assert_eq!(
+                p.messages[3]["content"],
+                "Result of `get_weather`:\n18 C\n\nResult of `get_weather`:\n24 C"
+            );
+            let text = template
+                .render(
+                    &p.messages,
+                    &RenderOptions {
+                        add_generation_prompt: true,
+                        ..Default::default()
+                    },
+                )
+                .expect("renders");
+            for needle in ["18 C", "24 C", "\"city\":\"Rome\"", "get_weather"] {
+                assert!(text.contains(needle), "{name}: {needle} in {text}");
+            }
+        }
+    }
+
+    /// The real Llama 3.1, DeepSeek-R1, Qwen3 and Mistral Nemo templates render OpenAI requests
     /// carrying calls, results and offered tools exactly as transformers
     /// renders the same conversation (`scripts/make_fixtures.py
     /// --templates` wrote the expectations); R1's template has no `tools`,
@@ -284,7 +388,7 @@ mod tests {
                 .expect("request");
             let req = chat(request["request"].clone());
             let format = ToolCallFormat::detect(&source);
-            let support = TemplateSupport::of(&source);
+            let support = TemplateSupport::of(&template);
             let prompt = chat_prompt(&req, format, support);
             let got = template.render(
                 &prompt.messages,
@@ -307,6 +411,6 @@ mod tests {
             }
             checked += 1;
         }
-        assert_eq!(checked, 8);
+        assert_eq!(checked, 16);
     }
 }

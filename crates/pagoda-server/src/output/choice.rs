@@ -8,6 +8,7 @@ use pagoda_engine::sampler::TokenLogprobs;
 use pagoda_engine::EngineEvent;
 use pagoda_models::{IncrementalDecoder, Tokenizer};
 
+use crate::capabilities::tool_format::ToolCallFormat;
 use crate::http::errors::engine_failure;
 use crate::http::state::AppState;
 use crate::output::label::Endpoint;
@@ -52,12 +53,6 @@ pub struct CallPiece {
     pub head: Option<(String, String)>,
     /// A fragment of the arguments.
     pub arguments: String,
-}
-
-/// A fresh tool-call id: `call_` and 24 random letters and digits.
-fn call_id() -> String {
-    use rand::distr::{Alphanumeric, SampleString};
-    format!("call_{}", Alphanumeric.sample_string(&mut rand::rng(), 24))
 }
 
 /// One choice's detokenizer, reasoning splitter, stop matcher and tool-call
@@ -133,7 +128,7 @@ impl ChoiceOutput {
                     events.extend(parser.finish());
                 }
                 text.clear();
-                split_calls(events, &mut text)
+                split_calls(events, parser.format(), &mut text)
             }
             None => Vec::new(),
         };
@@ -182,15 +177,19 @@ impl ChoiceOutput {
 }
 
 /// Sorts a tool parser's events into answer text (appended to `text`) and
-/// call pieces, giving each new call its id.
-fn split_calls(events: Vec<ToolEvent>, text: &mut String) -> Vec<CallPiece> {
+/// call pieces, giving each new call an id of `format`'s kind.
+fn split_calls(
+    events: Vec<ToolEvent>,
+    format: ToolCallFormat,
+    text: &mut String,
+) -> Vec<CallPiece> {
     let mut calls = Vec::new();
     for event in events {
         match event {
             ToolEvent::Content(t) => text.push_str(&t),
             ToolEvent::CallBegin { index, name } => calls.push(CallPiece {
                 index,
-                head: Some((call_id(), name)),
+                head: Some((format.new_call_id(), name)),
                 arguments: String::new(),
             }),
             // Heads go alone (`arguments: ""`), as OpenAI streams them.

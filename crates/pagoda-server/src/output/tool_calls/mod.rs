@@ -20,14 +20,16 @@
 //! This module is the streaming state machine, common to every format;
 //! [`json_scan`] scans the JSON of a call object, and each format's markup is
 //! in its own file: [`hermes`] (`<tool_call>` tags), [`llama3_json`] (Llama
-//! 3.x JSON calls), [`deepseek`] (DeepSeek's markup) and [`json`] (plain JSON,
-//! a call or an array of calls).
+//! 3.x JSON calls), [`deepseek`] (DeepSeek's markup), [`mistral`]
+//! (`[TOOL_CALLS]` and an array) and [`json`] (plain JSON, a call or an
+//! array of calls).
 
 mod deepseek;
 mod hermes;
 mod json;
 mod json_scan;
 mod llama3_json;
+mod mistral;
 
 use std::ops::Range;
 
@@ -38,6 +40,7 @@ use hermes::{scan_hermes, HERMES_OPEN};
 use json::scan_json;
 use json_scan::{skip_ws, Found, Resume, Stop};
 use llama3_json::scan_llama3;
+use mistral::{opens_array, scan_mistral};
 
 /// One thing the parser recognised in the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +135,7 @@ impl ToolCallParser {
             trusted,
             state: match format {
                 ToolCallFormat::Hermes | ToolCallFormat::DeepSeek => State::Text,
-                ToolCallFormat::Llama3Json | ToolCallFormat::Json => State::Call { first: true },
+                _ => State::Call { first: true },
             },
             buf: String::new(),
             calls: 0,
@@ -183,6 +186,11 @@ impl ToolCallParser {
         self.bounded(out)
     }
 
+    /// The markup this parser reads.
+    pub fn format(&self) -> ToolCallFormat {
+        self.format
+    }
+
     /// Calls released so far.
     pub fn num_calls(&self) -> usize {
         self.calls
@@ -190,7 +198,12 @@ impl ToolCallParser {
 
     /// Whether calls are held until the whole output is known to be calls.
     fn defers(&self) -> bool {
-        self.format == ToolCallFormat::Json && !self.trusted
+        self.array_format() && !self.trusted
+    }
+
+    /// Whether the calls may be a JSON array (the whole answer).
+    fn array_format(&self) -> bool {
+        matches!(self.format, ToolCallFormat::Json | ToolCallFormat::Mistral)
     }
 
     /// The markers that open a call in answer text.
@@ -198,7 +211,7 @@ impl ToolCallParser {
         match self.format {
             ToolCallFormat::Hermes => &[HERMES_OPEN],
             ToolCallFormat::DeepSeek => &[DS_CALLS_BEGIN, DS_CALL_BEGIN],
-            ToolCallFormat::Llama3Json | ToolCallFormat::Json => &[],
+            _ => &[],
         }
     }
 
@@ -255,6 +268,7 @@ impl ToolCallParser {
             ToolCallFormat::Llama3Json => scan_llama3(s, first, names, &mut found),
             ToolCallFormat::DeepSeek => scan_deepseek(s, names, &mut found),
             ToolCallFormat::Json => scan_json(s, first, names, &mut found),
+            ToolCallFormat::Mistral => scan_mistral(s, first, names, &mut found),
         };
         let resume = found.resume.take();
         match (scanned, found.name, found.args) {
@@ -285,8 +299,8 @@ impl ToolCallParser {
                 if self.defers() {
                     self.deferred_text.push_str(&self.buf[..len]);
                 }
-                if first && self.format == ToolCallFormat::Json {
-                    self.in_array = self.buf.trim_start().starts_with('[');
+                if first && self.array_format() {
+                    self.in_array = opens_array(&self.buf);
                 }
                 self.list_open = true;
                 self.buf.drain(..len);
@@ -318,7 +332,7 @@ impl ToolCallParser {
                         self.buf.drain(..streaming.consumed);
                         self.state = match self.format {
                             ToolCallFormat::Hermes | ToolCallFormat::DeepSeek => State::Text,
-                            ToolCallFormat::Llama3Json | ToolCallFormat::Json => State::Rest,
+                            _ => State::Rest,
                         };
                     }
                     None => self.not_a_call(out),
@@ -378,7 +392,7 @@ impl ToolCallParser {
                 self.list_open = false;
                 self.state = State::Text;
             }
-            ToolCallFormat::Llama3Json | ToolCallFormat::Json => self.state = State::Rest,
+            _ => self.state = State::Rest,
         }
     }
 
@@ -388,7 +402,7 @@ impl ToolCallParser {
         let rest = &self.buf[i..];
         if rest.is_empty() {
             if end {
-                if self.format == ToolCallFormat::Json && self.in_array {
+                if self.array_format() && self.in_array {
                     // An array never closed: not calls.
                     self.state = State::Rest;
                     return true;
@@ -443,7 +457,7 @@ impl ToolCallParser {
                     _ => self.state = State::Rest,
                 }
             }
-            ToolCallFormat::Json => {
+            ToolCallFormat::Json | ToolCallFormat::Mistral => {
                 if !self.in_array {
                     // Only whitespace may follow the call.
                     self.state = State::Rest;
@@ -609,6 +623,7 @@ mod tests {
     pub(super) const L: ToolCallFormat = ToolCallFormat::Llama3Json;
     pub(super) const D: ToolCallFormat = ToolCallFormat::DeepSeek;
     pub(super) const J: ToolCallFormat = ToolCallFormat::Json;
+    pub(super) const M: ToolCallFormat = ToolCallFormat::Mistral;
 
     pub(super) const TRICKY: &str = r#"{"s": "{\"}", "t": "a\\", "u": "Zürich ｜▁ 東京 😀 }]"}"#;
 
