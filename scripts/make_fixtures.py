@@ -9,7 +9,7 @@ Run by hand, in a virtual environment outside the repository:
     /tmp/ref/bin/python scripts/make_fixtures.py --threads 1 --only tiny-deepseek-v2,tiny-deepseek-v3,tiny-r1-qwen2
     /tmp/ref/bin/python scripts/make_fixtures.py --smollm2 models/SmolLM2-135M-Instruct.Q4_1.gguf
     /tmp/ref/bin/python scripts/make_fixtures.py --spm-tokenizer models/gemma-3-270m.Q4_K_M.gguf
-    /tmp/ref/bin/python scripts/make_fixtures.py --gemma3 models/gemma-3-270m.Q4_K_M.gguf
+    /tmp/ref/bin/python scripts/make_fixtures.py --real models/gemma-3-270m.Q4_K_M.gguf  (also the Qwen2.5-Coder GGUFs)
     /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-deepseek-v2 --llama-cpp DIR
     /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-deepseek-v3 --llama-cpp DIR
     /tmp/ref/bin/python scripts/make_fixtures.py --gguf tiny-qwen3 --llama-cpp DIR
@@ -63,7 +63,7 @@ tests/fixtures/tiny-deepseek-v2.gguf, tiny-deepseek-v3.gguf, tiny-qwen3.gguf   c
                                               convert_hf_to_gguf.py (f32; see make_gguf in
                                               scripts/fixtures/gguf_files.py)
 tests/fixtures/gemma3_270m_reference.json     greedy continuations of the real Gemma 3 270M by
-                                              transformers loading the same GGUF (--gemma3)
+                                              transformers loading the same GGUF (--real)
 tests/fixtures/gemma3_tokenizer_reference.json  llama.cpp's tokenization of a varied corpus with
                                               Gemma 3 270M's SentencePiece vocabulary (--spm-tokenizer)
 tests/fixtures/smollm2_reference.json         greedy continuations of the real default model
@@ -93,8 +93,8 @@ def main():
     ap.add_argument("--smollm2", metavar="GGUF", help="write the reference of the real default model")
     ap.add_argument("--templates", action="store_true", help="render the real chat templates")
     ap.add_argument("--r1-part", metavar="GGUF", help="write llama.cpp's tokenization with the R1 tokenizer")
-    ap.add_argument("--gemma3", metavar="GGUF", help="write transformers' greedy continuations of the "
-                    "real Gemma 3 270M to gemma3_270m_reference.json")
+    ap.add_argument("--real", metavar="GGUF", help="write transformers' greedy continuations of a real "
+                    "model (Gemma 3 270M, Qwen2.5-Coder 0.5B/1.5B) to its *_reference.json")
     ap.add_argument("--spm-tokenizer", metavar="GGUF", help="write llama.cpp's tokenization with a "
                     "SentencePiece GGUF vocabulary (Gemma 3 270M) to gemma3_tokenizer_reference.json")
     ap.add_argument("--only", metavar="NAME[,NAME]",
@@ -121,9 +121,9 @@ def main():
     if args.smollm2:
         from fixtures.smollm2 import make_smollm2
         make_smollm2(args.smollm2)
-    elif args.gemma3:
-        from fixtures.gemma3_real import make_gemma3_reference
-        make_gemma3_reference(args.gemma3)
+    elif args.real:
+        from fixtures.real_gguf import make_real_reference
+        make_real_reference(args.real)
     elif args.spm_tokenizer:
         from fixtures.spm_tokenizer import make_spm_tokenizer_reference
         make_spm_tokenizer_reference(args.spm_tokenizer)

@@ -2,7 +2,8 @@
 # pagoda's whole test suite, as CI runs it (.ci/run calls this script).
 #
 # Fetches what the tests need (the default model; the header of the real
-# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests; Debian's chromium and
+# DeepSeek-R1-Distill-Qwen GGUF for tokenizer tests; the real Gemma 3 270M
+# and Qwen2.5-Coder-0.5B-Instruct for greedy parity and real tool calling; Debian's chromium and
 # chromedriver for the playground test; the pinned Python clients in .venv),
 # checks formatting and lints, builds the workspace (the
 # `pagoda` binary that the end-to-end tests run), runs every Rust test, then
@@ -20,6 +21,7 @@ step "fetching test models"
 scripts/fetch-model.sh
 scripts/fetch-model.sh r1-part
 scripts/fetch-model.sh gemma3-270m
+scripts/fetch-model.sh qwen2.5-coder-0.5b
 
 step "headless browser for the playground test (Debian chromium, chromedriver)"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

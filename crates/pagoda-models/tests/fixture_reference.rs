@@ -247,6 +247,42 @@ fn tiny_mixtral_matches_transformers() {
     check_fixture("tiny-mixtral");
 }
 
+/// Phi-3 converted by llama.cpp's converter (arch `phi3`: fused
+/// `attn_qkv`, gate and up fused in `ffn_up`, LongRoPE's factor sets as
+/// `rope_factors_short`/`_long` tensors, partial rotation from
+/// `rope.dimension_count`): transformers' logits.
+#[test]
+fn tiny_phi3_gguf_matches_transformers() {
+    check_model(&fixtures().join("tiny-phi3.gguf"), "tiny-phi3");
+}
+
+/// Mixtral converted by llama.cpp's converter (arch `llama` with
+/// `llama.expert_count`: 3-D `ffn_{gate,up,down}_exps`, the router as
+/// `ffn_gate_inp`, q/k rows permuted for llama.cpp's rotation):
+/// transformers' logits.
+#[test]
+fn tiny_mixtral_gguf_matches_transformers() {
+    check_model(&fixtures().join("tiny-mixtral.gguf"), "tiny-mixtral");
+}
+
+/// Qwen3-MoE with experts in every layer, as the released models (and
+/// llama.cpp's `qwen3moe`, which has no dense layers) have them.
+#[test]
+fn tiny_qwen3_moe_sparse_matches_transformers() {
+    check_fixture("tiny-qwen3-moe-sparse");
+}
+
+/// The same converted by llama.cpp's converter (arch `qwen3moe`,
+/// `expert_feed_forward_length`, 3-D expert tensors, q/k norms):
+/// transformers' logits.
+#[test]
+fn tiny_qwen3_moe_gguf_matches_transformers() {
+    check_model(
+        &fixtures().join("tiny-qwen3-moe-sparse.gguf"),
+        "tiny-qwen3-moe-sparse",
+    );
+}
+
 /// Gemma 3: five sliding layers (window 4, local rope base) then a global
 /// one (linear rope scaling), sandwich norms stored as `w` of `1 + w`, q/k
 /// norms, GeGLU, `query_pre_attn_scalar`, scaled and tied embeddings.

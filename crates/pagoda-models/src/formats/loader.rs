@@ -184,6 +184,11 @@ pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
     let chat_template = template(chat_template, &tokenizer)?;
     let activations = options.activations.resolve(file.parameter_count());
     let model: Arc<dyn CausalLm> = match config {
+        CheckpointConfig::Llama(c) if c.experts.is_some() => {
+            let gguf = crate::formats::gguf::experts::MoeGguf::new(&file);
+            let source = with_dtype(&gguf, options.dtype);
+            Arc::new(Llama::load_with(*c, source.as_ref(), activations)?)
+        }
         CheckpointConfig::Llama(c) => {
             let source = with_dtype(&file, options.dtype);
             Arc::new(Llama::load_with(*c, source.as_ref(), activations)?)

@@ -23,23 +23,18 @@
 //! tensor per projection and served per expert. F32/F16/BF16 matrices are
 //! widened to dense f32, so they run on pagoda's batch-invariant dense kernel.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::families::config::HfRopeScaling;
 use crate::families::deepseek::config::{DeepseekConfig, DeepseekHfConfig};
+use crate::formats::gguf::experts::{expert_name, ExpertTensors};
 use crate::formats::gguf::file::{gguf_name, GgufFile};
 use crate::formats::tensor_source::TensorSource;
 use crate::formats::weight::Weight;
-use crate::kernels::block_format::BlockFormat;
-use crate::kernels::f32::QuantMatrix;
-use crate::kernels::plane::{PlaneFormat, PlaneMatrix};
 
 /// The `general.architecture` of DeepSeek-V2/V3 GGUF files.
 pub const ARCHITECTURE: &str = "deepseek2";
@@ -187,28 +182,8 @@ pub struct DeepseekGguf<'a> {
     qk_nope_head_dim: usize,
     v_head_dim: usize,
     kv_lora_rank: usize,
-    /// The per-expert slices of 3-D expert tensors read but not all taken
-    /// yet, by GGUF name; an entry goes once its last expert is taken, so at
-    /// most a layer's expert tensors are held twice (as read and as loaded).
-    experts: Mutex<ExpertCache>,
-}
-
-/// The expert tensors being handed out.
-#[derive(Default)]
-struct ExpertCache {
-    /// Those read whose experts are not all taken yet.
-    open: HashMap<String, ExpertSplit>,
-    /// Those whose experts have all been taken (a request for one again
-    /// reads the file again and caches nothing).
-    done: HashSet<String>,
-}
-
-/// The experts of one 3-D tensor not yet handed out.
-struct ExpertSplit {
-    /// `None` once taken.
-    experts: Vec<Option<Weight>>,
-    /// How many are still `Some`.
-    left: usize,
+    /// The routed experts, split out of their 3-D tensors.
+    experts: ExpertTensors<'a>,
 }
 
 impl std::fmt::Debug for DeepseekGguf<'_> {
@@ -241,18 +216,8 @@ fn map_name(hf_name: &str) -> Option<Mapped> {
     if rest == "self_attn.kv_b_proj.weight" {
         return Some(Mapped::KvB(layer.parse().ok()?));
     }
-    if let Some(expert) = rest.strip_prefix("mlp.experts.") {
-        let (index, proj) = expert.split_once('.')?;
-        let gguf = match proj {
-            "gate_proj.weight" => "ffn_gate_exps",
-            "up_proj.weight" => "ffn_up_exps",
-            "down_proj.weight" => "ffn_down_exps",
-            _ => return None,
-        };
-        return Some(Mapped::Expert(
-            format!("blk.{layer}.{gguf}.weight"),
-            index.parse().ok()?,
-        ));
+    if let Some((name, expert)) = expert_name(layer, rest) {
+        return Some(Mapped::Expert(name, expert));
     }
     let (module, kind) = rest.rsplit_once('.')?;
     let gguf = match module {
@@ -290,134 +255,8 @@ impl<'a> DeepseekGguf<'a> {
             qk_nope_head_dim: a.qk_nope_head_dim,
             v_head_dim: a.v_head_dim,
             kv_lora_rank: a.kv_lora_rank,
-            experts: Mutex::new(ExpertCache::default()),
+            experts: ExpertTensors::new(file),
         }
-    }
-
-    fn tensor_error(&self, name: &str, reason: impl Into<String>) -> ModelError {
-        ModelError::Tensor {
-            path: self.file.path().to_path_buf(),
-            name: name.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Expert `expert` of the `[experts, rows, cols]` tensor `name`. The
-    /// tensor is read and split on the first request; the other experts wait
-    /// in the cache until they are asked for (a model asks for each once).
-    fn expert(&self, name: &str, expert: usize) -> Result<Option<Weight>> {
-        let mut cache = self
-            .experts
-            .lock()
-            .map_err(|_| self.tensor_error(name, "the expert cache was poisoned"))?;
-        if let Some(split) = cache.open.get_mut(name) {
-            if let Some(w) = split.experts.get_mut(expert).and_then(Option::take) {
-                split.left -= 1;
-                if split.left == 0 {
-                    cache.open.remove(name);
-                    cache.done.insert(name.to_string());
-                }
-                return Ok(Some(w));
-            }
-        }
-        let Some(w) = self.file.tensor(name)? else {
-            return Ok(None);
-        };
-        let mut experts: Vec<Option<Weight>> = self
-            .split_experts(name, w)
-            .map_err(|e| e.for_tensor(self.file.path(), name))?
-            .into_iter()
-            .map(Some)
-            .collect();
-        if expert >= experts.len() {
-            return Err(
-                self.tensor_error(name, format!("no expert {expert} among {}", experts.len()))
-            );
-        }
-        let taken = experts[expert].take();
-        // A repeated request is served from a fresh read and leaves the
-        // cache as it is.
-        let first_read = !cache.open.contains_key(name) && !cache.done.contains(name);
-        if first_read {
-            let left = experts.len() - 1;
-            if left == 0 {
-                cache.done.insert(name.to_string());
-            } else {
-                cache
-                    .open
-                    .insert(name.to_string(), ExpertSplit { experts, left });
-            }
-        }
-        Ok(taken)
-    }
-
-    fn split_experts(&self, name: &str, w: Weight) -> Result<Vec<Weight>> {
-        let Weight::Quantized(q) = w else {
-            return Err(self.tensor_error(name, "expected a 3-D expert tensor"));
-        };
-        let &[n, rows, cols] = q.shape().dims() else {
-            return Err(self.tensor_error(
-                name,
-                format!(
-                    "shape {:?}, expected [experts, rows, cols]",
-                    q.shape().dims()
-                ),
-            ));
-        };
-        let dtype = q.dtype();
-        if matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
-            let t = q.dequantize(&Device::Cpu)?;
-            return (0..n)
-                .map(|e| Ok(Weight::Dense(t.get(e)?.contiguous()?)))
-                .collect();
-        }
-        if n == 0 || rows == 0 || cols == 0 {
-            return Err(self.tensor_error(
-                name,
-                format!("empty expert tensor of shape [{n}, {rows}, {cols}]"),
-            ));
-        }
-        let block = dtype.block_size();
-        if !cols.is_multiple_of(block) {
-            return Err(self.tensor_error(
-                name,
-                format!("rows of {cols} values are not whole {dtype:?} blocks of {block}"),
-            ));
-        }
-        let bytes = q.data()?;
-        let per_expert = (cols / block)
-            .checked_mul(dtype.type_size())
-            .and_then(|row| row.checked_mul(rows))
-            .filter(|&b| b > 0 && n.checked_mul(b) == Some(bytes.len()))
-            .ok_or_else(|| {
-                self.tensor_error(
-                    name,
-                    format!(
-                        "{} bytes do not hold {n} experts of [{rows}, {cols}] {dtype:?}",
-                        bytes.len()
-                    ),
-                )
-            })?;
-        bytes
-            .chunks_exact(per_expert)
-            .map(|chunk| {
-                if let Some(format) = BlockFormat::from_ggml(dtype) {
-                    let m = QuantMatrix::new(format, rows, cols, chunk.to_vec())
-                        .map_err(|e| self.tensor_error(name, e.to_string()))?;
-                    return Ok(Weight::Blocks(Arc::new(m)));
-                }
-                if let Some(format) = PlaneFormat::from_ggml(dtype) {
-                    let m = PlaneMatrix::from_gguf(format, rows, cols, chunk)
-                        .map_err(|e| self.tensor_error(name, e.to_string()))?;
-                    return Ok(Weight::Planes(Arc::new(m)));
-                }
-                let storage = QStorage::from_data(Cow::Borrowed(chunk), &Device::Cpu, dtype)?;
-                Ok(Weight::Quantized(Arc::new(QTensor::new(
-                    storage,
-                    (rows, cols),
-                )?)))
-            })
-            .collect()
     }
 
     /// `kv_b_proj` (`[heads · (qk_nope + v), kv_lora_rank]`) of `layer`:
@@ -470,7 +309,7 @@ impl TensorSource for DeepseekGguf<'_> {
     fn get(&self, name: &str) -> Result<Option<Weight>> {
         match map_name(name) {
             Some(Mapped::Tensor(g)) => self.file.tensor(&g)?.map(widen).transpose(),
-            Some(Mapped::Expert(g, e)) => self.expert(&g, e),
+            Some(Mapped::Expert(g, e)) => self.experts.expert(&g, e),
             Some(Mapped::KvB(layer)) => self.kv_b(layer),
             None => Ok(None),
         }
@@ -487,74 +326,6 @@ mod tests {
             Some(Mapped::Expert(g, e)) => format!("{g}[{e}]"),
             Some(Mapped::KvB(l)) => format!("kv_b({l})"),
             None => "-".into(),
-        }
-    }
-
-    fn fixture() -> GgufFile {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/tiny-deepseek-v2.gguf");
-        GgufFile::open(&path).expect("fixture")
-    }
-
-    #[test]
-    fn an_expert_tensor_is_dropped_once_its_last_expert_is_taken() {
-        let file = fixture();
-        let config = deepseek_config_from_gguf(&file).expect("config");
-        let src = DeepseekGguf::new(&file, &config);
-        let name = |e: usize| format!("model.layers.1.mlp.experts.{e}.gate_proj.weight");
-        let gguf = "blk.1.ffn_gate_exps.weight";
-        let state = |src: &DeepseekGguf<'_>| {
-            let cache = src.experts.lock().expect("cache");
-            (cache.open.contains_key(gguf), cache.done.contains(gguf))
-        };
-        let first = src.get(&name(0)).expect("read").expect("expert 0");
-        assert_eq!(state(&src), (true, false));
-        for e in 1..7 {
-            assert!(src.get(&name(e)).expect("read").is_some());
-            assert_eq!(state(&src), (true, false), "expert {e}");
-        }
-        assert!(src.get(&name(7)).expect("read").is_some());
-        assert_eq!(state(&src), (false, true));
-        // Asked for again, an expert comes from the file; nothing is kept.
-        let again = src.get(&name(0)).expect("read").expect("expert 0 again");
-        assert_eq!(
-            first.to_f32_vec().expect("f32"),
-            again.to_f32_vec().expect("f32")
-        );
-        assert_eq!(state(&src), (false, true));
-        let err = src.expert(gguf, 8).map(|w| w.is_some()).unwrap_err();
-        assert!(err.to_string().contains("no expert 8 among 8"), "{err}");
-    }
-
-    #[test]
-    fn malformed_expert_tensors_are_errors_not_panics() {
-        let file = fixture();
-        let config = deepseek_config_from_gguf(&file).expect("config");
-        let src = DeepseekGguf::new(&file, &config);
-        // Q8_0 blocks (34 bytes each), from an aligned buffer.
-        let zeros =
-            Tensor::zeros((3, 2, 32), candle_core::DType::F32, &Device::Cpu).expect("zeros");
-        let blocks = QTensor::quantize(&zeros, GgmlDType::Q8_0).expect("quantize");
-        let bytes = blocks.data().expect("bytes");
-        let q8 = |len: usize, dims: (usize, usize, usize)| {
-            let storage =
-                QStorage::from_data(Cow::Borrowed(&bytes[..len]), &Device::Cpu, GgmlDType::Q8_0)
-                    .expect("storage");
-            Weight::Quantized(Arc::new(QTensor::new(storage, dims).expect("tensor")))
-        };
-        for (w, named) in [
-            (q8(0, (2, 0, 32)), "empty expert tensor"),
-            (q8(0, (0, 4, 32)), "empty expert tensor"),
-            (q8(34 * 3, (2, 2, 32)), "do not hold 2 experts"),
-        ] {
-            let err = src
-                .split_experts("blk.9.ffn_up_exps.weight", w)
-                .unwrap_err();
-            let text = err.to_string();
-            assert!(
-                text.contains("blk.9.ffn_up_exps.weight") && text.contains(named),
-                "{text}"
-            );
         }
     }
 

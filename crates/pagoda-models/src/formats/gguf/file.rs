@@ -339,6 +339,7 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
         "self_attn.q_proj" => "attn_q",
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
+        "self_attn.qkv_proj" => "attn_qkv",
         "self_attn.o_proj" => "attn_output",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
@@ -356,6 +357,16 @@ impl TensorSource for GgufFile {
     }
 
     fn get(&self, name: &str) -> Result<Option<Weight>> {
+        // Phi-3's fused gate and up (gate rows first) are stored as
+        // `ffn_up`, in files without `ffn_gate`.
+        if let Some(layer) = name.strip_suffix(".mlp.gate_up_proj.weight") {
+            let up = gguf_name(&format!("{layer}.mlp.up_proj.weight"));
+            let gate = gguf_name(&format!("{layer}.mlp.gate_proj.weight"));
+            return match (up, gate) {
+                (Some(up), Some(gate)) if !self.has_tensor(&gate) => self.tensor(&up),
+                _ => Ok(None),
+            };
+        }
         match gguf_name(name) {
             Some(g) => self.tensor(&g),
             None => Ok(None),

@@ -19,6 +19,30 @@ mod tests {
     use super::super::tests::*;
     use super::super::ToolEvent;
 
+    /// Small Qwen2.5 models often leave the tags out: an answer that is a
+    /// bare call object is a call; one that only begins like one is not.
+    #[test]
+    fn hermes_answers_that_are_a_bare_call() {
+        let text = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+        assert_eq!(
+            parse_both(H, text),
+            (
+                String::new(),
+                vec![call("get_weather", r#"{"city": "Paris"}"#)]
+            )
+        );
+        let text = "\n [{\"name\": \"f\", \"arguments\": {}}]";
+        assert_eq!(parse_both(H, text).1, vec![]);
+        for text in [
+            "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}} and more",
+            "{\"name\": \"rm\", \"arguments\": {}}",
+            "{\"answer\": 42}",
+            "  ",
+        ] {
+            assert_content(H, text);
+        }
+    }
+
     #[test]
     fn hermes_one_call() {
         let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";

@@ -68,6 +68,11 @@ pub enum ToolEvent {
 /// Where the parser stands in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Hermes, before the first text that is not whitespace: a bare call
+    /// object there (`{"name": …`, no `<tool_call>` tags, as small Qwen2.5
+    /// models write it) is read as the plain JSON format, whole answer and
+    /// all, as llama.cpp's Hermes parser also accepts it.
+    Start,
     /// Answer text, watched for a call's opening marker (Hermes, DeepSeek).
     Text,
     /// At the start of a call (`first`: of a list, whose opening markup it
@@ -134,7 +139,8 @@ impl ToolCallParser {
             names,
             trusted,
             state: match format {
-                ToolCallFormat::Hermes | ToolCallFormat::DeepSeek => State::Text,
+                ToolCallFormat::Hermes => State::Start,
+                ToolCallFormat::DeepSeek => State::Text,
                 _ => State::Call { first: true },
             },
             buf: String::new(),
@@ -233,6 +239,21 @@ impl ToolCallParser {
                 self.deferred_calls = 0;
                 push_content(out, &text);
                 false
+            }
+            State::Start => {
+                let i = skip_ws(&self.buf, 0);
+                match self.buf.as_bytes().get(i) {
+                    None if !end => false,
+                    Some(b'{') => {
+                        self.format = ToolCallFormat::Json;
+                        self.state = State::Call { first: true };
+                        true
+                    }
+                    _ => {
+                        self.state = State::Text;
+                        true
+                    }
+                }
             }
             State::Text => self.text(out, end),
             State::Call { first } => self.call(first, out, end),
