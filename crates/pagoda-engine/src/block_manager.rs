@@ -1,6 +1,8 @@
 //! Per-sequence block tables on top of the [`BlockPool`]: prefix-cache hits
 //! on admission, slots for each step's new tokens, registration of blocks
-//! once they are full and computed, and freeing.
+//! once they are full and computed, and freeing. A model with sliding-window
+//! layers beside global ones also gets [`WindowBlocks`], a second pool whose
+//! blocks are given back once they leave every window.
 
 use std::collections::HashMap;
 
@@ -8,6 +10,7 @@ use pagoda_models::BlockId;
 
 use crate::block_pool::{BlockHash, BlockPool, CacheStats};
 use crate::ids::SeqId;
+use crate::window_blocks::WindowBlocks;
 
 /// The blocks of one sequence.
 #[derive(Debug, Default, Clone)]
@@ -24,6 +27,8 @@ pub enum Fork {
     Shared {
         /// A partially filled block to copy: (source, destination).
         copy: Option<(BlockId, BlockId)>,
+        /// The same in the window pool.
+        window_copy: Option<(BlockId, BlockId)>,
     },
     /// No block was free for the copy (or the parent holds none); nothing was taken.
     NoFreeBlock,
@@ -35,6 +40,8 @@ pub struct BlockManager {
     pool: BlockPool,
     block_size: usize,
     tables: HashMap<SeqId, SeqBlocks>,
+    /// The window pool, for a model whose windowed layers have one.
+    window: Option<WindowBlocks>,
 }
 
 impl BlockManager {
@@ -44,7 +51,31 @@ impl BlockManager {
             pool: BlockPool::new(num_blocks, prefix_caching),
             block_size,
             tables: HashMap::new(),
+            window: None,
         }
+    }
+
+    /// Also manages a window pool of `window_blocks` blocks for layers
+    /// attending over `window` positions.
+    pub fn with_window_pool(mut self, window_blocks: usize, window: usize) -> Self {
+        let caching = self.pool.prefix_caching();
+        self.window = Some(WindowBlocks::new(
+            window_blocks,
+            self.block_size,
+            window,
+            caching,
+        ));
+        self
+    }
+
+    /// The window pool, if there is one.
+    pub fn window_pool(&self) -> Option<&BlockPool> {
+        self.window.as_ref().map(WindowBlocks::pool)
+    }
+
+    /// The window table of `seq` (empty without a window pool).
+    pub fn window_table(&self, seq: SeqId) -> &[BlockId] {
+        self.window.as_ref().map_or(&[], |w| w.table(seq))
     }
 
     /// Positions per block.
@@ -88,6 +119,13 @@ impl BlockManager {
                 None => break,
             }
         }
+        if let Some(window) = &mut self.window {
+            // Only as much of the prefix as the window pool can serve too.
+            let usable = window.attach(seq, &table.hashes, tokens, table.blocks.len());
+            self.pool.free(&table.blocks[usable..]);
+            table.blocks.truncate(usable);
+            table.hashes.truncate(usable);
+        }
         let covered = table.blocks.len() * bs;
         if !table.blocks.is_empty() {
             self.tables.insert(seq, table);
@@ -95,21 +133,29 @@ impl BlockManager {
         covered
     }
 
-    /// Makes `seq`'s table cover `positions` positions; false (and nothing
-    /// taken) when the pool has too few free blocks.
-    pub fn allocate(&mut self, seq: SeqId, positions: usize) -> bool {
+    /// Makes `seq`'s tables cover `end` positions for a step computing
+    /// from position `start`; false (and nothing taken) when a pool has
+    /// too few free blocks. The window blocks no query from `start` on
+    /// reads are given back first.
+    pub fn allocate(&mut self, seq: SeqId, start: usize, end: usize) -> bool {
         let have = self.table(seq).len();
-        let need = positions.div_ceil(self.block_size);
-        if need <= have {
-            return true;
-        }
-        match self.pool.allocate(need - have) {
-            Some(new) => {
-                self.tables.entry(seq).or_default().blocks.extend(new);
-                true
+        let need = end.div_ceil(self.block_size).saturating_sub(have);
+        if let Some(window) = &mut self.window {
+            window.release_before(seq, start);
+            if window.needed(seq, end) > window.num_free() {
+                return false;
             }
-            None => false,
         }
+        if need > 0 {
+            match self.pool.allocate(need) {
+                Some(new) => self.tables.entry(seq).or_default().blocks.extend(new),
+                None => return false,
+            }
+        }
+        // Checked above: the window pool has the blocks.
+        self.window
+            .as_mut()
+            .is_none_or(|window| window.allocate(seq, end))
     }
 
     /// Free blocks, counting cached blocks no sequence uses.
@@ -133,6 +179,9 @@ impl BlockManager {
                 .register(table.blocks[i], parent, &tokens[i * bs..(i + 1) * bs]);
             table.hashes.push(hash);
         }
+        if let Some(window) = &mut self.window {
+            window.commit(seq, &table.hashes, tokens, computed);
+        }
     }
 
     /// Gives `child` the KV of `parent`'s first `positions` positions: the
@@ -145,6 +194,9 @@ impl BlockManager {
         };
         let full = positions / bs;
         let partial = !positions.is_multiple_of(bs);
+        if self.window.as_ref().is_some_and(|w| !w.can_fork(positions)) {
+            return Fork::NoFreeBlock;
+        }
         let mut copy = None;
         let mut blocks: Vec<BlockId> = table.blocks[..full].to_vec();
         if partial {
@@ -161,13 +213,20 @@ impl BlockManager {
             self.pool.share(b);
         }
         self.tables.insert(child, SeqBlocks { blocks, hashes });
-        Fork::Shared { copy }
+        let window_copy = self
+            .window
+            .as_mut()
+            .and_then(|w| w.fork(parent, child, positions));
+        Fork::Shared { copy, window_copy }
     }
 
-    /// Returns every block of `seq` to the pool.
+    /// Returns every block of `seq` to the pools.
     pub fn free(&mut self, seq: SeqId) {
         if let Some(table) = self.tables.remove(&seq) {
             self.pool.free(&table.blocks);
+        }
+        if let Some(window) = &mut self.window {
+            window.free(seq);
         }
     }
 

@@ -98,6 +98,11 @@ impl BlockPool {
         pool
     }
 
+    /// Whether freed full blocks stay findable.
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_caching
+    }
+
     /// Number of blocks in the pool.
     pub fn num_blocks(&self) -> usize {
         self.blocks.len()
@@ -215,6 +220,21 @@ impl BlockPool {
                 None
             }
         }
+    }
+
+    /// Whether the full block of `tokens` after `parent` is in the prefix
+    /// cache (nothing is taken and nothing counted).
+    pub fn contains(&self, parent: Option<BlockHash>, tokens: &[u32]) -> bool {
+        self.prefix_caching
+            && self
+                .cache
+                .get(&BlockHash::new(parent, tokens))
+                .is_some_and(|b| {
+                    self.blocks[b.index()]
+                        .cached
+                        .as_ref()
+                        .is_some_and(|c| c.parent == parent && c.tokens == tokens)
+                })
     }
 
     /// Registers `block`, now holding the full block of `tokens` after

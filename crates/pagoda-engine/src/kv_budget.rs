@@ -15,12 +15,36 @@ pub enum KvBudget {
 /// The pool a budget buys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvPoolSize {
-    /// Blocks in the pool.
+    /// Blocks in the pool (the main pool, when there is a window pool).
     pub num_blocks: usize,
+    /// Blocks of the window pool of the layers attending over a sliding
+    /// window, when they have one.
+    pub window_blocks: Option<usize>,
     /// Positions per block.
     pub block_size: usize,
-    /// Bytes the pool takes.
+    /// Bytes the pool takes (both pools).
     pub bytes: u64,
+}
+
+/// The most window blocks one sequence holds: those the window of the
+/// oldest position of a step reads, and the step's new positions.
+pub fn window_blocks_per_seq(
+    window: usize,
+    block_size: usize,
+    max_tokens_per_step: usize,
+) -> usize {
+    (window + max_tokens_per_step)
+        .saturating_sub(1)
+        .div_ceil(block_size.max(1))
+        + 1
+}
+
+/// Whether `layout` gets a window pool: it has layers attending over a
+/// sliding window and layers attending over the whole context (with
+/// windowed layers only, one pool serves).
+pub fn splits_pool(layout: KvLayout) -> bool {
+    let (windowed, global) = layout.window_and_global_layers();
+    windowed > 0 && global > 0
 }
 
 impl KvPoolSize {
@@ -70,15 +94,7 @@ impl KvBudget {
         layout: KvLayout,
         block_size: usize,
     ) -> Result<KvPoolSize, KvBudgetError> {
-        let budget = match self {
-            KvBudget::Bytes(b) => b,
-            KvBudget::FractionOfAvailable(f) => {
-                if !(f > 0.0 && f <= 1.0) {
-                    return Err(KvBudgetError::BadFraction(f));
-                }
-                (available_memory()? as f64 * f) as u64
-            }
-        };
+        let budget = self.bytes()?;
         let block_bytes = (layout.bytes_per_token() * block_size) as u64;
         let num_blocks = (budget / block_bytes.max(1)) as usize;
         if num_blocks == 0 {
@@ -89,9 +105,60 @@ impl KvBudget {
         }
         Ok(KvPoolSize {
             num_blocks,
+            window_blocks: None,
             block_size,
             bytes: num_blocks as u64 * block_bytes,
         })
+    }
+
+    /// The main and window pools this budget buys for a layout that
+    /// [`splits_pool`]: the window pool holds `per_seq` blocks for each of
+    /// `max_seqs` sequences, within half the budget (and at least one
+    /// sequence's); the main pool the rest.
+    pub fn split_pool_size(
+        self,
+        layout: KvLayout,
+        block_size: usize,
+        per_seq: usize,
+        max_seqs: usize,
+    ) -> Result<KvPoolSize, KvBudgetError> {
+        let budget = self.bytes()?;
+        let (windowed, global) = layout.window_and_global_layers();
+        let layer_block = (layout.bytes_per_token_per_layer() * block_size) as u64;
+        let (window_block, main_block) = (
+            (windowed as u64 * layer_block).max(1),
+            (global as u64 * layer_block).max(1),
+        );
+        let window_blocks = (max_seqs.max(1).saturating_mul(per_seq) as u64)
+            .min(budget / 2 / window_block)
+            .max(per_seq as u64);
+        let rest = budget.saturating_sub(window_blocks * window_block);
+        let num_blocks = (rest / main_block) as usize;
+        if num_blocks == 0 {
+            return Err(KvBudgetError::TooSmall {
+                budget,
+                block_bytes: main_block + per_seq as u64 * window_block,
+            });
+        }
+        Ok(KvPoolSize {
+            num_blocks,
+            window_blocks: Some(window_blocks as usize),
+            block_size,
+            bytes: num_blocks as u64 * main_block + window_blocks * window_block,
+        })
+    }
+
+    /// The budget in bytes.
+    fn bytes(self) -> Result<u64, KvBudgetError> {
+        match self {
+            KvBudget::Bytes(b) => Ok(b),
+            KvBudget::FractionOfAvailable(f) => {
+                if !(f > 0.0 && f <= 1.0) {
+                    return Err(KvBudgetError::BadFraction(f));
+                }
+                Ok((available_memory()? as f64 * f) as u64)
+            }
+        }
     }
 }
 
@@ -114,6 +181,39 @@ mod tests {
             KvBudget::Bytes(1000).pool_size(LAYOUT, 16),
             Err(KvBudgetError::TooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn a_split_budget_gives_the_window_pool_its_sequences_within_half() {
+        // Five windowed layers of six: 1 KiB per token per layer.
+        let layout = KvLayout::per_head(6, 1, 128).with_window(pagoda_models::KvWindow::over(
+            64,
+            [true, true, true, true, true, false],
+        ));
+        assert!(splits_pool(layout));
+        assert!(!splits_pool(KvLayout::per_head(6, 1, 128)));
+        let per_seq = window_blocks_per_seq(64, 16, 32);
+        assert_eq!(per_seq, 7);
+        // Plenty: every one of 4 sequences gets its window blocks.
+        let size = KvBudget::Bytes(64 << 20)
+            .split_pool_size(layout, 16, per_seq, 4)
+            .expect("fits");
+        assert_eq!(size.window_blocks, Some(28));
+        let (window, main) = (28 * 5 * 1024 * 16, size.num_blocks as u64 * 1024 * 16);
+        assert_eq!(size.bytes, window + main);
+        assert!(size.bytes <= 64 << 20 && (64 << 20) - size.bytes < 1024 * 16);
+        // Tight: the window pool keeps to half the budget (one sequence at least).
+        let size = KvBudget::Bytes(2 << 20)
+            .split_pool_size(layout, 16, per_seq, 1000)
+            .expect("fits");
+        assert_eq!(size.window_blocks, Some((1 << 20) / (5 * 1024 * 16)));
+        let size = KvBudget::Bytes(1 << 20)
+            .split_pool_size(layout, 16, per_seq, 1000)
+            .expect("fits");
+        assert_eq!(size.window_blocks, Some(per_seq));
+        assert!(KvBudget::Bytes(7 * 5 * 1024 * 16)
+            .split_pool_size(layout, 16, per_seq, 1)
+            .is_err());
     }
 
     #[test]

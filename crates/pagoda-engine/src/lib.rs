@@ -18,6 +18,7 @@ pub mod request;
 pub mod sampler;
 pub mod scheduler;
 mod token_tally;
+pub mod window_blocks;
 
 pub use admission::{Admit, Admitted, EngineLimits, Limit, SequenceLimit, SubmitError};
 pub use engine::{EngineConfig, EngineCore, EngineInitError, EngineStats, EventSink};

@@ -231,7 +231,7 @@ impl<T> Scheduler<T> {
             let len = remaining.min(budget);
             let mut scheduled = false;
             loop {
-                if blocks.allocate(seq, start + len) {
+                if blocks.allocate(seq, start, start + len) {
                     scheduled = true;
                     break;
                 }
@@ -271,7 +271,7 @@ impl<T> Scheduler<T> {
                 }
                 let (start, remaining) = (s.num_computed, s.tokens.len() - s.num_computed);
                 let len = remaining.min(budget);
-                if !blocks.allocate(seq, start + len) {
+                if !blocks.allocate(seq, start, start + len) {
                     // Keep no blocks while waiting: a cached prefix must not pin the pool.
                     blocks.free(seq);
                     s.num_computed = 0;

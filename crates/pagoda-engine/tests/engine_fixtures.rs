@@ -13,6 +13,9 @@ use pagoda_engine::{
     EngineConfig, EngineCore, EngineEvent, Request, RequestId, SamplingParams, SchedulerConfig,
     StopCondition,
 };
+mod common;
+
+use common::greedy_unsplit;
 use pagoda_models::{load_model, CausalLm, KvDtype};
 
 fn fixture(name: &str) -> PathBuf {
@@ -81,6 +84,11 @@ fn run(
     }
     assert!(engine.is_idle(), "the engine did not finish");
     assert_eq!(engine.stats().blocks_used, 0, "every block is free again");
+    assert_eq!(
+        engine.stats().window_blocks_used,
+        0,
+        "every window block too"
+    );
     let tokens = streams
         .iter()
         .map(|rx| {
@@ -171,6 +179,11 @@ fn check(name: &str) {
             0,
             "{name}: every block is free again"
         );
+        assert_eq!(
+            engine.stats().window_blocks_used,
+            0,
+            "{name}: window blocks"
+        );
     }
 }
 
@@ -222,4 +235,65 @@ fn deepseek_v2_decodes_as_transformers_through_the_engine() {
 #[test]
 fn deepseek_v3_decodes_as_transformers_through_the_engine() {
     check("tiny-deepseek-v3");
+}
+
+/// Gemma 3's sliding layers (window 4) keep their keys and values in a pool
+/// of their own, and a sequence holds only the blocks its window covers:
+/// over 100 positions the main pool holds all 25 blocks, the window pool
+/// never more than a step's window (4 blocks of 4 with a step of 8 tokens),
+/// and the tokens are those of one pool holding everything. Run again, the
+/// prompt is found in both pools' prefix caches, and every block of both
+/// pools is free at the end.
+#[test]
+fn gemma3_sequences_hold_only_their_window_in_the_window_pool() {
+    let model = load_model(&fixture("tiny-gemma3")).expect("load").model;
+    let vocab = model.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % vocab).collect();
+    let want = greedy_unsplit(model.as_ref(), &prompt, 60);
+    let mut engine = EngineCore::new(model.clone(), config(4, 64, 8, 8)).expect("engine");
+    assert_eq!(
+        engine.stats().window_blocks_total,
+        32,
+        "8 sequences of 4 blocks"
+    );
+    let mut computed = Vec::new();
+    for round in 0..2u64 {
+        let before = engine.stats().computed_tokens;
+        let (tx, rx) = flume::unbounded();
+        engine
+            .add_request(RequestId(round), greedy_request(&prompt, 60), Box::new(tx))
+            .expect("accepted");
+        let (mut most_main, mut most_window) = (0, 0);
+        for _ in 0..10_000 {
+            if engine.is_idle() {
+                break;
+            }
+            engine.step();
+            most_main = most_main.max(engine.stats().blocks_used);
+            most_window = most_window.max(engine.stats().window_blocks_used);
+        }
+        let got: Vec<u32> = rx
+            .try_iter()
+            .filter_map(|e| match e {
+                EngineEvent::Token { token, .. } => Some(token),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, want, "round {round}");
+        assert_eq!(
+            most_main, 25,
+            "round {round}: the main pool holds everything"
+        );
+        assert!(
+            most_window <= 4,
+            "round {round}: {most_window} window blocks held"
+        );
+        assert_eq!(engine.stats().blocks_used, 0);
+        assert_eq!(engine.stats().window_blocks_used, 0);
+        computed.push(engine.stats().computed_tokens - before);
+    }
+    // 40 prompt tokens and 59 fed back; then the prompt's first 36
+    // positions (9 whole blocks, the last window's 8th and 9th among them)
+    // come from the caches.
+    assert_eq!(computed, [99, 99 - 36]);
 }

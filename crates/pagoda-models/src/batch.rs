@@ -24,11 +24,26 @@ pub struct SeqChunk<'a> {
     pub start_pos: usize,
     /// Blocks holding this sequence's KV, covering at least `start_pos + tokens.len()` positions.
     pub block_table: &'a [BlockId],
+    /// The blocks of the window pool for the layers that attend over a
+    /// sliding window, when the cache has one
+    /// ([`PagedKvCache::with_window_pool`]): covering the same positions,
+    /// the entries before the oldest query's window may be any block (they
+    /// are not read). Empty otherwise.
+    pub window_table: &'a [BlockId],
     /// Which rows of logits to return.
     pub logits: LogitsWanted,
 }
 
-impl SeqChunk<'_> {
+impl<'a> SeqChunk<'a> {
+    /// The table layer `layer` of `cache` reads and writes.
+    pub fn table_for(&self, cache: &PagedKvCache, layer: usize) -> &'a [BlockId] {
+        if cache.uses_window_table(layer) {
+            self.window_table
+        } else {
+            self.block_table
+        }
+    }
+
     /// Number of logit rows this chunk yields.
     pub fn logit_rows(&self) -> usize {
         match self.logits {
@@ -89,6 +104,7 @@ pub(crate) fn check_batch(
             )));
         }
         cache.check_table(chunk.block_table, end)?;
+        cache.check_window_table(chunk.window_table, end)?;
     }
     Ok(())
 }

@@ -30,7 +30,9 @@ pub use formats::loader::{
     load_model, load_model_with, load_tokenizer, LoadOptions, LoadedModel, ModelFormat,
 };
 pub use layers::attention::{paged_attention, SeqQueries};
-pub use layers::kv_cache::{BlockId, KvDtype, KvKind, KvLayout, KvSlice, LatentKv, PagedKvCache};
+pub use layers::kv_cache::{
+    BlockId, KvDtype, KvKind, KvLayout, KvSlice, KvWindow, LatentKv, PagedKvCache,
+};
 pub use layers::linear::Activations;
 pub use model::CausalLm;
 pub use text::chat_template::{ChatTemplate, RenderOptions};

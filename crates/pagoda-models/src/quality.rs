@@ -131,6 +131,7 @@ impl<'a> Run<'a> {
             tokens,
             start_pos,
             block_table: &self.table,
+            window_table: &[],
             logits: LogitsWanted::All,
         };
         Ok(self.model.forward(&[chunk], &mut self.cache)?.data)

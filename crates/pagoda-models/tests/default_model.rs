@@ -189,6 +189,7 @@ fn all_logits(model: &dyn pagoda_models::CausalLm, prompt: &[u32]) -> Vec<f32> {
                 tokens: prompt,
                 start_pos: 0,
                 block_table: &table,
+                window_table: &[],
                 logits: pagoda_models::LogitsWanted::All,
             }],
             &mut cache,

@@ -87,6 +87,7 @@ fn check_model(path: &Path, name: &str) {
                     tokens: prompt,
                     start_pos: 0,
                     block_table: &table,
+                    window_table: &[],
                     logits: LogitsWanted::All,
                 }],
                 &mut cache,
@@ -127,6 +128,7 @@ fn check_model(path: &Path, name: &str) {
             tokens: &p[..s],
             start_pos: 0,
             block_table: t,
+            window_table: &[],
             logits: LogitsWanted::None,
         })
         .collect();
@@ -141,6 +143,7 @@ fn check_model(path: &Path, name: &str) {
             tokens: &p[s..],
             start_pos: s,
             block_table: t,
+            window_table: &[],
             logits: LogitsWanted::All,
         })
         .collect();

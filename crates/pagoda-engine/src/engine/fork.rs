@@ -35,9 +35,12 @@ impl EngineCore {
             r.seqs.push(child);
             let prompt = r.request.prompt.clone();
             match self.blocks.fork(parent, child, prompt_len) {
-                Fork::Shared { copy } => {
+                Fork::Shared { copy, window_copy } => {
                     if let Some((src, dst)) = copy {
                         self.cache.copy_block(src, dst);
+                    }
+                    if let Some((src, dst)) = window_copy {
+                        self.cache.copy_window_block(src, dst);
                     }
                     self.scheduler
                         .fork(parent, child, prompt, prompt_len, state);

@@ -36,7 +36,7 @@ pub use stats::EngineStats;
 use crate::admission::{Admit, EngineLimits, Limit, SubmitError};
 use crate::block_manager::BlockManager;
 use crate::ids::{RequestId, SeqId};
-use crate::kv_budget::{KvBudget, KvBudgetError};
+use crate::kv_budget::{splits_pool, window_blocks_per_seq, KvBudget, KvBudgetError};
 use crate::request::{EngineEvent, EngineFailure, FinishReason};
 use crate::sampler::TokenLogprobs;
 use crate::scheduler::{AdmitError, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
@@ -93,8 +93,45 @@ impl std::fmt::Debug for EngineCore {
 impl EngineCore {
     /// Allocates the KV pool for `model` and an idle engine.
     pub fn new(model: Arc<dyn CausalLm>, config: EngineConfig) -> pagoda_models::Result<Self> {
+        Self::with_window_blocks(model, config, None)
+    }
+
+    /// [`Self::new`]; a model with sliding-window layers beside global ones
+    /// gets a window pool of `window_blocks` blocks (by default, enough for
+    /// every running sequence's window, at most `num_blocks`).
+    fn with_window_blocks(
+        model: Arc<dyn CausalLm>,
+        config: EngineConfig,
+        window_blocks: Option<usize>,
+    ) -> pagoda_models::Result<Self> {
         let layout = model.kv_layout().with_dtype(config.kv_dtype);
-        let cache = PagedKvCache::new(layout, config.block_size, config.num_blocks)?;
+        let window = layout.window.filter(|_| splits_pool(layout)).map(|w| {
+            let per_seq = window_blocks_per_seq(
+                w.positions,
+                config.block_size,
+                config.scheduler.max_tokens_per_step,
+            );
+            let blocks = window_blocks.unwrap_or_else(|| {
+                (config.scheduler.max_num_seqs * per_seq)
+                    .min(config.num_blocks)
+                    .max(per_seq)
+            });
+            (blocks, w.positions)
+        });
+        let cache = match window {
+            Some((blocks, _)) => PagedKvCache::with_window_pool(
+                layout,
+                config.block_size,
+                config.num_blocks,
+                blocks,
+            )?,
+            None => PagedKvCache::new(layout, config.block_size, config.num_blocks)?,
+        };
+        let mut block_manager =
+            BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching);
+        if let Some((blocks, positions)) = window {
+            block_manager = block_manager.with_window_pool(blocks, positions);
+        }
         let capacity = config.block_size * config.num_blocks;
         let limits = EngineLimits {
             vocab_size: model.config().vocab_size,
@@ -106,13 +143,14 @@ impl EngineCore {
         Ok(Self {
             model,
             cache,
-            blocks: BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching),
+            blocks: block_manager,
             scheduler: Scheduler::with_states(config.scheduler, capacity),
             requests: HashMap::new(),
             next_seq: 0,
             limits,
             stats: EngineStats {
                 blocks_total: config.num_blocks,
+                window_blocks_total: window.map_or(0, |(blocks, _)| blocks),
                 ..EngineStats::default()
             },
         })
@@ -130,7 +168,26 @@ impl EngineCore {
         kv_dtype: KvDtype,
     ) -> Result<Self, EngineInitError> {
         let layout = model.kv_layout().with_dtype(kv_dtype);
-        let size = budget.pool_size(layout, block_size)?;
+        let size = match layout.window.filter(|_| splits_pool(layout)) {
+            Some(w) => budget.split_pool_size(
+                layout,
+                block_size,
+                window_blocks_per_seq(w.positions, block_size, scheduler.max_tokens_per_step),
+                scheduler.max_num_seqs,
+            )?,
+            None => budget.pool_size(layout, block_size)?,
+        };
+        if let (Some(window_blocks), Some(w)) = (size.window_blocks, layout.window) {
+            let (windowed, global) = layout.window_and_global_layers();
+            tracing::info!(
+                window_blocks,
+                window = w.positions,
+                windowed_layers = windowed,
+                global_layers = global,
+                "sliding-window layers get a pool of their own: a sequence holds only the \
+                 blocks its window covers, the whole context in the global layers only"
+            );
+        }
         tracing::info!(
             blocks = size.num_blocks,
             block_size,
@@ -142,7 +199,7 @@ impl EngineCore {
             prefix_caching,
             "KV pool allocated"
         );
-        let core = Self::new(
+        let core = Self::with_window_blocks(
             model,
             EngineConfig {
                 block_size,
@@ -151,6 +208,7 @@ impl EngineCore {
                 scheduler,
                 kv_dtype,
             },
+            size.window_blocks,
         )?;
         let limits = core.limits();
         if let (served, Limit::KvPool) = limits.served_context() {
@@ -321,6 +379,7 @@ impl EngineCore {
                 tokens: &tokens[c.start..c.start + c.len],
                 start_pos: c.start,
                 block_table: self.blocks.table(c.seq),
+                window_table: self.blocks.window_table(c.seq),
                 logits: if c.wants_logits {
                     LogitsWanted::Last
                 } else {
@@ -387,6 +446,7 @@ impl EngineCore {
         self.stats.waiting = self.scheduler.num_waiting();
         self.stats.running = self.scheduler.num_running();
         self.stats.blocks_used = pool.num_used();
+        self.stats.window_blocks_used = self.blocks.window_pool().map_or(0, |p| p.num_used());
         self.stats.prefix_hits = cache.hits;
         self.stats.prefix_misses = cache.misses;
     }

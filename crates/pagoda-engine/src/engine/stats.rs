@@ -12,6 +12,11 @@ pub struct EngineStats {
     pub blocks_used: usize,
     /// KV blocks in the pool.
     pub blocks_total: usize,
+    /// Window-pool blocks held by sequences (sliding-window layers with a
+    /// pool of their own; 0 without).
+    pub window_blocks_used: usize,
+    /// Blocks in the window pool (0: none).
+    pub window_blocks_total: usize,
     /// Prefix-cache block hits so far.
     pub prefix_hits: u64,
     /// Prefix-cache block misses so far.

@@ -35,7 +35,7 @@ pub(crate) fn attend_batch(
         let (from, to) = (offset * kv_row, (offset + chunk.tokens.len()) * kv_row);
         cache.write(
             layer,
-            chunk.block_table,
+            chunk.table_for(cache, layer),
             chunk.start_pos,
             &k[from..to],
             &v[from..to],
@@ -50,7 +50,7 @@ pub(crate) fn attend_batch(
             let seq = SeqQueries {
                 q: &q[offset * q_row..(offset + n) * q_row],
                 start_pos: chunk.start_pos,
-                block_table: chunk.block_table,
+                block_table: chunk.table_for(cache, layer),
             };
             offset += n;
             seq

@@ -109,6 +109,44 @@ pub struct KvLayout {
     pub kind: KvKind,
     /// The element type (f32 as a model declares it; see [`Self::with_dtype`]).
     pub dtype: KvDtype,
+    /// The layers that attend over a sliding window, if any.
+    pub window: Option<KvWindow>,
+}
+
+/// The layers of a model that attend over a sliding window of recent
+/// positions, and the window's length. Their keys and values may live in a
+/// pool of their own (see [`PagedKvCache::with_window_pool`]), of which a
+/// sequence holds only the blocks its window still covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvWindow {
+    /// Keys a query at position `p` sees: `p − positions < k ≤ p`.
+    pub positions: usize,
+    /// Bit `l` set: layer `l` attends over the window.
+    pub layers: u128,
+}
+
+impl KvWindow {
+    /// The window of `positions` over the layers where `sliding` is true
+    /// (at most 128 layers).
+    pub fn over(positions: usize, sliding: impl IntoIterator<Item = bool>) -> Self {
+        let layers = sliding
+            .into_iter()
+            .take(128)
+            .enumerate()
+            .filter(|&(_, s)| s)
+            .fold(0u128, |m, (l, _)| m | (1u128 << l));
+        Self { positions, layers }
+    }
+
+    /// Whether layer `layer` attends over the window.
+    pub fn contains(&self, layer: usize) -> bool {
+        layer < 128 && self.layers & (1u128 << layer) != 0
+    }
+
+    /// Number of windowed layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.count_ones() as usize
+    }
 }
 
 /// What one token stores in one layer.
@@ -155,6 +193,7 @@ impl KvLayout {
             num_layers,
             kind: KvKind::PerHead { kv_heads, head_dim },
             dtype: KvDtype::F32,
+            window: None,
         }
     }
 
@@ -164,12 +203,44 @@ impl KvLayout {
             num_layers,
             kind: KvKind::Latent(latent),
             dtype: KvDtype::F32,
+            window: None,
         }
     }
 
     /// The same layout stored in `dtype`.
     pub const fn with_dtype(self, dtype: KvDtype) -> Self {
         Self { dtype, ..self }
+    }
+
+    /// The same layout with `window`'s layers attending over a sliding
+    /// window (none when `window` names no layer).
+    pub const fn with_window(self, window: KvWindow) -> Self {
+        Self {
+            window: if window.layers == 0 {
+                None
+            } else {
+                Some(window)
+            },
+            ..self
+        }
+    }
+
+    /// Whether layer `layer` attends over a sliding window.
+    pub fn is_windowed(&self, layer: usize) -> bool {
+        self.window.is_some_and(|w| w.contains(layer))
+    }
+
+    /// Layers attending over a sliding window, and the others.
+    pub fn window_and_global_layers(&self) -> (usize, usize) {
+        let windowed = self
+            .window
+            .map_or(0, |w| w.num_layers().min(self.num_layers));
+        (windowed, self.num_layers - windowed)
+    }
+
+    /// Bytes one token occupies in one layer.
+    pub fn bytes_per_token_per_layer(&self) -> usize {
+        self.bytes_per_token() / self.num_layers.max(1)
     }
 
     /// Values one token stores in one layer's key buffer (the whole latent
@@ -539,34 +610,86 @@ pub struct PagedKvCache {
     layout: KvLayout,
     block_size: usize,
     num_blocks: usize,
+    /// Blocks of the window pool (the layers of `layout.window`), when it
+    /// is a pool of its own; `None`: those layers share the main pool's
+    /// block ids and tables.
+    window_blocks: Option<usize>,
     layers: Vec<LayerKv>,
 }
 
 impl PagedKvCache {
-    /// Allocates `num_blocks` blocks of `block_size` positions for `layout`.
+    /// Allocates `num_blocks` blocks of `block_size` positions for `layout`,
+    /// every layer addressed by the same block tables.
     pub fn new(layout: KvLayout, block_size: usize, num_blocks: usize) -> Result<Self> {
+        Self::allocate(layout, block_size, num_blocks, None)
+    }
+
+    /// Allocates a main pool of `num_blocks` blocks for the layers that
+    /// attend over the whole context and a window pool of `window_blocks`
+    /// for those of `layout.window`, each addressed by tables of its own
+    /// ([`SeqChunk::window_table`](crate::SeqChunk::window_table)): a
+    /// sequence need only hold the window blocks its window still covers.
+    pub fn with_window_pool(
+        layout: KvLayout,
+        block_size: usize,
+        num_blocks: usize,
+        window_blocks: usize,
+    ) -> Result<Self> {
+        if layout.window.is_none() || window_blocks == 0 {
+            return Err(ModelError::InvalidBatch(
+                "a window pool needs windowed layers and at least one block".into(),
+            ));
+        }
+        Self::allocate(layout, block_size, num_blocks, Some(window_blocks))
+    }
+
+    fn allocate(
+        layout: KvLayout,
+        block_size: usize,
+        num_blocks: usize,
+        window_blocks: Option<usize>,
+    ) -> Result<Self> {
         if block_size == 0 || num_blocks == 0 {
             return Err(ModelError::InvalidBatch(
                 "a KV cache needs at least one block of at least one slot".into(),
             ));
         }
         let (k, v) = layout.values_per_slot();
-        let slots = num_blocks * block_size;
         let layers = (0..layout.num_layers)
-            .map(|_| LayerKv {
-                k: Store::zeros(layout.dtype, slots * k, layout.row()),
-                v: Store::zeros(layout.dtype, slots * v, layout.row()),
+            .map(|l| {
+                let blocks = match window_blocks {
+                    Some(w) if layout.is_windowed(l) => w,
+                    _ => num_blocks,
+                };
+                let slots = blocks * block_size;
+                LayerKv {
+                    k: Store::zeros(layout.dtype, slots * k, layout.row()),
+                    v: Store::zeros(layout.dtype, slots * v, layout.row()),
+                }
             })
             .collect();
         Ok(Self {
             layout,
             block_size,
             num_blocks,
+            window_blocks,
             layers,
         })
     }
 
-    /// How many blocks fit in `budget_bytes` for `layout` and `block_size`.
+    /// Blocks of the window pool, when the windowed layers have one.
+    pub fn num_window_blocks(&self) -> Option<usize> {
+        self.window_blocks
+    }
+
+    /// Whether layer `layer` is addressed by window tables (it attends over
+    /// a sliding window and has a pool of its own).
+    pub fn uses_window_table(&self, layer: usize) -> bool {
+        self.window_blocks.is_some() && self.layout.is_windowed(layer)
+    }
+
+    /// How many blocks fit in `budget_bytes` for `layout` and `block_size`
+    /// (one pool for all layers).
     pub fn blocks_for_budget(layout: KvLayout, block_size: usize, budget_bytes: usize) -> usize {
         budget_bytes / (layout.bytes_per_token() * block_size).max(1)
     }
@@ -586,25 +709,51 @@ impl PagedKvCache {
         self.num_blocks
     }
 
-    /// Total bytes of the pool.
+    /// Total bytes of the pool (both pools).
     pub fn size_in_bytes(&self) -> usize {
-        self.num_blocks * self.block_size * self.layout.bytes_per_token()
+        let per_layer = self.layout.bytes_per_token_per_layer() * self.block_size;
+        (0..self.layout.num_layers)
+            .map(|l| match self.window_blocks {
+                Some(w) if self.layout.is_windowed(l) => w * per_layer,
+                _ => self.num_blocks * per_layer,
+            })
+            .sum()
     }
 
     /// Checks that `block_table` names valid blocks covering `positions` positions.
     pub fn check_table(&self, block_table: &[BlockId], positions: usize) -> Result<()> {
+        self.check_table_of(block_table, positions, self.num_blocks, "")
+    }
+
+    /// Checks the table a windowed layer reads for `positions` positions:
+    /// `window_table` when the cache has a window pool (blocks of that
+    /// pool, those before the window may be any), else `block_table`.
+    pub fn check_window_table(&self, window_table: &[BlockId], positions: usize) -> Result<()> {
+        match self.window_blocks {
+            Some(w) => self.check_table_of(window_table, positions, w, "window "),
+            None => Ok(()),
+        }
+    }
+
+    fn check_table_of(
+        &self,
+        block_table: &[BlockId],
+        positions: usize,
+        num_blocks: usize,
+        pool: &str,
+    ) -> Result<()> {
         let needed = positions.div_ceil(self.block_size);
         if block_table.len() < needed {
             return Err(ModelError::InvalidBatch(format!(
-                "{positions} positions need {needed} blocks of {} but the block table has {}",
+                "{positions} positions need {needed} blocks of {} but the {pool}block table has {}",
                 self.block_size,
                 block_table.len()
             )));
         }
-        if let Some(bad) = block_table.iter().find(|b| b.index() >= self.num_blocks) {
+        if let Some(bad) = block_table.iter().find(|b| b.index() >= num_blocks) {
             return Err(ModelError::InvalidBatch(format!(
-                "block {} is outside the pool of {} blocks",
-                bad.0, self.num_blocks
+                "block {} is outside the {pool}pool of {num_blocks} blocks",
+                bad.0
             )));
         }
         Ok(())
@@ -702,13 +851,30 @@ impl PagedKvCache {
         Ok(())
     }
 
-    /// Copies every layer's K and V (or latent rows) of block `src` into
-    /// block `dst` (a forked sequence's private copy of a shared, partially
-    /// filled block).
+    /// Copies the K and V (or latent rows) of block `src` into block `dst`
+    /// (a forked sequence's private copy of a shared, partially filled
+    /// block) in every layer of the main pool: all layers, but those with a
+    /// window pool of their own (see [`Self::copy_window_block`]).
     pub fn copy_block(&mut self, src: BlockId, dst: BlockId) {
+        self.copy_in(src, dst, false);
+    }
+
+    /// [`Self::copy_block`] for the layers of the window pool.
+    pub fn copy_window_block(&mut self, src: BlockId, dst: BlockId) {
+        if self.window_blocks.is_some() {
+            self.copy_in(src, dst, true);
+        }
+    }
+
+    fn copy_in(&mut self, src: BlockId, dst: BlockId, window_pool: bool) {
         let (k, v) = self.layout.values_per_slot();
         let (nk, nv) = (self.block_size * k, self.block_size * v);
-        for layer in &mut self.layers {
+        let split = self.window_blocks.is_some();
+        let layout = self.layout;
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            if (split && layout.is_windowed(l)) != window_pool {
+                continue;
+            }
             let (s, d) = (src.index() * nk, dst.index() * nk);
             layer.k.copy_within(s..s + nk, d);
             let (s, d) = (src.index() * nv, dst.index() * nv);

@@ -44,6 +44,8 @@ impl Metrics {
             metrics::gauge!("pagoda_kv_blocks_total").set(s.blocks_total as f64);
             metrics::gauge!("pagoda_kv_cache_usage_ratio")
                 .set(ratio(s.blocks_used as u64, s.blocks_total as u64));
+            metrics::gauge!("pagoda_kv_window_blocks_used").set(s.window_blocks_used as f64);
+            metrics::gauge!("pagoda_kv_window_blocks_total").set(s.window_blocks_total as f64);
             metrics::counter!("pagoda_prefix_cache_hits_total").absolute(s.prefix_hits);
             metrics::counter!("pagoda_prefix_cache_queries_total")
                 .absolute(s.prefix_hits + s.prefix_misses);
@@ -99,6 +101,14 @@ fn describe() {
         "KV-cache blocks held by sequences."
     );
     describe_gauge!("pagoda_kv_blocks_total", "KV-cache blocks in the pool.");
+    describe_gauge!(
+        "pagoda_kv_window_blocks_used",
+        "Window-pool blocks held by sequences (the sliding-window layers' own pool, Gemma 3; 0 without one)."
+    );
+    describe_gauge!(
+        "pagoda_kv_window_blocks_total",
+        "Blocks in the window pool of the sliding-window layers (0: no window pool)."
+    );
     describe_gauge!(
         "pagoda_kv_cache_bytes_per_token",
         Unit::Bytes,

@@ -11,9 +11,10 @@
 //! are stored as `w` of `x · (1 + w)` by transformers and as `1 + w` by
 //! llama.cpp's converter ([`config::Gemma3Config::norm_offset`]).
 //!
-//! Every layer's keys and values stay in the paged cache for the whole
-//! context (sliding layers read only their window); freeing the blocks that
-//! leave every sliding window needs a pool per layer kind and is not done.
+//! The sliding layers are declared in the model's [`KvLayout`] window: the
+//! engine gives them a pool of their own, of which a sequence holds only
+//! the blocks its window still covers, so a long chat holds the whole
+//! history in the global layers only (one in six).
 
 pub mod config;
 
@@ -26,7 +27,7 @@ use crate::families::decoder::{
 use crate::formats::tensor_source::TensorSource;
 use crate::layers::attention::AttentionSpan;
 use crate::layers::embedding::Embedding;
-use crate::layers::kv_cache::{KvLayout, PagedKvCache};
+use crate::layers::kv_cache::{KvLayout, KvWindow, PagedKvCache};
 use crate::layers::linear::{Activations, Linear};
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::{Rope, RopeAngles};
@@ -219,7 +220,12 @@ impl CausalLm for Gemma3 {
 
     fn kv_layout(&self) -> KvLayout {
         let c = &self.config.base;
-        KvLayout::per_head(c.num_hidden_layers, c.num_key_value_heads, c.head_dim)
+        KvLayout::per_head(c.num_hidden_layers, c.num_key_value_heads, c.head_dim).with_window(
+            KvWindow::over(
+                self.config.sliding_window,
+                self.config.sliding.iter().copied(),
+            ),
+        )
     }
 
     fn forward(&self, batch: &[SeqChunk<'_>], cache: &mut PagedKvCache) -> Result<Logits> {
