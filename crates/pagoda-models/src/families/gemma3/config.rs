@@ -69,6 +69,10 @@ pub struct Gemma3HfConfig {
     tie_word_embeddings: bool,
     #[serde(default)]
     attention_bias: bool,
+    /// The dtype the weights were saved in (`torch_dtype` before
+    /// transformers 5).
+    #[serde(alias = "torch_dtype")]
+    dtype: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -173,11 +177,24 @@ impl Gemma3HfConfig {
             local_rope: local,
             query_pre_attn_scalar: self.query_pre_attn_scalar.unwrap_or(head_dim as f32),
             norm_offset: 1.0,
-            embed_scale: (self.hidden_size as f32).sqrt(),
+            embed_scale: embed_scale(self.hidden_size, self.dtype.as_deref()),
             base,
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `sqrt(hidden_size)` as transformers multiplies it: cast to the weights'
+/// dtype first (`embed_scale.to(self.weight.dtype)`), so a bf16 checkpoint
+/// scales its embeddings by the bf16 rounding of the root (25.25 for a
+/// width of 640, not 25.298). llama.cpp's GGUF path keeps it in f32.
+fn embed_scale(hidden_size: usize, dtype: Option<&str>) -> f32 {
+    let root = (hidden_size as f32).sqrt();
+    match dtype {
+        Some("bfloat16") => half::bf16::from_f32(root).to_f32(),
+        Some("float16") => half::f16::from_f32(root).to_f32(),
+        _ => root,
     }
 }
 
@@ -191,5 +208,27 @@ impl Gemma3Config {
             return Err("query_pre_attn_scalar must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedding_scale_is_rounded_to_the_checkpoints_dtype() {
+        assert_eq!(embed_scale(640, Some("bfloat16")), 25.25);
+        assert_eq!(embed_scale(640, Some("float32")), 640f32.sqrt());
+        assert_eq!(embed_scale(640, None), 640f32.sqrt());
+        assert_eq!(
+            embed_scale(640, Some("float16")),
+            half::f16::from_f32(640f32.sqrt()).to_f32()
+        );
+        let json = r#"{"hidden_size": 640, "intermediate_size": 2048,
+            "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 1,
+            "head_dim": 256, "vocab_size": 1000, "sliding_window": 512,
+            "torch_dtype": "bfloat16"}"#;
+        let c: Gemma3HfConfig = serde_json::from_str(json).expect("config");
+        assert_eq!(c.resolve().expect("resolves").embed_scale, 25.25);
     }
 }
