@@ -59,6 +59,8 @@ tests/fixtures/<name>/reference.json          prompts, greedy continuations, tok
         <think>\n appended there (as DeepSeek's later revision of the template does).
         reference.json adds "specials", "added_tokens" and "chat_cases" (reasoning
         history, which the template strips, and a tool call, with both templates).
+tests/fixtures/tiny-mixtral.q8_0.gguf, .q8_0-dequant.gguf   quantized by llama-quantize, and its
+                                              twin dequantized to f32 (--q8-0 tiny-mixtral)
 tests/fixtures/tiny-deepseek-v2.gguf, tiny-deepseek-v3.gguf, tiny-qwen3.gguf   converted by llama.cpp's
                                               convert_hf_to_gguf.py (f32; see make_gguf in
                                               scripts/fixtures/gguf_files.py)
@@ -104,6 +106,10 @@ def main():
     ap.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     ap.add_argument("--gguf", metavar="NAME", help="convert tests/fixtures/NAME (e.g. tiny-deepseek-v2) "
                     "to NAME.gguf with llama.cpp's convert_hf_to_gguf.py (see make_gguf; needs --llama-cpp)")
+    ap.add_argument("--q8-0", metavar="NAME", help="quantize tests/fixtures/NAME.gguf to Q8_0 with "
+                    "llama-quantize (--llama-quantize) and write its dequantized f32 twin")
+    ap.add_argument("--llama-quantize", metavar="BIN", help="llama.cpp's llama-quantize for --q8-0 "
+                    "(scripts/bench/build-llama-server.sh builds it)")
     ap.add_argument("--llama-cpp", metavar="DIR", help="a llama.cpp source tree (vendor/llama.cpp of the "
                     "llama-cpp-python 0.3.36 sdist) for --gguf")
     args = ap.parse_args()
@@ -133,6 +139,11 @@ def main():
     elif args.templates:
         from fixtures.templates import render_templates
         render_templates()
+    elif args.q8_0:
+        from fixtures.gguf_files import make_q8_0
+        if not args.llama_quantize:
+            sys.exit("--q8-0 needs --llama-quantize BIN")
+        make_q8_0(args.q8_0, args.llama_quantize)
     elif args.gguf:
         from fixtures.gguf_files import make_gguf
         make_gguf(args.gguf, args.llama_cpp)
