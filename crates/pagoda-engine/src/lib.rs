@@ -17,6 +17,7 @@ pub mod reasoning;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
+pub mod step_cost;
 mod token_tally;
 pub mod window_blocks;
 
@@ -30,3 +31,4 @@ pub use reasoning::ReasoningLimit;
 pub use request::{EngineEvent, EngineFailure, FinishReason, Request, StopCondition};
 pub use sampler::{Sampler, SamplingParams};
 pub use scheduler::SchedulerConfig;
+pub use step_cost::StepLatency;

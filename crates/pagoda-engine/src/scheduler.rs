@@ -213,72 +213,79 @@ impl<T> Scheduler<T> {
         self.waiting.push_front(seq);
     }
 
-    /// Decides the next step, taking KV blocks for every scheduled chunk.
+    /// Decides the next step, taking KV blocks for every scheduled chunk,
+    /// with the whole step budget open to prefill.
     pub fn schedule(&mut self, blocks: &mut BlockManager) -> StepPlan {
+        self.schedule_with(blocks, self.config.max_tokens_per_step)
+    }
+
+    /// Running sequences that decode (one token to compute) in the next
+    /// step, as far as the step budget goes.
+    pub fn num_decoding(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|s| {
+                self.seqs
+                    .get(s)
+                    .is_some_and(|q| q.tokens.len() - q.num_computed == 1)
+            })
+            .count()
+            .min(self.config.max_tokens_per_step)
+    }
+
+    /// Decides the next step with at most `prefill_budget` prompt tokens
+    /// (the tokens of sequences with more than one token to compute, and
+    /// the admissions): every decoding sequence first — so that a prefill
+    /// never delays a running stream beyond its own share of the step —
+    /// then the running sequences still prefilling, oldest first, then the
+    /// waiting ones, first come first served. The whole step stays within
+    /// `max_tokens_per_step`.
+    pub fn schedule_with(&mut self, blocks: &mut BlockManager, prefill_budget: usize) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_tokens_per_step;
+        let mut prefill = prefill_budget.max(1);
 
-        let mut i = 0;
-        while i < self.running.len() && budget > 0 {
-            let seq = self.running[i];
-            let (start, remaining) = match self.seqs.get(&seq) {
-                Some(s) => (s.num_computed, s.tokens.len() - s.num_computed),
-                None => {
-                    self.running.remove(i);
+        for decoding in [true, false] {
+            let mut i = 0;
+            while i < self.running.len() && budget > 0 {
+                let seq = self.running[i];
+                let (start, remaining) = match self.seqs.get(&seq) {
+                    Some(s) => (s.num_computed, s.tokens.len() - s.num_computed),
+                    None => {
+                        self.running.remove(i);
+                        continue;
+                    }
+                };
+                if (remaining == 1) != decoding {
+                    i += 1;
                     continue;
                 }
-            };
-            let len = remaining.min(budget);
-            let mut scheduled = false;
-            loop {
-                if blocks.allocate(seq, start, start + len) {
-                    scheduled = true;
+                if !decoding && prefill == 0 {
                     break;
                 }
-                let Some(victim) = self.running.pop() else {
-                    break;
+                let len = if decoding {
+                    1
+                } else {
+                    remaining.min(budget).min(prefill)
                 };
-                self.preempt(victim, blocks);
-                plan.preempted.push(victim);
-                if victim == seq {
+                let mut scheduled = false;
+                loop {
+                    if blocks.allocate(seq, start, start + len) {
+                        scheduled = true;
+                        break;
+                    }
+                    let Some(victim) = self.running.pop() else {
+                        break;
+                    };
+                    self.preempt(victim, blocks);
+                    plan.preempted.push(victim);
+                    if victim == seq {
+                        break;
+                    }
+                }
+                if !scheduled {
                     break;
                 }
-            }
-            if !scheduled {
-                break;
-            }
-            plan.chunks.push(ScheduledChunk {
-                seq,
-                start,
-                len,
-                wants_logits: len == remaining,
-            });
-            budget -= len;
-            i += 1;
-        }
-
-        if plan.preempted.is_empty() {
-            while budget > 0 && self.running.len() < self.config.max_num_seqs {
-                let Some(&seq) = self.waiting.front() else {
-                    break;
-                };
-                let Some(s) = self.seqs.get_mut(&seq) else {
-                    self.waiting.pop_front();
-                    continue;
-                };
-                if s.num_computed == 0 {
-                    s.num_computed = blocks.attach_cached_prefix(seq, &s.tokens);
-                }
-                let (start, remaining) = (s.num_computed, s.tokens.len() - s.num_computed);
-                let len = remaining.min(budget);
-                if !blocks.allocate(seq, start, start + len) {
-                    // Keep no blocks while waiting: a cached prefix must not pin the pool.
-                    blocks.free(seq);
-                    s.num_computed = 0;
-                    break;
-                }
-                self.waiting.pop_front();
-                self.running.push(seq);
                 plan.chunks.push(ScheduledChunk {
                     seq,
                     start,
@@ -286,7 +293,48 @@ impl<T> Scheduler<T> {
                     wants_logits: len == remaining,
                 });
                 budget -= len;
+                if !decoding {
+                    prefill -= len;
+                }
+                i += 1;
             }
+            if !plan.preempted.is_empty() {
+                // The pool is short: nothing more this step (a preempted
+                // sequence may have been planned already; drop its chunk).
+                plan.chunks.retain(|c| !plan.preempted.contains(&c.seq));
+                return plan;
+            }
+        }
+
+        while budget > 0 && prefill > 0 && self.running.len() < self.config.max_num_seqs {
+            let Some(&seq) = self.waiting.front() else {
+                break;
+            };
+            let Some(s) = self.seqs.get_mut(&seq) else {
+                self.waiting.pop_front();
+                continue;
+            };
+            if s.num_computed == 0 {
+                s.num_computed = blocks.attach_cached_prefix(seq, &s.tokens);
+            }
+            let (start, remaining) = (s.num_computed, s.tokens.len() - s.num_computed);
+            let len = remaining.min(budget).min(prefill);
+            if !blocks.allocate(seq, start, start + len) {
+                // Keep no blocks while waiting: a cached prefix must not pin the pool.
+                blocks.free(seq);
+                s.num_computed = 0;
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(seq);
+            plan.chunks.push(ScheduledChunk {
+                seq,
+                start,
+                len,
+                wants_logits: len == remaining,
+            });
+            budget -= len;
+            prefill -= len;
         }
         plan
     }
@@ -421,6 +469,45 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Decoding sequences are always scheduled; prompt chunks (a running
+    /// prefill, then admissions) share the prompt budget, which never stops
+    /// a prefill (at least one token), and the whole step stays within the
+    /// step budget.
+    #[test]
+    fn decodes_are_scheduled_and_prompt_chunks_share_the_prompt_budget() {
+        let mut bm = BlockManager::new(64, 4, true);
+        let mut s = Scheduler::new(config(4, 32), 256);
+        s.add(SeqId(2), (100..103).collect(), 40).expect("queued");
+        let plan = s.schedule_with(&mut bm, 64);
+        s.complete(&plan.chunks[0], &mut bm);
+        s.append(SeqId(2), 7);
+        s.add(SeqId(1), (0..40).collect(), 60).expect("queued");
+        s.add(SeqId(3), (200..210).collect(), 60).expect("queued");
+        assert_eq!(s.num_decoding(), 1);
+        let lens = |plan: &StepPlan| -> Vec<(SeqId, usize)> {
+            plan.chunks.iter().map(|c| (c.seq, c.len)).collect()
+        };
+        // Seq 2 decodes; seq 1's prompt gets the budget of 5; seq 3 waits.
+        let plan = s.schedule_with(&mut bm, 5);
+        assert_eq!(lens(&plan), vec![(SeqId(2), 1), (SeqId(1), 5)]);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+        }
+        s.append(SeqId(2), 8);
+        // A budget of 0 still moves the prompt on by one token.
+        let plan = s.schedule_with(&mut bm, 0);
+        assert_eq!(lens(&plan), vec![(SeqId(2), 1), (SeqId(1), 1)]);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+        }
+        s.append(SeqId(2), 9);
+        // A large budget: seq 1's rest (34), then seq 3 within the step cap
+        // of 32 (1 decode + 31 prompt tokens).
+        let plan = s.schedule_with(&mut bm, 100);
+        assert_eq!(lens(&plan), vec![(SeqId(2), 1), (SeqId(1), 31)]);
+        assert!(plan.chunks.iter().map(|c| c.len).sum::<usize>() <= 32);
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::kv_budget::{splits_pool, window_blocks_per_seq, KvBudget, KvBudgetErr
 use crate::request::{EngineEvent, EngineFailure, FinishReason};
 use crate::sampler::TokenLogprobs;
 use crate::scheduler::{AdmitError, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
+use crate::step_cost::{StepCost, StepLatency};
 use next_token::{next_token, Next};
 use state::{ChoiceState, RequestState};
 
@@ -80,6 +81,9 @@ pub struct EngineCore {
     next_seq: u64,
     limits: EngineLimits,
     stats: EngineStats,
+    /// How a step's prompt tokens are bounded, and what steps cost.
+    latency: StepLatency,
+    step_cost: StepCost,
 }
 
 impl std::fmt::Debug for EngineCore {
@@ -153,6 +157,8 @@ impl EngineCore {
                 window_blocks_total: window.map_or(0, |(blocks, _)| blocks),
                 ..EngineStats::default()
             },
+            latency: StepLatency::Fixed,
+            step_cost: StepCost::new(),
         })
     }
 
@@ -221,6 +227,16 @@ impl EngineCore {
             );
         }
         Ok(core)
+    }
+
+    /// Bounds each step's prompt tokens by `latency` (the default is
+    /// [`StepLatency::Fixed`]: the scheduler's `max_tokens_per_step`).
+    /// With a target, a step with decoding sequences takes the prompt
+    /// tokens that the measured costs say fit in it, at least one block's
+    /// worth (prefill never stops), at most `max_tokens_per_step`.
+    pub fn with_step_latency(mut self, latency: StepLatency) -> Self {
+        self.latency = latency;
+        self
     }
 
     /// Current counters.
@@ -344,12 +360,21 @@ impl EngineCore {
 
     fn step_inner(&mut self) -> usize {
         self.abort_closed();
-        let plan = self.scheduler.schedule(&mut self.blocks);
+        let decoding = self.scheduler.num_decoding();
+        let cap = self.scheduler.config().max_tokens_per_step;
+        let prompt_budget =
+            self.step_cost
+                .prompt_budget(self.latency, decoding, self.blocks.block_size(), cap);
+        self.stats.prompt_budget = prompt_budget;
+        let plan = self
+            .scheduler
+            .schedule_with(&mut self.blocks, prompt_budget);
         self.stats.preemptions += plan.preempted.len() as u64;
         if plan.chunks.is_empty() {
             self.refresh_stats();
             return 0;
         }
+        let started = std::time::Instant::now();
         let Some(mut logits) = self.execute(&plan) else {
             self.refresh_stats();
             return 0;
@@ -357,9 +382,44 @@ impl EngineCore {
         let computed: usize = plan.chunks.iter().map(|c| c.len).sum();
         self.stats.computed_tokens += computed as u64;
         self.update(&plan.chunks, &mut logits);
+        self.learn_step_cost(&plan, started.elapsed());
         self.stats.steps += 1;
         self.refresh_stats();
         computed
+    }
+
+    /// Feeds the step's time to the cost model (decoding sequences: the
+    /// chunks of one token; prompt tokens: the rest).
+    fn learn_step_cost(&mut self, plan: &StepPlan, took: std::time::Duration) {
+        if self.latency == StepLatency::Fixed {
+            return;
+        }
+        let decoding = plan.chunks.iter().filter(|c| c.len == 1).count();
+        let prompt: usize = plan
+            .chunks
+            .iter()
+            .filter(|c| c.len > 1)
+            .map(|c| c.len)
+            .sum();
+        let was_warm = self.step_cost.warmed_up();
+        self.step_cost
+            .observe(prompt, decoding, took.as_secs_f64() * 1e3);
+        if !was_warm && self.step_cost.warmed_up() {
+            let d = self.scheduler.config().max_num_seqs;
+            tracing::info!(
+                decode_step_ms_at_1 = format!("{:.1}", self.step_cost.predict(0, 1)),
+                decode_step_ms_at_max_seqs = format!("{:.1}", self.step_cost.predict(0, d)),
+                prompt_token_ms = format!(
+                    "{:.3}",
+                    self.step_cost.predict(1, 0) - self.step_cost.predict(0, 0)
+                ),
+                target_ms_at_max_seqs = self
+                    .step_cost
+                    .target_ms(self.latency, d)
+                    .map(|t| format!("{t:.1}")),
+                "step costs measured: prompt chunks are sized to the inter-token target"
+            );
+        }
     }
 
     /// One forward pass over the planned chunks, the grammar masks of the

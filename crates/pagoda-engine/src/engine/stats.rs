@@ -17,6 +17,9 @@ pub struct EngineStats {
     pub window_blocks_used: usize,
     /// Blocks in the window pool (0: none).
     pub window_blocks_total: usize,
+    /// Prompt tokens the last step could take (its chunk budget: the
+    /// inter-token target's share, or the fixed step budget).
+    pub prompt_budget: usize,
     /// Prefix-cache block hits so far.
     pub prefix_hits: u64,
     /// Prefix-cache block misses so far.

@@ -185,10 +185,18 @@ pub struct ServeArgs {
     #[arg(long, env = "PAGODA_MAX_NUM_SEQS", default_value_t = 16,
         value_parser = positive)]
     pub max_num_seqs: usize,
-    /// Token budget of one engine step.
-    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", default_value_t = 128,
-        value_parser = positive)]
-    pub max_tokens_per_step: usize,
+    /// Token budget of one engine step. Given alone, every step may fill
+    /// it (a fixed chunk size); otherwise it is the cap of steps sized to
+    /// the inter-token target (default 512).
+    #[arg(long, env = "PAGODA_MAX_TOKENS_PER_STEP", value_parser = positive)]
+    pub max_tokens_per_step: Option<usize>,
+    /// Inter-token target, in milliseconds: a step that has streams
+    /// decoding takes only the prompt tokens that the measured step costs
+    /// say fit in it (at least one block's worth). Default: 1.5 × the
+    /// measured decode-only step of the batch, unless
+    /// --max-tokens-per-step alone fixes the budget.
+    #[arg(long, env = "PAGODA_ITL_TARGET_MS", value_parser = positive_ms)]
+    pub itl_target_ms: Option<f64>,
     /// Most requests waiting; beyond it, 429.
     #[arg(long, env = "PAGODA_MAX_WAITING", default_value_t = 64,
         value_parser = positive)]
@@ -252,11 +260,40 @@ fn positive_u64(s: &str) -> Result<u64, String> {
     positive(s).map(|v| v as u64)
 }
 
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a positive number of milliseconds".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The step cap when no --max-tokens-per-step is given.
+pub const ADAPTIVE_STEP_CAP: usize = 512;
+
+impl ServeArgs {
+    /// The step budget's cap and how steps are sized: a target (given or
+    /// automatic) under a cap of --max-tokens-per-step (512 by default),
+    /// or, with --max-tokens-per-step alone, a fixed budget.
+    pub fn step_latency(&self) -> (usize, pagoda_engine::StepLatency) {
+        use pagoda_engine::StepLatency;
+        let latency = match (self.itl_target_ms, self.max_tokens_per_step) {
+            (Some(ms), _) => StepLatency::TargetMs(ms),
+            (None, Some(_)) => StepLatency::Fixed,
+            (None, None) => StepLatency::Auto,
+        };
+        (
+            self.max_tokens_per_step.unwrap_or(ADAPTIVE_STEP_CAP),
+            latency,
+        )
     }
 }
 

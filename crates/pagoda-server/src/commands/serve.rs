@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pagoda_engine::{EngineCore, EngineHandle, GrammarCompiler, KvBudget, SchedulerConfig};
+use pagoda_engine::step_cost::AUTO_TARGET_FACTOR;
+use pagoda_engine::{
+    EngineCore, EngineHandle, GrammarCompiler, KvBudget, SchedulerConfig, StepLatency,
+};
 use pagoda_models::load_model_with;
 use tokio::sync::watch;
 
@@ -77,11 +80,28 @@ fn load(
     if let Err(e) = &grammars {
         tracing::warn!(error = %e, "structured output and forced tool calls are unavailable");
     }
+    let (step_cap, latency) = args.step_latency();
     let scheduler = SchedulerConfig {
         max_num_seqs: args.max_num_seqs,
-        max_tokens_per_step: args.max_tokens_per_step,
+        max_tokens_per_step: step_cap,
         max_waiting: args.max_waiting,
     };
+    match latency {
+        StepLatency::Fixed => tracing::info!(
+            max_tokens_per_step = step_cap,
+            "steps: a fixed token budget"
+        ),
+        StepLatency::TargetMs(ms) => tracing::info!(
+            itl_target_ms = ms,
+            max_tokens_per_step = step_cap,
+            "steps: prompt chunks sized to the inter-token target from measured step costs"
+        ),
+        StepLatency::Auto => tracing::info!(
+            itl_target = format!("{AUTO_TARGET_FACTOR} x the measured decode-only step"),
+            max_tokens_per_step = step_cap,
+            "steps: prompt chunks sized to the inter-token target from measured step costs"
+        ),
+    }
     let budget = KvBudget::Bytes(args.kv_cache_mib * 1024 * 1024);
     let core = EngineCore::with_budget(
         loaded.model.clone(),
@@ -90,7 +110,8 @@ fn load(
         true,
         scheduler,
         args.precision.kv_cache_dtype(),
-    )?;
+    )?
+    .with_step_latency(latency);
     crate::http::metrics::kv_layout(
         loaded
             .model

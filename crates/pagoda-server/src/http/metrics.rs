@@ -44,6 +44,7 @@ impl Metrics {
             metrics::gauge!("pagoda_kv_blocks_total").set(s.blocks_total as f64);
             metrics::gauge!("pagoda_kv_cache_usage_ratio")
                 .set(ratio(s.blocks_used as u64, s.blocks_total as u64));
+            metrics::gauge!("pagoda_step_prompt_budget").set(s.prompt_budget as f64);
             metrics::gauge!("pagoda_kv_window_blocks_used").set(s.window_blocks_used as f64);
             metrics::gauge!("pagoda_kv_window_blocks_total").set(s.window_blocks_total as f64);
             metrics::counter!("pagoda_prefix_cache_hits_total").absolute(s.prefix_hits);
@@ -101,6 +102,10 @@ fn describe() {
         "KV-cache blocks held by sequences."
     );
     describe_gauge!("pagoda_kv_blocks_total", "KV-cache blocks in the pool.");
+    describe_gauge!(
+        "pagoda_step_prompt_budget",
+        "Prompt tokens the last engine step could take (sized to the inter-token target, or the fixed step budget)."
+    );
     describe_gauge!(
         "pagoda_kv_window_blocks_used",
         "Window-pool blocks held by sequences (the sliding-window layers' own pool, Gemma 3; 0 without one)."
