@@ -39,6 +39,24 @@ pub fn window_blocks_per_seq(
         + 1
 }
 
+/// The window blocks `max_seqs` running sequences can hold at once: each
+/// its window (and a partial block on either side), and the step's new
+/// positions, which all the sequences of a step share.
+pub fn window_blocks_for(
+    window: usize,
+    block_size: usize,
+    max_tokens_per_step: usize,
+    max_seqs: usize,
+) -> usize {
+    let bs = block_size.max(1);
+    let per_seq = window.saturating_sub(1).div_ceil(bs) + 2;
+    (max_seqs.max(1) * per_seq + max_tokens_per_step.div_ceil(bs)).max(window_blocks_per_seq(
+        window,
+        block_size,
+        max_tokens_per_step,
+    ))
+}
+
 /// Whether `layout` gets a window pool: it has layers attending over a
 /// sliding window and layers attending over the whole context (with
 /// windowed layers only, one pool serves).
@@ -112,15 +130,16 @@ impl KvBudget {
     }
 
     /// The main and window pools this budget buys for a layout that
-    /// [`splits_pool`]: the window pool holds `per_seq` blocks for each of
-    /// `max_seqs` sequences, within half the budget (and at least one
-    /// sequence's); the main pool the rest.
+    /// [`splits_pool`]: the window pool holds `wanted` blocks (what the
+    /// running sequences can hold, [`window_blocks_for`]) within half the
+    /// budget, and at least `per_seq` (one sequence's,
+    /// [`window_blocks_per_seq`]); the main pool the rest.
     pub fn split_pool_size(
         self,
         layout: KvLayout,
         block_size: usize,
         per_seq: usize,
-        max_seqs: usize,
+        wanted: usize,
     ) -> Result<KvPoolSize, KvBudgetError> {
         let budget = self.bytes()?;
         let (windowed, global) = layout.window_and_global_layers();
@@ -129,7 +148,7 @@ impl KvBudget {
             (windowed as u64 * layer_block).max(1),
             (global as u64 * layer_block).max(1),
         );
-        let window_blocks = (max_seqs.max(1).saturating_mul(per_seq) as u64)
+        let window_blocks = (wanted as u64)
             .min(budget / 2 / window_block)
             .max(per_seq as u64);
         let rest = budget.saturating_sub(window_blocks * window_block);
@@ -194,25 +213,29 @@ mod tests {
         assert!(!splits_pool(KvLayout::per_head(6, 1, 128)));
         let per_seq = window_blocks_per_seq(64, 16, 32);
         assert_eq!(per_seq, 7);
-        // Plenty: every one of 4 sequences gets its window blocks.
+        // 4 sequences: 4 windows of 4 + 2 blocks and the step's 2 blocks.
+        let wanted = window_blocks_for(64, 16, 32, 4);
+        assert_eq!(wanted, 26);
+        assert_eq!(window_blocks_for(64, 16, 32, 1), 8);
+        // Plenty: all of them.
         let size = KvBudget::Bytes(64 << 20)
-            .split_pool_size(layout, 16, per_seq, 4)
+            .split_pool_size(layout, 16, per_seq, wanted)
             .expect("fits");
-        assert_eq!(size.window_blocks, Some(28));
-        let (window, main) = (28 * 5 * 1024 * 16, size.num_blocks as u64 * 1024 * 16);
+        assert_eq!(size.window_blocks, Some(26));
+        let (window, main) = (26 * 5 * 1024 * 16, size.num_blocks as u64 * 1024 * 16);
         assert_eq!(size.bytes, window + main);
         assert!(size.bytes <= 64 << 20 && (64 << 20) - size.bytes < 1024 * 16);
         // Tight: the window pool keeps to half the budget (one sequence at least).
         let size = KvBudget::Bytes(2 << 20)
-            .split_pool_size(layout, 16, per_seq, 1000)
+            .split_pool_size(layout, 16, per_seq, 7000)
             .expect("fits");
         assert_eq!(size.window_blocks, Some((1 << 20) / (5 * 1024 * 16)));
         let size = KvBudget::Bytes(1 << 20)
-            .split_pool_size(layout, 16, per_seq, 1000)
+            .split_pool_size(layout, 16, per_seq, 7000)
             .expect("fits");
         assert_eq!(size.window_blocks, Some(per_seq));
         assert!(KvBudget::Bytes(7 * 5 * 1024 * 16)
-            .split_pool_size(layout, 16, per_seq, 1)
+            .split_pool_size(layout, 16, per_seq, per_seq)
             .is_err());
     }
 

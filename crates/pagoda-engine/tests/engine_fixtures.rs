@@ -251,11 +251,8 @@ fn gemma3_sequences_hold_only_their_window_in_the_window_pool() {
     let prompt: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % vocab).collect();
     let want = greedy_unsplit(model.as_ref(), &prompt, 60);
     let mut engine = EngineCore::new(model.clone(), config(4, 64, 8, 8)).expect("engine");
-    assert_eq!(
-        engine.stats().window_blocks_total,
-        32,
-        "8 sequences of 4 blocks"
-    );
+    // 8 windows of one block with a partial one on either side, and a step's 2.
+    assert_eq!(engine.stats().window_blocks_total, 26);
     let mut computed = Vec::new();
     for round in 0..2u64 {
         let before = engine.stats().computed_tokens;

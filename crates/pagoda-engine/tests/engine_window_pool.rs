@@ -44,8 +44,10 @@ fn gemma3_270m_decodes_alike_with_its_window_pool() {
     };
     for copies in [1u64, 3] {
         let mut engine = EngineCore::new(loaded.model.clone(), config).expect("engine");
+        // Three windows of 32 blocks with a partial one on either side, and
+        // a step of 256 tokens: 3 · 34 + 16.
+        assert_eq!(engine.stats().window_blocks_total, 118);
         let per_seq = (512 + 256 - 1usize).div_ceil(16) + 1;
-        assert_eq!(engine.stats().window_blocks_total, 3 * per_seq);
         let mut streams = Vec::new();
         for i in 0..copies {
             let (tx, rx) = flume::unbounded();
@@ -77,7 +79,10 @@ fn gemma3_270m_decodes_alike_with_its_window_pool() {
             most_window = most_window.max(engine.stats().window_blocks_used);
         }
         assert!(engine.is_idle());
-        assert!(most_window <= copies as usize * per_seq, "{most_window}");
+        assert!(
+            most_window <= (copies as usize * per_seq).min(118),
+            "{most_window}"
+        );
         for rx in streams {
             let got: Vec<u32> = rx
                 .try_iter()

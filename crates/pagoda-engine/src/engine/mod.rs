@@ -36,7 +36,9 @@ pub use stats::EngineStats;
 use crate::admission::{Admit, EngineLimits, Limit, SubmitError};
 use crate::block_manager::BlockManager;
 use crate::ids::{RequestId, SeqId};
-use crate::kv_budget::{splits_pool, window_blocks_per_seq, KvBudget, KvBudgetError};
+use crate::kv_budget::{
+    splits_pool, window_blocks_for, window_blocks_per_seq, KvBudget, KvBudgetError,
+};
 use crate::request::{EngineEvent, EngineFailure, FinishReason};
 use crate::sampler::TokenLogprobs;
 use crate::scheduler::{AdmitError, ScheduledChunk, Scheduler, SchedulerConfig, StepPlan};
@@ -110,13 +112,11 @@ impl EngineCore {
     ) -> pagoda_models::Result<Self> {
         let layout = model.kv_layout().with_dtype(config.kv_dtype);
         let window = layout.window.filter(|_| splits_pool(layout)).map(|w| {
-            let per_seq = window_blocks_per_seq(
-                w.positions,
-                config.block_size,
-                config.scheduler.max_tokens_per_step,
-            );
+            let step = config.scheduler.max_tokens_per_step;
+            let per_seq = window_blocks_per_seq(w.positions, config.block_size, step);
             let blocks = window_blocks.unwrap_or_else(|| {
-                (config.scheduler.max_num_seqs * per_seq)
+                let seqs = config.scheduler.max_num_seqs;
+                window_blocks_for(w.positions, config.block_size, step, seqs)
                     .min(config.num_blocks)
                     .max(per_seq)
             });
@@ -175,12 +175,15 @@ impl EngineCore {
     ) -> Result<Self, EngineInitError> {
         let layout = model.kv_layout().with_dtype(kv_dtype);
         let size = match layout.window.filter(|_| splits_pool(layout)) {
-            Some(w) => budget.split_pool_size(
-                layout,
-                block_size,
-                window_blocks_per_seq(w.positions, block_size, scheduler.max_tokens_per_step),
-                scheduler.max_num_seqs,
-            )?,
+            Some(w) => {
+                let step = scheduler.max_tokens_per_step;
+                budget.split_pool_size(
+                    layout,
+                    block_size,
+                    window_blocks_per_seq(w.positions, block_size, step),
+                    window_blocks_for(w.positions, block_size, step, scheduler.max_num_seqs),
+                )?
+            }
             None => budget.pool_size(layout, block_size)?,
         };
         if let (Some(window_blocks), Some(w)) = (size.window_blocks, layout.window) {
