@@ -111,6 +111,8 @@ pub struct GenerationOptions {
     pub min_tokens: usize,
     /// Keep generating past end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// Scheduling priority, lower first (0 by default).
+    pub priority: i32,
     /// Stream server-sent events.
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
@@ -363,6 +365,15 @@ fn options(
         stop,
         min_tokens,
         ignore_eos: c.ignore_eos,
+        priority: match c.priority {
+            Some(p) => i32::try_from(p).map_err(|_| {
+                ApiError::invalid(
+                    "priority",
+                    format!("`priority` must be a 32-bit integer, got {p}"),
+                )
+            })?,
+            None => 0,
+        },
         stream: c.stream,
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         logprobs: None,

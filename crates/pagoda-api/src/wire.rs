@@ -147,6 +147,10 @@ pub struct CommonFields {
     /// Extension: keep generating past end-of-sequence tokens.
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Extension (vLLM's): scheduling priority, lower first (default 0).
+    /// Between requests of equal priority, API keys (or clients) share
+    /// the engine fairly.
+    pub priority: Option<i64>,
     /// Output format: `text`, `json_object`, or `json_schema`, enforced
     /// by a grammar while decoding.
     pub response_format: Option<ResponseFormat>,

@@ -8,6 +8,7 @@
 //! can never run is refused at once and never reaches the engine thread.
 
 use crate::request::Request;
+use crate::scheduler::Schedule;
 
 /// The limits a request is checked against, known once the KV pool is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,12 +147,25 @@ pub enum SubmitError {
 pub struct Admitted {
     request: Request,
     limits: EngineLimits,
+    schedule: Schedule,
 }
 
 impl Admitted {
     /// The request.
     pub fn request(&self) -> &Request {
         &self.request
+    }
+
+    /// The same request at `schedule`'s place in the order of who runs
+    /// (its priority and tenant; by default priority 0 of tenant 0).
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Its place in the order of who runs.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// The request, taken back.
@@ -179,7 +193,7 @@ impl Admit for Admitted {
         if self.limits == *limits {
             Ok(self)
         } else {
-            limits.admit(self.request)
+            Ok(limits.admit(self.request)?.with_schedule(self.schedule))
         }
     }
 }
@@ -191,6 +205,7 @@ impl EngineLimits {
         Ok(Admitted {
             request,
             limits: *self,
+            schedule: Schedule::default(),
         })
     }
 

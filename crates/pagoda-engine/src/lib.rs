@@ -30,5 +30,5 @@ pub use kv_budget::{KvBudget, KvPoolSize};
 pub use reasoning::ReasoningLimit;
 pub use request::{EngineEvent, EngineFailure, FinishReason, Request, StopCondition};
 pub use sampler::{Sampler, SamplingParams};
-pub use scheduler::SchedulerConfig;
+pub use scheduler::{Schedule, SchedulerConfig};
 pub use step_cost::StepLatency;

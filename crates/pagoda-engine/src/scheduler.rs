@@ -3,11 +3,20 @@
 //! sequences (after vLLM v1's scheduler).
 //!
 //! There are no prefill and decode phases: each sequence's computed tokens
-//! catch up with its tokens. Running sequences go first, oldest first; when
-//! the pool runs out of blocks the newest running sequence is preempted (its
-//! blocks freed, to be recomputed later) and nothing new is admitted that
-//! step. Waiting sequences are admitted strictly first-come first-served:
-//! the first one that does not fit stops admission, so none can starve.
+//! catch up with its tokens. Decoding sequences go first, then the prompt
+//! chunks of running sequences, then admissions.
+//!
+//! Who runs is decided by one order over every sequence, running or
+//! waiting ([`Schedule`]): by `priority` (lower first), then by the
+//! sequence's place among its tenant's live sequences (a tenant's first
+//! sequence before anyone's second: a fair share between API keys or
+//! clients), then by arrival. Waiting sequences are admitted in that order;
+//! the first one that does not fit stops admission, so none is overtaken
+//! by a worse one. When every seat is taken and a waiting sequence ranks
+//! before a running one, the worst running one is preempted to seat it;
+//! when the pool runs out of blocks, the worst running sequence is
+//! preempted (its blocks freed, to be recomputed later, mostly from the
+//! prefix cache) and nothing new is admitted that step.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -63,6 +72,17 @@ pub struct StepPlan {
     pub preempted: Vec<SeqId>,
 }
 
+/// Where a sequence stands in the order of who runs: its priority and
+/// whose it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Schedule {
+    /// Lower runs first (vLLM's `priority` extension); 0 by default.
+    pub priority: i32,
+    /// Whose the request is (an API key or a client address, hashed):
+    /// tenants share the seats fairly.
+    pub tenant: u64,
+}
+
 /// One sequence's record: its tokens, its progress, and whatever else its
 /// owner keeps for it (`state`: the engine's per-choice state), so that a
 /// sequence is one record in one map.
@@ -71,7 +91,13 @@ struct Sequence<T> {
     tokens: Vec<u32>,
     num_computed: usize,
     state: T,
+    schedule: Schedule,
+    /// When it arrived (a counter; kept across preemption).
+    arrival: u64,
 }
+
+/// A sequence's place in the order of who runs (smaller first).
+type Rank = (i32, usize, u64);
 
 /// The continuous-batching scheduler, holding every sequence's record
 /// with a `T` of its owner's beside the tokens.
@@ -82,6 +108,7 @@ pub struct Scheduler<T = ()> {
     seqs: HashMap<SeqId, Sequence<T>>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
+    next_arrival: u64,
 }
 
 impl Scheduler {
@@ -110,6 +137,7 @@ impl<T> Scheduler<T> {
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            next_arrival: 0,
         }
     }
 
@@ -128,6 +156,18 @@ impl<T> Scheduler<T> {
         max_len: usize,
         state: T,
     ) -> Result<(), AdmitError> {
+        self.add_scheduled(seq, prompt, max_len, state, Schedule::default())
+    }
+
+    /// [`Self::add_with`] at `schedule`'s place in the order of who runs.
+    pub fn add_scheduled(
+        &mut self,
+        seq: SeqId,
+        prompt: Vec<u32>,
+        max_len: usize,
+        state: T,
+        schedule: Schedule,
+    ) -> Result<(), AdmitError> {
         if max_len > self.capacity {
             return Err(AdmitError::TooLong {
                 needed: max_len,
@@ -137,16 +177,73 @@ impl<T> Scheduler<T> {
         if self.waiting.len() >= self.config.max_waiting {
             return Err(AdmitError::QueueFull(self.config.max_waiting));
         }
+        let arrival = self.arrival();
         self.seqs.insert(
             seq,
             Sequence {
                 tokens: prompt,
                 num_computed: 0,
                 state,
+                schedule,
+                arrival,
             },
         );
         self.waiting.push_back(seq);
         Ok(())
+    }
+
+    fn arrival(&mut self) -> u64 {
+        self.next_arrival += 1;
+        self.next_arrival
+    }
+
+    /// Where `seq` stands in the order of who runs.
+    pub fn schedule_of(&self, seq: SeqId) -> Schedule {
+        self.seqs.get(&seq).map(|s| s.schedule).unwrap_or_default()
+    }
+
+    /// Every live sequence's rank: (priority, its place among its tenant's
+    /// live sequences by arrival, arrival).
+    fn ranks(&self) -> HashMap<SeqId, Rank> {
+        let mut by_tenant: HashMap<u64, Vec<(u64, SeqId)>> = HashMap::new();
+        for (&id, s) in &self.seqs {
+            by_tenant
+                .entry(s.schedule.tenant)
+                .or_default()
+                .push((s.arrival, id));
+        }
+        let mut ranks = HashMap::with_capacity(self.seqs.len());
+        for list in by_tenant.values_mut() {
+            list.sort_unstable();
+            for (place, &(arrival, id)) in list.iter().enumerate() {
+                let priority = self.seqs.get(&id).map_or(0, |s| s.schedule.priority);
+                ranks.insert(id, (priority, place, arrival));
+            }
+        }
+        ranks
+    }
+
+    /// The running sequence that ranks last, taken out of `running`.
+    fn pop_worst(&mut self, ranks: &HashMap<SeqId, Rank>) -> Option<SeqId> {
+        let worst = (0..self.running.len()).max_by_key(|&i| {
+            ranks
+                .get(&self.running[i])
+                .copied()
+                .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
+        })?;
+        Some(self.running.remove(worst))
+    }
+
+    /// The waiting sequences in the order they are admitted.
+    fn sort_waiting(&mut self, ranks: &HashMap<SeqId, Rank>) {
+        let mut waiting: Vec<SeqId> = self.waiting.drain(..).collect();
+        waiting.sort_by_key(|id| {
+            ranks
+                .get(id)
+                .copied()
+                .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
+        });
+        self.waiting = waiting.into();
     }
 
     /// The owner's state of `seq`.
@@ -210,6 +307,7 @@ impl<T> Scheduler<T> {
         if let Some(s) = self.seqs.get_mut(&seq) {
             s.num_computed = 0;
         }
+        // It keeps its arrival: in its place of the order again.
         self.waiting.push_front(seq);
     }
 
@@ -244,6 +342,30 @@ impl<T> Scheduler<T> {
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_tokens_per_step;
         let mut prefill = prefill_budget.max(1);
+        let ranks = self.ranks();
+        self.sort_waiting(&ranks);
+        // Every seat taken and a better sequence waiting: the worst running
+        // one gives its seat up.
+        while self.running.len() >= self.config.max_num_seqs {
+            let (Some(best), Some(worst)) = (
+                self.waiting.front().and_then(|s| ranks.get(s)),
+                self.running.iter().filter_map(|s| ranks.get(s)).max(),
+            ) else {
+                break;
+            };
+            if best >= worst {
+                break;
+            }
+            let Some(victim) = self.pop_worst(&ranks) else {
+                break;
+            };
+            self.preempt(victim, blocks);
+            plan.preempted.push(victim);
+        }
+        if !plan.preempted.is_empty() {
+            self.sort_waiting(&ranks);
+        }
+        let seat_preemptions = plan.preempted.len();
 
         for decoding in [true, false] {
             let mut i = 0;
@@ -274,7 +396,7 @@ impl<T> Scheduler<T> {
                         scheduled = true;
                         break;
                     }
-                    let Some(victim) = self.running.pop() else {
+                    let Some(victim) = self.pop_worst(&ranks) else {
                         break;
                     };
                     self.preempt(victim, blocks);
@@ -296,9 +418,14 @@ impl<T> Scheduler<T> {
                 if !decoding {
                     prefill -= len;
                 }
-                i += 1;
+                // A victim taken from before `i` shifted the list.
+                i = self
+                    .running
+                    .iter()
+                    .position(|&s| s == seq)
+                    .map_or(i, |p| p + 1);
             }
-            if !plan.preempted.is_empty() {
+            if plan.preempted.len() > seat_preemptions {
                 // The pool is short: nothing more this step (a preempted
                 // sequence may have been planned already; drop its chunk).
                 plan.chunks.retain(|c| !plan.preempted.contains(&c.seq));
@@ -366,12 +493,16 @@ impl<T> Scheduler<T> {
         computed: usize,
         state: T,
     ) {
+        let schedule = self.schedule_of(parent);
+        let arrival = self.arrival();
         self.seqs.insert(
             child,
             Sequence {
                 tokens,
                 num_computed: computed,
                 state,
+                schedule,
+                arrival,
             },
         );
         let at = self
@@ -384,13 +515,16 @@ impl<T> Scheduler<T> {
 
     /// Queues `seq` at the front of the waiting queue (used for a fork that
     /// found no free block: it recomputes its prompt, mostly from the prefix cache).
-    pub fn add_front(&mut self, seq: SeqId, tokens: Vec<u32>, state: T) {
+    pub fn add_front(&mut self, seq: SeqId, tokens: Vec<u32>, state: T, schedule: Schedule) {
+        let arrival = self.arrival();
         self.seqs.insert(
             seq,
             Sequence {
                 tokens,
                 num_computed: 0,
                 state,
+                schedule,
+                arrival,
             },
         );
         self.waiting.push_front(seq);
@@ -508,6 +642,120 @@ mod tests {
         let plan = s.schedule_with(&mut bm, 100);
         assert_eq!(lens(&plan), vec![(SeqId(2), 1), (SeqId(1), 31)]);
         assert!(plan.chunks.iter().map(|c| c.len).sum::<usize>() <= 32);
+    }
+
+    fn running_set(s: &Scheduler) -> Vec<SeqId> {
+        let mut r = s.running.clone();
+        r.sort();
+        r
+    }
+
+    /// One tenant floods the seats; another's single request takes a seat
+    /// at the next step, from the flooder's last sequence (preempted, to
+    /// wait in its place), not after the flood.
+    #[test]
+    fn a_tenants_single_request_is_not_queued_behind_a_flood() {
+        let mut bm = BlockManager::new(256, 4, true);
+        let mut s = Scheduler::new(config(4, 64), 256);
+        let flood = Schedule {
+            priority: 0,
+            tenant: 1,
+        };
+        for i in 0..8 {
+            s.add_scheduled(SeqId(i), vec![1, 2, 3], 20, (), flood)
+                .expect("queued");
+        }
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.chunks.len(), 4);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+            s.append(c.seq, 7);
+        }
+        let single = Schedule {
+            priority: 0,
+            tenant: 2,
+        };
+        s.add_scheduled(SeqId(100), vec![4, 5, 6], 20, (), single)
+            .expect("queued");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.preempted, vec![SeqId(3)]);
+        assert!(plan.chunks.iter().any(|c| c.seq == SeqId(100)));
+        assert_eq!(
+            running_set(&s),
+            vec![SeqId(0), SeqId(1), SeqId(2), SeqId(100)]
+        );
+        // The flood's next sequences wait; the preempted one is first of them.
+        assert_eq!(s.waiting.front(), Some(&SeqId(3)));
+        // Nothing changes while the ranks hold.
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+            s.append(c.seq, 8);
+        }
+        assert!(s.schedule(&mut bm).preempted.is_empty());
+    }
+
+    /// Lower `priority` runs first: it takes the seat of the worst running
+    /// sequence; a higher one waits behind everything of lower priority.
+    #[test]
+    fn priority_orders_admission_and_preemption() {
+        let mut bm = BlockManager::new(256, 4, true);
+        let mut s = Scheduler::new(config(2, 64), 256);
+        let at = |priority| Schedule {
+            priority,
+            tenant: 0,
+        };
+        s.add_scheduled(SeqId(1), vec![1, 2], 20, (), at(0))
+            .expect("q");
+        s.add_scheduled(SeqId(2), vec![1, 2], 20, (), at(0))
+            .expect("q");
+        s.add_scheduled(SeqId(3), vec![1, 2], 20, (), at(5))
+            .expect("q");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(running_set(&s), vec![SeqId(1), SeqId(2)]);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+            s.append(c.seq, 7);
+        }
+        s.add_scheduled(SeqId(4), vec![1, 2], 20, (), at(-1))
+            .expect("q");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.preempted, vec![SeqId(2)]);
+        assert_eq!(running_set(&s), vec![SeqId(1), SeqId(4)]);
+        // Seq 2 (priority 0) is ahead of seq 3 (priority 5) in the queue.
+        assert_eq!(
+            s.waiting.iter().copied().collect::<Vec<_>>(),
+            vec![SeqId(2), SeqId(3)]
+        );
+    }
+
+    /// Out of blocks, the sequence that gives way is the one that ranks
+    /// last (here the flooding tenant's second), not the newest.
+    #[test]
+    fn out_of_blocks_the_worst_ranked_sequence_gives_way() {
+        // 4 blocks of 2: three sequences of 2 tokens, then their growth.
+        let mut bm = BlockManager::new(4, 2, false);
+        let mut s = Scheduler::new(config(4, 16), 8);
+        let of = |tenant| Schedule {
+            priority: 0,
+            tenant,
+        };
+        s.add_scheduled(SeqId(1), vec![1, 2], 6, (), of(1))
+            .expect("q");
+        s.add_scheduled(SeqId(2), vec![1, 2], 6, (), of(1))
+            .expect("q");
+        s.add_scheduled(SeqId(3), vec![1, 2], 6, (), of(2))
+            .expect("q");
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.chunks.len(), 3);
+        for c in &plan.chunks {
+            s.complete(c, &mut bm);
+            s.append(c.seq, 9);
+        }
+        // Each needs a second block; one is free: seq 2 (tenant 1's second)
+        // gives way although seq 3 is newer.
+        let plan = s.schedule(&mut bm);
+        assert_eq!(plan.preempted, vec![SeqId(2)]);
+        assert_eq!(running_set(&s), vec![SeqId(1), SeqId(3)]);
     }
 
     #[test]

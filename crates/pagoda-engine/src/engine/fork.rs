@@ -46,7 +46,10 @@ impl EngineCore {
                         .fork(parent, child, prompt, prompt_len, state);
                     self.sample_and_emit(child, &mut logits.to_vec());
                 }
-                Fork::NoFreeBlock => self.scheduler.add_front(child, prompt, state),
+                Fork::NoFreeBlock => {
+                    let schedule = self.scheduler.schedule_of(parent);
+                    self.scheduler.add_front(child, prompt, state, schedule)
+                }
             }
         }
         if self

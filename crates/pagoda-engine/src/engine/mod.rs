@@ -280,12 +280,14 @@ impl EngineCore {
         request: impl Admit,
         sink: Box<dyn EventSink>,
     ) -> Result<(), SubmitError> {
-        let request = request.admit(&self.limits)?.into_request();
+        let admitted = request.admit(&self.limits)?;
+        let schedule = admitted.schedule();
+        let request = admitted.into_request();
         let needed = request.prompt.len() + request.stop.max_tokens;
         let seq = self.new_seq();
         let choice = ChoiceState::new(id, 0, &request);
         self.scheduler
-            .add_with(seq, request.prompt.clone(), needed, choice)
+            .add_scheduled(seq, request.prompt.clone(), needed, choice, schedule)
             .map_err(|e| match e {
                 AdmitError::QueueFull(_) => SubmitError::QueueFull,
                 // Checked against the same pool just above.

@@ -26,6 +26,7 @@ use crate::http::auth::RequestId;
 use crate::http::errors::{body_rejection, internal, HttpError};
 use crate::http::sse::{self, json_event};
 use crate::http::state::{unix_now, AppState, Ready, SharedState};
+use crate::http::tenant::Tenant;
 use crate::output::choice::{token_text, CallPiece};
 use crate::output::inflight::{Collected, InFlight};
 use crate::output::label::{Endpoint, RequestLabel};
@@ -126,9 +127,11 @@ async fn prepare(state: &SharedState, req: &ValidChat) -> Result<Prepared, ApiEr
 pub async fn chat_completions(
     Ready(state): Ready,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let (arrived, created) = (Instant::now(), unix_now());
+    let tenant = tenant.map_or(Tenant(0), |Extension(t)| t);
     let body = body.map_err(body_rejection)?;
     let req = parse_chat(&body)?;
     check_model(&state, req.options.model.as_deref())?;
@@ -154,6 +157,7 @@ pub async fn chat_completions(
         &req.options,
         limit.flatten(),
         grammar,
+        tenant,
     )?;
     let label = RequestLabel {
         request_id,

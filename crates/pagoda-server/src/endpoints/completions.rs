@@ -21,6 +21,7 @@ use crate::http::auth::RequestId;
 use crate::http::errors::{body_rejection, internal, submit_error, HttpError};
 use crate::http::sse::{self, json_event};
 use crate::http::state::{unix_now, AppState, Ready, SharedState};
+use crate::http::tenant::Tenant;
 use crate::output::choice::{token_text, ChoiceDelta};
 use crate::output::inflight::InFlight;
 use crate::output::label::{Endpoint, RequestLabel};
@@ -100,9 +101,11 @@ async fn encode_prompts(
 pub async fn completions(
     Ready(state): Ready,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    tenant: Option<Extension<Tenant>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
     let (arrived, created) = (Instant::now(), unix_now());
+    let tenant = tenant.map_or(Tenant(0), |Extension(t)| t);
     let body = body.map_err(body_rejection)?;
     let req = parse_completion(&body)?;
     check_model(&state, req.options.model.as_deref())?;
@@ -136,6 +139,7 @@ pub async fn completions(
                 &req.options,
                 None,
                 grammar.clone(),
+                tenant,
             )?;
             Ok((text, request))
         })

@@ -3,17 +3,19 @@
 //! checked (once: the engine takes the admitted request as it is).
 
 use pagoda_api::{ApiError, GenerationOptions};
-use pagoda_engine::{Admitted, Request, SamplingParams, StopCondition};
+use pagoda_engine::{Admitted, Request, SamplingParams, Schedule, StopCondition};
 
 use crate::http::errors::submit_error;
 use crate::http::state::AppState;
+use crate::http::tenant::Tenant;
 use crate::output::label::Endpoint;
 
 /// Builds the engine request, applying the checkpoint's defaults (an unset
 /// `max_tokens` is what fits the served context), and admits it under the
 /// engine's limits, so that a request that can never run is refused before
 /// anything is submitted; `reasoning` bounds a reasoning model's thinking.
-/// `n` may not exceed `--max-n`.
+/// `n` may not exceed `--max-n`. It runs at its `priority` in `tenant`'s
+/// share of the engine.
 pub fn engine_request(
     state: &AppState,
     endpoint: Endpoint,
@@ -21,6 +23,7 @@ pub fn engine_request(
     o: &GenerationOptions,
     reasoning: Option<pagoda_engine::ReasoningLimit>,
     grammar: Option<pagoda_engine::Grammar>,
+    tenant: Tenant,
 ) -> Result<Admitted, ApiError> {
     if o.n > state.limits.max_n {
         return Err(ApiError::invalid(
@@ -62,7 +65,12 @@ pub fn engine_request(
         reasoning,
         grammar,
     };
+    let schedule = Schedule {
+        priority: o.priority,
+        tenant: tenant.0,
+    };
     limits
         .admit(request)
+        .map(|a| a.with_schedule(schedule))
         .map_err(|e| submit_error(e, endpoint.prompt_param()))
 }

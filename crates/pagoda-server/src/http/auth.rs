@@ -58,7 +58,7 @@ fn unauthorized(message: &str) -> Response {
 
 /// The credentials of an `Authorization: Bearer <key>` header; the scheme
 /// is case-insensitive (RFC 7235).
-fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

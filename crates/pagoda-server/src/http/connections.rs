@@ -19,6 +19,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::http::tenant::ClientAddr;
 use tokio::sync::{watch, Semaphore};
 
 use crate::http::parse_errors::{Enveloped, MAX_HEADERS, MAX_HEADER_BYTES};
@@ -69,8 +71,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = stopped => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accepting a connection failed; retrying shortly");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,7 +84,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let inner = TowerToHyperService::new(app.clone());
+        // Each request knows its client's address (for the fair share of
+        // requests without an API key).
+        let client = ClientAddr(peer.ip());
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(client);
+            hyper::service::Service::call(&inner, request)
+        });
         let connection = builder.serve_connection(TokioIo::new(Enveloped::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! The HTTP plumbing every endpoint shares: the accept loop and its
-//! connection limits, the route table, the server state, errors as responses, authentication and request ids, SSE framing,
+//! connection limits, the route table, the server state, errors as responses, authentication and request ids, tenants (whose a request is), SSE framing,
 //! metrics, and the operational routes (`/health`, `/metrics`,
 //! `/openapi.json`, the playground page at `/`).
 
@@ -17,6 +17,7 @@ pub(crate) mod playground;
 pub(crate) mod routes;
 pub(crate) mod sse;
 pub(crate) mod state;
+pub(crate) mod tenant;
 
 /// Largest accepted request body (the router's limit; a larger body is a 413
 /// that names it).

@@ -64,6 +64,7 @@ pub fn router(state: Arc<ServerState>, keys: ApiKeys, cors: Option<CorsLayer>) -
         // middlewares see the matched route (`MatchedPath`, for metrics).
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(content_type::require_json))
+        .layer(middleware::from_fn(crate::http::tenant::identify))
         .layer(middleware::from_fn_with_state(keys, auth::require_key))
         .layer(middleware::from_fn(metrics::count_responses))
         .layer(middleware::from_fn(auth::request_id))
