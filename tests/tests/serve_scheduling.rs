@@ -52,7 +52,10 @@ fn another_keys_request_is_not_queued_behind_a_flood() {
     while server.metric("pagoda_num_requests_running") != Some(2.0)
         || server.metric("pagoda_num_requests_waiting") != Some(2.0)
     {
-        assert!(Instant::now() < deadline, "the flood never filled the seats");
+        assert!(
+            Instant::now() < deadline,
+            "the flood never filled the seats"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let single = server

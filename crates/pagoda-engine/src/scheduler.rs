@@ -365,6 +365,14 @@ impl<T> Scheduler<T> {
         if !plan.preempted.is_empty() {
             self.sort_waiting(&ranks);
         }
+        // Prompt chunks go best-ranked first (a fair share's newcomer
+        // before a flood's older prefills).
+        self.running.sort_by_key(|id| {
+            ranks
+                .get(id)
+                .copied()
+                .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
+        });
         let seat_preemptions = plan.preempted.len();
 
         for decoding in [true, false] {
