@@ -374,6 +374,17 @@ impl<T> Scheduler<T> {
                 .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
         });
         let seat_preemptions = plan.preempted.len();
+        // With several tenants, a tenant's first sequence prefills outside
+        // the prompt budget (within the step budget): a fair share's
+        // newcomer starts at once instead of waiting on the inter-token
+        // target; it is one sequence per tenant, so the others' streams
+        // barely notice.
+        let several_tenants = {
+            let mut tenants = self.seqs.values().map(|s| s.schedule.tenant);
+            let first = tenants.next();
+            tenants.any(|t| Some(t) != first)
+        };
+        let newcomer = |id: &SeqId| several_tenants && ranks.get(id).is_some_and(|r| r.1 == 0);
 
         for decoding in [true, false] {
             let mut i = 0;
@@ -390,11 +401,14 @@ impl<T> Scheduler<T> {
                     i += 1;
                     continue;
                 }
-                if !decoding && prefill == 0 {
+                let exempt = !decoding && newcomer(&seq);
+                if !decoding && prefill == 0 && !exempt {
                     break;
                 }
                 let len = if decoding {
                     1
+                } else if exempt {
+                    remaining.min(budget)
                 } else {
                     remaining.min(budget).min(prefill)
                 };
@@ -424,7 +438,7 @@ impl<T> Scheduler<T> {
                 });
                 budget -= len;
                 if !decoding {
-                    prefill -= len;
+                    prefill = prefill.saturating_sub(len);
                 }
                 // A victim taken from before `i` shifted the list.
                 i = self
@@ -441,10 +455,14 @@ impl<T> Scheduler<T> {
             }
         }
 
-        while budget > 0 && prefill > 0 && self.running.len() < self.config.max_num_seqs {
+        while budget > 0 && self.running.len() < self.config.max_num_seqs {
             let Some(&seq) = self.waiting.front() else {
                 break;
             };
+            let exempt = newcomer(&seq);
+            if prefill == 0 && !exempt {
+                break;
+            }
             let Some(s) = self.seqs.get_mut(&seq) else {
                 self.waiting.pop_front();
                 continue;
@@ -453,7 +471,11 @@ impl<T> Scheduler<T> {
                 s.num_computed = blocks.attach_cached_prefix(seq, &s.tokens);
             }
             let (start, remaining) = (s.num_computed, s.tokens.len() - s.num_computed);
-            let len = remaining.min(budget).min(prefill);
+            let len = if exempt {
+                remaining.min(budget)
+            } else {
+                remaining.min(budget).min(prefill)
+            };
             if !blocks.allocate(seq, start, start + len) {
                 // Keep no blocks while waiting: a cached prefix must not pin the pool.
                 blocks.free(seq);
@@ -469,7 +491,7 @@ impl<T> Scheduler<T> {
                 wants_logits: len == remaining,
             });
             budget -= len;
-            prefill -= len;
+            prefill = prefill.saturating_sub(len);
         }
         plan
     }
@@ -683,11 +705,16 @@ mod tests {
             priority: 0,
             tenant: 2,
         };
-        s.add_scheduled(SeqId(100), vec![4, 5, 6], 20, (), single)
+        s.add_scheduled(SeqId(100), (40..50).collect(), 20, (), single)
             .expect("queued");
-        let plan = s.schedule(&mut bm);
+        // A prompt budget of 1 token: the newcomer (its tenant's first
+        // sequence) still prefills its whole prompt in this step.
+        let plan = s.schedule_with(&mut bm, 1);
         assert_eq!(plan.preempted, vec![SeqId(3)]);
-        assert!(plan.chunks.iter().any(|c| c.seq == SeqId(100)));
+        assert!(plan
+            .chunks
+            .iter()
+            .any(|c| c.seq == SeqId(100) && c.len == 10 && c.wants_logits));
         assert_eq!(
             running_set(&s),
             vec![SeqId(0), SeqId(1), SeqId(2), SeqId(100)]
