@@ -25,11 +25,12 @@ pub enum StepLatency {
 pub const AUTO_TARGET_FACTOR: f64 = 1.5;
 
 /// Before the estimate is warm, a step with decoding sequences takes this
-/// many floors of prompt tokens (a cautious chunk, not the whole cap).
-pub const COLD_FLOORS: usize = 4;
+/// many floors of prompt tokens (a cautious chunk, not the whole cap: on a
+/// 1B model 64 tokens already take ~200 ms).
+pub const COLD_FLOORS: usize = 1;
 
 /// Steps observed before the estimate is used.
-const WARM_UP: u32 = 8;
+const WARM_UP: u32 = 4;
 
 /// Weight of the past per observation (forgetting factor).
 const FORGET: f64 = 0.97;
@@ -167,10 +168,10 @@ mod tests {
     #[test]
     fn the_prompt_budget_fits_the_target() {
         let mut cost = StepCost::new();
-        // Cold: a cautious four floors while streams decode, the cap otherwise.
+        // Cold: a cautious floor while streams decode, the cap otherwise.
         assert_eq!(
             cost.prompt_budget(StepLatency::TargetMs(50.0), 8, 16, 512),
-            64
+            16
         );
         assert_eq!(
             cost.prompt_budget(StepLatency::TargetMs(50.0), 0, 16, 512),
