@@ -416,24 +416,7 @@ fn tiny_mixtral_q8_0_experts_equal_their_dequantized_twin() {
         let model = loaded.model.as_ref();
         r.prompts
             .iter()
-            .map(|prompt| {
-                let blocks = prompt.len().div_ceil(4);
-                let mut cache = cache_for(model, blocks);
-                let table: Vec<BlockId> = (0..blocks as u32).map(BlockId).collect();
-                model
-                    .forward(
-                        &[SeqChunk {
-                            tokens: prompt,
-                            start_pos: 0,
-                            block_table: &table,
-                            window_table: &[],
-                            logits: LogitsWanted::All,
-                        }],
-                        &mut cache,
-                    )
-                    .expect("forward")
-                    .data
-            })
+            .map(|prompt| common::prompt_logits(model, prompt))
             .collect()
     };
     let twin = logits("tiny-mixtral.q8_0-dequant.gguf", Activations::F32);
