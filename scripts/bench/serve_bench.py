@@ -7,6 +7,13 @@ interleaving the two servers round by round, and prints per cell the
 medians over rounds of output tokens/s, requests/s, time to first token
 p50/p99 and inter-token latency p50/p99 for both, and pagoda's ratio to the
 peer. Run through scripts/bench-vs-llamacpp.sh.
+
+Mixed arrivals (`--long-prompts K`): while the streams decode, K long
+prompts (`--long-words`, ~10x the stream prompts; 16 output tokens each)
+arrive one after another, `--long-gap` seconds apart; the table then also
+gives their TTFT p50/p99, and the streams' ITL shows what a long prefill
+does to them (issue [12]'s "every decode waits whenever a prefill chunk
+shares its step").
 """
 
 import argparse
@@ -105,10 +112,13 @@ async def one_request(client: httpx.AsyncClient, url: str, text: str, max_tokens
     }
 
 
-async def cell(url: str, concurrency: int, requests: int, rng: random.Random, words: int, max_tokens: int) -> dict:
+async def cell(url: str, concurrency: int, requests: int, rng: random.Random, words: int, max_tokens: int,
+               long_prompts: int = 0, long_words: int = 1000, long_gap: float = 2.0) -> dict:
     texts = [prompt(rng, words) for _ in range(requests)]
+    long_texts = [prompt(rng, long_words) for _ in range(long_prompts)]
     queue = list(texts)
     results = []
+    long_results = []
     # A fresh connection per request: llama-server closes idle keep-alive
     # connections, and a reused closed one fails the request.
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
@@ -119,13 +129,21 @@ async def cell(url: str, concurrency: int, requests: int, rng: random.Random, wo
                 text = queue.pop()
                 results.append(await one_request(client, url, text, max_tokens))
 
+        async def arrivals():
+            for text in long_texts:
+                await asyncio.sleep(long_gap)
+                long_results.append(await one_request(client, url, text, 16))
+
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)), arrivals())
         wall = time.perf_counter() - start
     ttfts = sorted(r["ttft"] for r in results)
     itls = sorted(x for r in results for x in r["itl"])
     pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+    long_ttfts = sorted(r["ttft"] for r in long_results)
     return {
+        "long_ttft_p50": pct(long_ttfts, 0.5),
+        "long_ttft_p99": pct(long_ttfts, 0.99),
         "tok_s": sum(r["tokens"] for r in results) / wall,
         "req_s": len(results) / wall,
         "ttft_p50": pct(ttfts, 0.5),
@@ -146,9 +164,13 @@ def main():
     ap.add_argument("--prompt-words", type=int, default=100, help="~150 tokens with the framing")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--pagoda-args", default="", help="extra flags for pagoda serve")
+    ap.add_argument("--long-prompts", type=int, default=0,
+                    help="mixed arrivals: long prompts arriving while the streams decode")
+    ap.add_argument("--long-words", type=int, default=1000, help="~1,500 tokens with the framing")
+    ap.add_argument("--long-gap", type=float, default=2.0, help="seconds between long arrivals")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    slots = max(levels)
+    slots = max(levels) + (1 if args.long_prompts else 0)
     Path(os.environ.get("BENCH_DIR", "target/bench")).mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PAGODA_LOG="warn", RAYON_NUM_THREADS=str(args.threads))
     port = free_port()
@@ -160,7 +182,8 @@ def main():
         port, env,
     )
     port = free_port()
-    ctx = slots * (args.prompt_words * 2 + args.max_tokens + 64)
+    ctx = slots * (max(args.prompt_words, args.long_words if args.long_prompts else 0) * 2
+                   + args.max_tokens + 64)
     peer = Server(
         "llama.cpp",
         [args.llama_server, "-m", args.model, "--host", "127.0.0.1", "--port", str(port),
@@ -175,7 +198,8 @@ def main():
         for rnd in range(args.rounds):
             for c in levels:
                 for s in (servers if rnd % 2 == 0 else servers[::-1]):
-                    r = asyncio.run(cell(s.url, c, max(c, 2), rng, args.prompt_words, args.max_tokens))
+                    r = asyncio.run(cell(s.url, c, max(c, 2), rng, args.prompt_words, args.max_tokens,
+                                         args.long_prompts, args.long_words, args.long_gap))
                     data[(s.name, c)].append(r)
                     print(f"round {rnd + 1} c={c:>2} {s.name:<9} {r['tok_s']:6.1f} tok/s "
                           f"ttft p50 {r['ttft_p50']:.2f}s itl p50 {r['itl_p50'] * 1000:.0f}ms", flush=True)
@@ -197,6 +221,15 @@ def main():
         ratio = lambda k: med("pagoda", c, k) / med("llama.cpp", c, k)
         print(f"| {c} | **pagoda / llama.cpp** | **{ratio('tok_s'):.2f}x** | {ratio('req_s'):.2f}x | "
               f"{ratio('ttft_p50'):.2f}x | {ratio('ttft_p99'):.2f}x | {ratio('itl_p50'):.2f}x | {ratio('itl_p99'):.2f}x |")
+    if args.long_prompts:
+        print(f"\nmixed arrivals: {args.long_prompts} prompts of ~{args.long_words} words, "
+              f"{args.long_gap:g} s apart, while the streams decode")
+        print("| concurrency | server | long-prompt TTFT p50 | long-prompt TTFT p99 | streams' ITL p99 |")
+        print("| --- | --- | --- | --- | --- |")
+        for c in levels:
+            for name in ("pagoda", "llama.cpp"):
+                print(f"| {c} | {name} | {med(name, c, 'long_ttft_p50'):.2f} s | "
+                      f"{med(name, c, 'long_ttft_p99'):.2f} s | {med(name, c, 'itl_p99') * 1000:.0f} ms |")
     print(f"\nresident memory at the end: pagoda {rss['pagoda']:.0f} MiB, llama.cpp {rss['llama.cpp']:.0f} MiB")
 
 
