@@ -17,6 +17,7 @@ pub mod reasoning;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
+pub mod spec_accept;
 pub mod step_cost;
 mod token_tally;
 pub mod window_blocks;
