@@ -13,6 +13,7 @@ pub mod grammar;
 pub mod handle;
 pub mod ids;
 pub mod kv_budget;
+pub mod ngram_draft;
 pub mod reasoning;
 pub mod request;
 pub mod sampler;
