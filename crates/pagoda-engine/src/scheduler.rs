@@ -223,27 +223,18 @@ impl<T> Scheduler<T> {
         ranks
     }
 
-    /// The running sequence that ranks last, taken out of `running`.
-    fn pop_worst(&mut self, ranks: &HashMap<SeqId, Rank>) -> Option<SeqId> {
-        let worst = (0..self.running.len()).max_by_key(|&i| {
-            ranks
-                .get(&self.running[i])
-                .copied()
-                .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
-        })?;
-        Some(self.running.remove(worst))
-    }
-
-    /// The waiting sequences in the order they are admitted.
-    fn sort_waiting(&mut self, ranks: &HashMap<SeqId, Rank>) {
-        let mut waiting: Vec<SeqId> = self.waiting.drain(..).collect();
-        waiting.sort_by_key(|id| {
+    /// Puts the waiting sequences in the order they are admitted and the
+    /// running ones in the order they are served (so the worst running
+    /// sequence is the last: the one preempted first).
+    fn sort_by_rank(&mut self, ranks: &HashMap<SeqId, Rank>) {
+        let rank = |id: &SeqId| {
             ranks
                 .get(id)
                 .copied()
                 .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
-        });
-        self.waiting = waiting.into();
+        };
+        self.waiting.make_contiguous().sort_by_key(rank);
+        self.running.sort_by_key(rank);
     }
 
     /// The owner's state of `seq`.
@@ -335,44 +326,38 @@ impl<T> Scheduler<T> {
     /// (the tokens of sequences with more than one token to compute, and
     /// the admissions): every decoding sequence first — so that a prefill
     /// never delays a running stream beyond its own share of the step —
-    /// then the running sequences still prefilling, oldest first, then the
-    /// waiting ones, first come first served. The whole step stays within
+    /// then the running sequences still prefilling, then the waiting ones,
+    /// each in the order of who runs. The whole step stays within
     /// `max_tokens_per_step`.
     pub fn schedule_with(&mut self, blocks: &mut BlockManager, prefill_budget: usize) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut budget = self.config.max_tokens_per_step;
         let mut prefill = prefill_budget.max(1);
         let ranks = self.ranks();
-        self.sort_waiting(&ranks);
+        // Prompt chunks go best-ranked first (a fair share's newcomer
+        // before a flood's older prefills); victims are taken from the end.
+        self.sort_by_rank(&ranks);
         // Every seat taken and a better sequence waiting: the worst running
         // one gives its seat up.
         while self.running.len() >= self.config.max_num_seqs {
             let (Some(best), Some(worst)) = (
                 self.waiting.front().and_then(|s| ranks.get(s)),
-                self.running.iter().filter_map(|s| ranks.get(s)).max(),
+                self.running.last().and_then(|s| ranks.get(s)),
             ) else {
                 break;
             };
             if best >= worst {
                 break;
             }
-            let Some(victim) = self.pop_worst(&ranks) else {
+            let Some(victim) = self.running.pop() else {
                 break;
             };
             self.preempt(victim, blocks);
             plan.preempted.push(victim);
         }
         if !plan.preempted.is_empty() {
-            self.sort_waiting(&ranks);
+            self.sort_by_rank(&ranks);
         }
-        // Prompt chunks go best-ranked first (a fair share's newcomer
-        // before a flood's older prefills).
-        self.running.sort_by_key(|id| {
-            ranks
-                .get(id)
-                .copied()
-                .unwrap_or((i32::MAX, usize::MAX, u64::MAX))
-        });
         let seat_preemptions = plan.preempted.len();
         // With several tenants, a tenant's first sequence prefills outside
         // the prompt budget (within the step budget): a fair share's
@@ -418,7 +403,8 @@ impl<T> Scheduler<T> {
                         scheduled = true;
                         break;
                     }
-                    let Some(victim) = self.pop_worst(&ranks) else {
+                    // The worst is last, never before `i`.
+                    let Some(victim) = self.running.pop() else {
                         break;
                     };
                     self.preempt(victim, blocks);
@@ -440,12 +426,7 @@ impl<T> Scheduler<T> {
                 if !decoding {
                     prefill = prefill.saturating_sub(len);
                 }
-                // A victim taken from before `i` shifted the list.
-                i = self
-                    .running
-                    .iter()
-                    .position(|&s| s == seq)
-                    .map_or(i, |p| p + 1);
+                i += 1;
             }
             if plan.preempted.len() > seat_preemptions {
                 // The pool is short: nothing more this step (a preempted

@@ -89,18 +89,7 @@ fn run(
         0,
         "every window block too"
     );
-    let tokens = streams
-        .iter()
-        .map(|rx| {
-            rx.try_iter()
-                .filter_map(|e| match e {
-                    EngineEvent::Token { token, .. } => Some(token),
-                    EngineEvent::Failed(e) => panic!("request failed: {e}"),
-                    EngineEvent::Finished { .. } => None,
-                })
-                .collect()
-        })
-        .collect();
+    let tokens = streams.iter().map(common::tokens).collect();
     (tokens, engine.stats().preemptions)
 }
 
@@ -269,14 +258,7 @@ fn gemma3_sequences_hold_only_their_window_in_the_window_pool() {
             most_main = most_main.max(engine.stats().blocks_used);
             most_window = most_window.max(engine.stats().window_blocks_used);
         }
-        let got: Vec<u32> = rx
-            .try_iter()
-            .filter_map(|e| match e {
-                EngineEvent::Token { token, .. } => Some(token),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(got, want, "round {round}");
+        assert_eq!(common::tokens(&rx), want, "round {round}");
         assert_eq!(
             most_main, 25,
             "round {round}: the main pool holds everything"

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 
 use common::greedy_unsplit;
 use pagoda_engine::{
-    EngineConfig, EngineCore, EngineEvent, Request, RequestId, SamplingParams, SchedulerConfig,
-    StopCondition,
+    EngineConfig, EngineCore, Request, RequestId, SamplingParams, SchedulerConfig, StopCondition,
 };
 use pagoda_models::{load_model, KvDtype};
 
@@ -83,15 +82,8 @@ fn gemma3_270m_decodes_alike_with_its_window_pool() {
             most_window <= (copies as usize * per_seq).min(118),
             "{most_window}"
         );
-        for rx in streams {
-            let got: Vec<u32> = rx
-                .try_iter()
-                .filter_map(|e| match e {
-                    EngineEvent::Token { token, .. } => Some(token),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(got, want, "{copies} at once");
+        for rx in &streams {
+            assert_eq!(common::tokens(rx), want, "{copies} at once");
         }
         assert_eq!(engine.stats().blocks_used, 0);
         assert_eq!(engine.stats().window_blocks_used, 0);

@@ -1,6 +1,19 @@
 //! What the engine's integration tests share.
 
+use pagoda_engine::EngineEvent;
 use pagoda_models::{BlockId, CausalLm, LogitsWanted, PagedKvCache, SeqChunk};
+
+/// The tokens a request's events carried so far (a failure panics).
+pub fn tokens(events: &flume::Receiver<EngineEvent>) -> Vec<u32> {
+    events
+        .try_iter()
+        .filter_map(|e| match e {
+            EngineEvent::Token { token, .. } => Some(token),
+            EngineEvent::Failed(e) => panic!("request failed: {e}"),
+            EngineEvent::Finished { .. } => None,
+        })
+        .collect()
+}
 
 /// Greedy decoding of `prompt` by the model alone, one pool for every
 /// layer (no window pool): the reference for the engine's window pool.
